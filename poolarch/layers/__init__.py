@@ -1,0 +1,32 @@
+"""Resizing layers: learnable (DynOPool, Shape Adaptor, DiffStride) and multi-resolution blocks."""
+from .base import LearnableResize, architecture_parameters, learnable_resizers
+from .dynopool import (
+    DynOPool1d,
+    DynOPool2d,
+    DynOPool3d,
+    StaticResizePool,
+    dynopool,
+    dynopool1d,
+    dynopool2d,
+    dynopool3d,
+    dynopool_output_size,
+)
+
+__all__ = [
+    "LearnableResize",
+    "architecture_parameters",
+    "learnable_resizers",
+    "DynOPool1d",
+    "DynOPool2d",
+    "DynOPool3d",
+    "StaticResizePool",
+    "dynopool",
+    "dynopool1d",
+    "dynopool2d",
+    "dynopool3d",
+    "dynopool_output_size",
+]
+
+from .factory import list_pools, make_pool, register_pool  # noqa: E402  (after the layers it registers)
+
+__all__ += ["list_pools", "make_pool", "register_pool"]

@@ -1,0 +1,106 @@
+"""The contract every learnable resizing layer in poolarch fulfils.
+
+A *learnable resizer* maps a feature map of spatial size ``in_size`` to one of size
+``out_size ~= in_size * scale`` where ``scale`` (``r`` in the DynOPool paper) is learned.
+Everything that reasons about learned downsampling -- :class:`poolarch.complexity.ComplexityLoss`,
+:func:`poolarch.convert.freeze`, the reports -- talks to resizers only through this interface, so
+DynOPool, Shape Adaptor and DiffStride are interchangeable.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["LearnableResize", "learnable_resizers", "architecture_parameters", "to_pair"]
+
+
+def to_tuple(value: float | Sequence[float], ndim: int, name: str) -> tuple[float, ...]:
+    """Broadcast a float or a sequence of ``ndim`` floats to a tuple; raises ``ValueError``/``TypeError``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        values = (float(value),) * ndim
+    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == ndim:
+        values = tuple(float(v) for v in value)
+    elif isinstance(value, Tensor) and value.numel() in (1, ndim):
+        values = tuple(float(v) for v in value.detach().flatten().expand(ndim))
+    else:
+        raise TypeError(f"{name} must be a float or a sequence of {ndim} floats, got {value!r}")
+    return values
+
+
+def to_pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
+    return to_tuple(value, 2, name)  # type: ignore[return-value]
+
+
+def check_positive_finite(values: Sequence[float], name: str) -> None:
+    for v in values:
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name} must be positive and finite, got {tuple(values)}")
+
+
+class LearnableResize(nn.Module):
+    """Base class of layers whose output size is learned.
+
+    Subclasses implement :meth:`scale` and record, on every forward call,
+    ``last_in_size`` / ``last_out_size`` (tuples of ints, one per spatial axis) and
+    ``last_size_surrogate`` (float tensor of the continuous output sizes, carrying gradient to the
+    layer's architecture parameters; its value may differ from ``last_out_size`` by the rounding).
+
+    Attributes:
+        ndim: number of spatial axes (1, 2 or 3).
+    """
+
+    ndim: int = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_in_size: tuple[int, ...] | None = None
+        self.last_out_size: tuple[int, ...] | None = None
+        self.last_size_surrogate: Tensor | None = None
+
+    def scale(self) -> Tensor:
+        """Current continuous scale ``r`` per spatial axis, shape ``(ndim,)``, differentiable."""
+        raise NotImplementedError
+
+    def output_size(self, in_size: Sequence[int]) -> tuple[int, ...]:
+        """Integer output size this layer produces for an input of spatial size ``in_size``."""
+        raise NotImplementedError
+
+    def to_static(self) -> nn.Module:
+        """A parameter-free module that resizes exactly like this layer does now, at the last
+        output size (used by :func:`poolarch.freeze`)."""
+        raise NotImplementedError
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """Parameters that define the architecture (trained with the scale learning rate,
+        no weight decay). Default: every parameter of the layer."""
+        return list(self.parameters())
+
+
+def learnable_resizers(model: nn.Module) -> list[tuple[str, LearnableResize]]:
+    """Every :class:`LearnableResize` in ``model`` in registration order (shared modules once)."""
+    seen: set[int] = set()
+    out = []
+    for name, module in model.named_modules():
+        if isinstance(module, LearnableResize) and id(module) not in seen:
+            seen.add(id(module))
+            out.append((name, module))
+    return out
+
+
+def architecture_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Unique architecture parameters of ``model``: those returned by ``arch_parameters()`` of
+    every submodule that defines it (learnable resizers, multi-resolution mixing weights, ...)."""
+    seen: set[int] = set()
+    params: list[nn.Parameter] = []
+    for module in model.modules():
+        getter = getattr(module, "arch_parameters", None)
+        if not callable(getter):
+            continue
+        for p in getter():
+            if id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    return params

@@ -1,0 +1,301 @@
+"""DynOPool: dynamically optimised pooling (Jang et al., CVPR 2023, Sec. 4.1).
+
+The layer divides its input into an ``H_out x W_out`` grid with ``H_out = round(max(H_in * r_h, 1.5))``,
+samples 4 bilinear query points at +-1/4 cell around every cell centre and aggregates them with
+``max`` (or ``avg``). The scale is trained as ``alpha = 1/r`` (Eq. 6); the rounding uses a
+straight-through estimator (Eq. 3-4), and the gradient reaches ``alpha`` through the query positions.
+
+Implementation: the query points of all cells form one regular ``2H_out x 2W_out`` lattice whose
+points are exactly the pixel centres of an ``align_corners=False`` resize to that size. So the layer
+is ``pool2x2(interpolate(x, size=2*out))`` -- separable, no sampling grid -- and at ``r = 0.5`` on
+even sizes it *is* ``MaxPool2d(2)``. The gradient with respect to the lattice coordinates is
+attached by :class:`_LatticeGrad`, an identity in the forward pass. The same code serves 1, 2 and
+3 spatial axes. A fused C++ kernel (see :mod:`poolarch.layers._dynopool_ext`) replaces it on CPU when
+available; this module is the reference fallback.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import LearnableResize, check_positive_finite, to_tuple
+
+__all__ = [
+    "dynopool",
+    "dynopool1d",
+    "dynopool2d",
+    "dynopool3d",
+    "dynopool_output_size",
+    "DynOPool1d",
+    "DynOPool2d",
+    "DynOPool3d",
+    "StaticResizePool",
+    "AGGREGATIONS",
+]
+
+AGGREGATIONS = ("max", "avg")
+_INTERP_MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
+_MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+_AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+
+
+def _check_aggregation(aggregation: str) -> None:
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+
+
+def _check_input(x: Tensor, ndim: int) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != ndim + 2:
+        raise ValueError(
+            f"input must have {ndim + 2} dimensions (N, C, {', '.join('DHW'[3 - ndim:])}) for "
+            f"{ndim}-d DynOPool, got shape {tuple(x.shape)}"
+        )
+
+
+def dynopool_output_size(
+    in_size: Sequence[int], alpha: Tensor, min_size: float = 1.5
+) -> tuple[Tensor, tuple[int, ...]]:
+    """Output size of DynOPool for spatial ``in_size`` and ``alpha = 1/r`` (shape ``(ndim,)``).
+
+    Returns ``(surrogate, sizes)``: ``sizes`` are the rounded integer sizes used in the forward
+    pass; ``surrogate`` is a float tensor whose *value* equals ``sizes`` and whose *gradient* is that
+    of the continuous ``max(in_size / alpha, min_size)`` (straight-through estimator).
+    """
+    alpha_values = alpha.detach().double().cpu().tolist()
+    check_positive_finite(alpha_values, "alpha")
+    in_t = torch.tensor(list(in_size), dtype=alpha.dtype, device=alpha.device)
+    continuous = torch.clamp(in_t / alpha, min=min_size)
+    rounded = torch.floor(continuous.detach() + 0.5)
+    surrogate = rounded + (continuous - continuous.detach())
+    sizes = tuple(int(v) for v in rounded.tolist())
+    return surrogate, sizes
+
+
+def _source_coordinates(in_len: int, out_len: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """PyTorch's ``align_corners=False`` linear source coordinates for resizing ``in_len -> out_len``.
+
+    Returns ``(k_plus_half, i0, i1, inside)``: lattice index + 0.5, the two source taps (border
+    clamped) and a mask of points whose coordinate was not clamped (where it moves with the size).
+    """
+    k = torch.arange(out_len, device=device, dtype=torch.float64) + 0.5
+    u = k * (in_len / out_len) - 0.5
+    inside = u > 0
+    u = u.clamp(min=0)
+    i0 = u.floor().long().clamp(max=in_len - 1)
+    i1 = (i0 + 1).clamp(max=in_len - 1)
+    return k, i0, i1, inside
+
+
+class _LatticeGrad(torch.autograd.Function):
+    """Identity on the resampled lattice ``z``; its backward adds the gradient of the loss with
+    respect to the continuous output sizes (through the lattice coordinates)."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, x: Tensor, sizes: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, sizes)
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad_z: Tensor):  # type: ignore[override]
+        x, sizes = ctx.saved_tensors
+        grad_sizes = None
+        if ctx.needs_input_grad[2]:
+            grad_sizes = _lattice_size_grad(x, grad_z, sizes)
+        return grad_z, None, grad_sizes
+
+
+def _lattice_size_grad(x: Tensor, grad_z: Tensor, sizes: Tensor) -> Tensor:
+    """d loss / d (continuous output size) for every spatial axis, shape ``(ndim,)``.
+
+    Lattice point ``k`` of axis ``d`` sits at source coordinate
+    ``u_k = (k + 1/2) * L_in / (2 s) - 1/2`` (``s`` the continuous output size), so
+    ``du_k/ds = -(k + 1/2) L_in / (2 s^2)``; ``dz/du_k`` is the difference of the two taps of the
+    input resampled along every other axis.
+    """
+    ndim = x.dim() - 2
+    in_size = x.shape[2:]
+    lattice = grad_z.shape[2:]
+    mode = _INTERP_MODE[ndim]
+    grads = []
+    s_values = sizes.detach().double().cpu().tolist()
+    for d in range(ndim):
+        other = list(lattice)
+        other[d] = in_size[d]
+        along_others = F.interpolate(x, size=tuple(other), mode=mode, align_corners=False)
+        k, i0, i1, inside = _source_coordinates(in_size[d], lattice[d], x.device)
+        dim = 2 + d
+        diff = along_others.index_select(dim, i1) - along_others.index_select(dim, i0)
+        reduce_dims = [i for i in range(grad_z.dim()) if i != dim]
+        grad_u = (grad_z * diff).sum(dim=reduce_dims, dtype=torch.float64)
+        du_ds = -k * in_size[d] / (2.0 * s_values[d] ** 2) * inside
+        grads.append((grad_u * du_ds).sum())
+    return torch.stack(grads).to(sizes.dtype)
+
+
+def dynopool(
+    x: Tensor,
+    alpha: Tensor,
+    aggregation: str = "max",
+    min_size: float = 1.5,
+) -> Tensor:
+    """DynOPool over the trailing ``ndim = alpha.numel()`` spatial axes of ``x``.
+
+    Args:
+        x: ``(N, C, *spatial)`` input, ``len(spatial) == alpha.numel()``.
+        alpha: inverse scales ``1/r`` per spatial axis, shape ``(ndim,)``; positive and finite.
+        aggregation: ``"max"`` (paper) or ``"avg"`` over the 4 (2^ndim) query points of a cell.
+        min_size: lower bound of the continuous output size before rounding (paper: 1.5, so every
+            output axis has at least 2 cells).
+
+    Returns:
+        ``(N, C, *out)`` with ``out = round(max(spatial / alpha, min_size))``.
+    """
+    _check_aggregation(aggregation)
+    if not isinstance(alpha, Tensor):
+        raise TypeError(f"alpha must be a torch.Tensor, got {type(alpha).__name__}")
+    ndim = alpha.numel()
+    if ndim not in _INTERP_MODE:
+        raise ValueError(f"alpha must have 1, 2 or 3 elements (one per spatial axis), got {ndim}")
+    _check_input(x, ndim)
+    surrogate, sizes = dynopool_output_size(x.shape[2:], alpha.reshape(-1), min_size)
+    from . import _dynopool_ext  # local import: the extension module imports this one
+
+    fused = _dynopool_ext.fused_dynopool(x, surrogate, sizes, aggregation)
+    if fused is not None:
+        return fused
+    return _resample_and_pool(x, surrogate, sizes, aggregation)
+
+
+def _resample_and_pool(x: Tensor, surrogate: Tensor | None, sizes: Sequence[int], aggregation: str) -> Tensor:
+    """Reference path: lattice resize (``2 * sizes``) then ``2^ndim`` max/avg pooling."""
+    ndim = x.dim() - 2
+    lattice = tuple(2 * s for s in sizes)
+    if tuple(x.shape[2:]) == lattice:
+        z = x
+    else:
+        z = F.interpolate(x, size=lattice, mode=_INTERP_MODE[ndim], align_corners=False)
+    if surrogate is not None and surrogate.requires_grad:
+        z = _LatticeGrad.apply(z, x, surrogate)
+    pool = _MAX_POOL[ndim] if aggregation == "max" else _AVG_POOL[ndim]
+    return pool(z, 2)
+
+
+def dynopool1d(x: Tensor, alpha: Tensor, aggregation: str = "max", min_size: float = 1.5) -> Tensor:
+    """DynOPool on ``(N, C, L)``; ``alpha`` shape ``(1,)``."""
+    return dynopool(x, alpha.reshape(1), aggregation, min_size)
+
+
+def dynopool2d(x: Tensor, alpha: Tensor, aggregation: str = "max", min_size: float = 1.5) -> Tensor:
+    """DynOPool on ``(N, C, H, W)``; ``alpha = (1/r_h, 1/r_w)`` shape ``(2,)``."""
+    return dynopool(x, alpha.reshape(2), aggregation, min_size)
+
+
+def dynopool3d(x: Tensor, alpha: Tensor, aggregation: str = "max", min_size: float = 1.5) -> Tensor:
+    """DynOPool on ``(N, C, D, H, W)``; ``alpha`` shape ``(3,)``."""
+    return dynopool(x, alpha.reshape(3), aggregation, min_size)
+
+
+class _DynOPoolNd(LearnableResize):
+    """Learnable-scale pooling; see :func:`dynopool`. Subclasses fix ``ndim``."""
+
+    def __init__(
+        self,
+        init_scale: float | Sequence[float] = 0.5,
+        aggregation: str = "max",
+        min_size: float = 1.5,
+        share_scale_with: "_DynOPoolNd | None" = None,
+    ) -> None:
+        super().__init__()
+        _check_aggregation(aggregation)
+        if not (isinstance(min_size, (int, float)) and min_size > 0):
+            raise ValueError(f"min_size must be a positive number, got {min_size!r}")
+        self.aggregation = aggregation
+        self.min_size = float(min_size)
+        if share_scale_with is not None:
+            if not isinstance(share_scale_with, _DynOPoolNd) or share_scale_with.ndim != self.ndim:
+                raise TypeError(
+                    f"share_scale_with must be a DynOPool{self.ndim}d, got {type(share_scale_with).__name__}"
+                )
+            self.alpha = share_scale_with.alpha
+        else:
+            scales = to_tuple(init_scale, self.ndim, "init_scale")
+            check_positive_finite(scales, "init_scale")
+            self.alpha = nn.Parameter(torch.tensor([1.0 / s for s in scales]))
+
+    @property
+    def scale(self) -> Tensor:
+        """``r = 1 / alpha`` per spatial axis, shape ``(ndim,)``."""
+        return 1.0 / self.alpha
+
+    def output_size(self, in_size: Sequence[int]) -> tuple[int, ...]:
+        return dynopool_output_size(in_size, self.alpha.detach(), self.min_size)[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_input(x, self.ndim)
+        surrogate, sizes = dynopool_output_size(x.shape[2:], self.alpha, self.min_size)
+        self.last_in_size = tuple(x.shape[2:])
+        self.last_out_size = sizes
+        self.last_size_surrogate = surrogate
+        from . import _dynopool_ext
+
+        fused = _dynopool_ext.fused_dynopool(x, surrogate, sizes, self.aggregation)
+        if fused is not None:
+            return fused
+        return _resample_and_pool(x, surrogate, sizes, self.aggregation)
+
+    def to_static(self) -> "StaticResizePool":
+        if self.last_out_size is None:
+            raise RuntimeError("run a forward pass before freezing: the output size is not known yet")
+        return StaticResizePool(self.last_out_size, self.aggregation)
+
+    def extra_repr(self) -> str:
+        r = ", ".join(f"{v:.3f}" for v in self.scale.detach().tolist())
+        text = f"scale=({r}), aggregation={self.aggregation}"
+        if self.last_in_size is not None:
+            text += f", last={self.last_in_size}->{self.last_out_size}"
+        return text
+
+
+class DynOPool1d(_DynOPoolNd):
+    """DynOPool over ``(N, C, L)`` (temporal pooling)."""
+
+    ndim = 1
+
+
+class DynOPool2d(_DynOPoolNd):
+    """DynOPool over ``(N, C, H, W)``. ``init_scale`` 0.5 reproduces ``MaxPool2d(2)`` on even sizes."""
+
+    ndim = 2
+
+
+class DynOPool3d(_DynOPoolNd):
+    """DynOPool over ``(N, C, D, H, W)`` (volumetric pooling)."""
+
+    ndim = 3
+
+
+class StaticResizePool(nn.Module):
+    """A frozen DynOPool: resize to the fixed lattice ``2 * out_size`` and pool ``2^ndim`` cells.
+
+    No parameters and no data-dependent shapes, so it exports with ``torch.export``/ONNX.
+    """
+
+    def __init__(self, out_size: Sequence[int], aggregation: str = "max") -> None:
+        super().__init__()
+        _check_aggregation(aggregation)
+        self.out_size = tuple(int(s) for s in out_size)
+        if not all(s >= 1 for s in self.out_size):
+            raise ValueError(f"out_size must be positive integers, got {out_size!r}")
+        self.aggregation = aggregation
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_input(x, len(self.out_size))
+        return _resample_and_pool(x, None, self.out_size, self.aggregation)
+
+    def extra_repr(self) -> str:
+        return f"out_size={self.out_size}, aggregation={self.aggregation}"

@@ -30,3 +30,27 @@ __all__ = [
 from .factory import list_pools, make_pool, register_pool  # noqa: E402  (after the layers it registers)
 
 __all__ += ["list_pools", "make_pool", "register_pool"]
+
+from .multires import MultiResBlock, multi_resolution  # noqa: E402
+
+__all__ += ["MultiResBlock", "multi_resolution"]
+
+from .diffstride import DiffStride2d, StaticDiffStride2d, diffstride2d  # noqa: E402  (registers "diffstride")
+from .shape_adaptor import (  # noqa: E402  (registers "shape_adaptor")
+    ShapeAdaptor2d,
+    StaticShapeAdaptor2d,
+    apply_memory_bound,
+    init_shape_adaptors,
+    shape_adaptor2d,
+)
+
+__all__ += [
+    "DiffStride2d",
+    "StaticDiffStride2d",
+    "diffstride2d",
+    "ShapeAdaptor2d",
+    "StaticShapeAdaptor2d",
+    "apply_memory_bound",
+    "init_shape_adaptors",
+    "shape_adaptor2d",
+]

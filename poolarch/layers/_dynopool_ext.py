@@ -1,11 +1,144 @@
-"""Dispatch to a fused DynOPool kernel when one is available (placeholder: none yet)."""
+"""Fused CPU kernel for 2-d DynOPool, with the pure-PyTorch path of :mod:`.dynopool` as fallback.
+
+The C++ source ``poolarch/csrc/dynopool.cpp`` is compiled on first use with
+:func:`torch.utils.cpp_extension.load` (ninja) into ``$POOLARCH_EXTENSIONS_DIR``, else
+``$TORCH_EXTENSIONS_DIR/poolarch``, else ``~/.cache/poolarch/torch_extensions`` (one sub-directory per
+Python/torch version; torch rebuilds when the source changes). :func:`fused_dynopool` returns
+``None`` -- meaning "use the reference path" -- when ``POOLARCH_DISABLE_EXT=1`` is set, the build
+failed (warned once), the input is not a plain CPU float32/float64 4-d tensor, or the call is being
+traced/compiled.
+"""
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import warnings
+from pathlib import Path
 from typing import Sequence
 
+import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = ["fused_dynopool", "extension_available", "extension_enabled", "build_directory"]
+
+_SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "dynopool.cpp"
+_LIB_NAME = "poolarch_dynopool"
+_MODES = {"max": 0, "avg": 1}
+_DTYPES = (torch.float32, torch.float64)
+
+_lock = threading.Lock()
+_state: dict[str, object] = {"loaded": None}  # None: not tried; True: ops available; False: failed
+
+
+def extension_enabled() -> bool:
+    """False when the environment variable ``POOLARCH_DISABLE_EXT`` is set to a true value."""
+    return os.environ.get("POOLARCH_DISABLE_EXT", "").strip().lower() not in ("1", "true", "yes", "on")
+
+
+def build_directory() -> Path:
+    """Where the extension is compiled and cached."""
+    root = os.environ.get("POOLARCH_EXTENSIONS_DIR")
+    if root:
+        base = Path(root)
+    elif os.environ.get("TORCH_EXTENSIONS_DIR"):
+        base = Path(os.environ["TORCH_EXTENSIONS_DIR"]) / "poolarch"
+    else:
+        base = Path.home() / ".cache" / "poolarch" / "torch_extensions"
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__.split('+')[0]}"
+    return base / tag / _LIB_NAME
+
+
+def _load() -> bool:
+    from torch.utils import cpp_extension
+
+    directory = build_directory()
+    directory.mkdir(parents=True, exist_ok=True)
+    cpp_extension.load(
+        name=_LIB_NAME,
+        sources=[str(_SOURCE)],
+        extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off"],
+        extra_ldflags=["-fopenmp"],
+        build_directory=str(directory),
+        is_python_module=False,
+        verbose=False,
+    )
+    return hasattr(torch.ops, _LIB_NAME) and hasattr(getattr(torch.ops, _LIB_NAME), "forward")
+
+
+def extension_available() -> bool:
+    """Build/load the kernel if not done yet; True when it can be used (ignores ``POOLARCH_DISABLE_EXT``)."""
+    if _state["loaded"] is None:
+        with _lock:
+            if _state["loaded"] is None:
+                try:
+                    _state["loaded"] = _load()
+                    if not _state["loaded"]:
+                        raise RuntimeError("the library loaded but registered no operators")
+                except Exception as exc:  # noqa: BLE001 - any build failure means: fall back
+                    _state["loaded"] = False
+                    warnings.warn(
+                        f"poolarch: could not build the fused DynOPool CPU kernel ({type(exc).__name__}: "
+                        f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); using the "
+                        "pure-PyTorch path (slower, same results)",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+    return bool(_state["loaded"])
+
+
+def _ops():
+    return getattr(torch.ops, _LIB_NAME)
+
+
+class _FusedDynOPool2d(torch.autograd.Function):
+    """``(x (N,C,H,W), surrogate (2,)) -> (N,C,H_out,W_out)``; gradients for ``x`` and ``surrogate``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, surrogate: Tensor, out_h: int, out_w: int, mode: int) -> Tensor:  # type: ignore[override]
+        out, codes = _ops().forward(x, out_h, out_w, mode)
+        ctx.mode = mode
+        ctx.surrogate_dtype = surrogate.dtype
+        ctx.save_for_backward(x, codes)
+        ctx.mark_non_differentiable(codes)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        x, codes = ctx.saved_tensors
+        need_x, need_size = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (need_x or need_size):
+            return None, None, None, None, None
+        grad_x, grad_sizes = _ops().backward(grad_out, x, codes, ctx.mode, need_x, need_size)
+        grad_x = grad_x if need_x else None
+        grad_sizes = grad_sizes.to(ctx.surrogate_dtype) if need_size else None
+        return grad_x, grad_sizes, None, None, None
+
+
+def _is_plain_cpu_tensor(x: Tensor) -> bool:
+    return type(x) is Tensor and x.device.type == "cpu" and not x.is_sparse and not x.is_quantized
 
 
 def fused_dynopool(x: Tensor, surrogate: Tensor, sizes: Sequence[int], aggregation: str) -> Tensor | None:
-    """Fused forward/backward for ``x``; ``None`` means: use the reference path."""
-    return None
+    """Fused forward/backward of 2-d DynOPool; ``None`` means: use the reference path.
+
+    Args:
+        x: ``(N, C, H, W)`` input (contiguous or channels_last; other strides are copied).
+        surrogate: continuous output sizes, shape ``(2,)``, value ``== sizes``; receives the size gradient.
+        sizes: integer output size ``(H_out, W_out)``.
+        aggregation: ``"max"`` or ``"avg"``.
+    """
+    if len(sizes) != 2 or x.dim() != 4 or aggregation not in _MODES:
+        return None
+    if x.dtype not in _DTYPES or not _is_plain_cpu_tensor(x) or not extension_enabled():
+        return None
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return None
+    if x.numel() == 0 or not extension_available():
+        return None
+    out_h, out_w = (int(s) for s in sizes)
+    if surrogate is None:
+        surrogate = torch.tensor([float(out_h), float(out_w)], dtype=x.dtype)
+    return _FusedDynOPool2d.apply(x, surrogate, out_h, out_w, _MODES[aggregation])

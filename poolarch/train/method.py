@@ -11,6 +11,7 @@ The engine owns the loop: data, optimiser steps, schedules, AMP, DDP, checkpoint
   path here);
 * :meth:`Method.extra_losses` -- terms added to the task loss after the forward pass (default: the
   complexity loss ``lambda * GMACs`` when the model has learnable resizers and ``lambda > 0``);
+* :meth:`Method.eval_forward` -- the evaluation forward pass (default ``model(x)``);
 * :meth:`Method.val_step` -- optional update on a validation batch, interleaved with every
   training step (bilevel methods: multi-resolution mixing weights, supernet bookkeeping);
 * :meth:`Method.epoch_end` -- extra per-epoch metrics to log (e.g. learned sizes);
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+import torch
 from torch import Tensor, nn
 
 from ..layers.base import architecture_parameters
@@ -88,6 +90,19 @@ class Method:
 
     def forward(self, model: nn.Module, inputs: Tensor) -> Tensor:
         return model(inputs)
+
+    def eval_forward(self, model: nn.Module, inputs: Tensor) -> Tensor:
+        """Forward pass for evaluation (model in eval mode, no grad); default ``model(x)``. A
+        supernet evaluates a fixed configuration here."""
+        return model(inputs)
+
+    def current_gmacs(self) -> float | None:
+        """GMACs per image of the network as of the last forward pass (``None`` without learnable
+        resizers); used by the engine's ``--target-gmacs`` controller."""
+        if self.complexity is None:
+            return None
+        with torch.no_grad():
+            return float(self.complexity())
 
     def extra_losses(self, model: nn.Module) -> dict[str, Tensor]:
         """Loss terms added to the task loss, by name (logged separately). Called right after

@@ -1,0 +1,462 @@
+// Fused CPU kernel for 2-d DynOPool (poolarch.layers.dynopool), forward and backward.
+//
+// Output cell (i, j) aggregates (max or mean) the 4 lattice points (2i+a, 2j+b), a, b in {0, 1}, of
+// the bilinear align_corners=False resize of x to (2*H_out, 2*W_out). The resize is separable, so
+// per-row and per-column taps/weights are computed once per call. The backward pass returns the
+// input gradient and the gradient with respect to the two continuous output sizes (which reaches
+// alpha through the straight-through size surrogate).
+//
+// Memory layouts: an (N, C, H, W) tensor is viewed as (P, H, W, Q) with (P, Q) = (N*C, 1) when
+// contiguous and (N, C) when channels_last; every element goes through the same arithmetic in both
+// layouts, so results are bit-identical. Built with -ffp-contract=off so no FMA changes that.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <tuple>
+#include <vector>
+
+namespace poolarch_dynopool {
+namespace {
+
+constexpr int64_t kMax = 0;
+constexpr int64_t kAvg = 1;
+
+// Source taps of one axis for lattice points k = 0..lattice_len-1 (PyTorch's linear
+// align_corners=False convention: u = (k + 1/2) * in/lattice - 1/2 clamped to >= 0).
+template <typename scalar_t>
+struct AxisTaps {
+  std::vector<int64_t> i0, i1;
+  std::vector<scalar_t> w0, w1;
+  std::vector<double> du_ds;  // d u_k / d (continuous output size); 0 where u was clamped
+};
+
+template <typename scalar_t>
+AxisTaps<scalar_t> axis_taps(int64_t in_len, int64_t lattice_len, double size_value) {
+  AxisTaps<scalar_t> t;
+  t.i0.resize(lattice_len);
+  t.i1.resize(lattice_len);
+  t.w0.resize(lattice_len);
+  t.w1.resize(lattice_len);
+  t.du_ds.resize(lattice_len);
+  const scalar_t scale = static_cast<scalar_t>(in_len) / static_cast<scalar_t>(lattice_len);
+  for (int64_t k = 0; k < lattice_len; ++k) {
+    scalar_t u = scale * (static_cast<scalar_t>(k) + static_cast<scalar_t>(0.5)) - static_cast<scalar_t>(0.5);
+    if (u < 0) u = 0;
+    const int64_t i0 = std::min(static_cast<int64_t>(u), in_len - 1);
+    scalar_t lambda = u - static_cast<scalar_t>(i0);
+    lambda = std::min(std::max(lambda, static_cast<scalar_t>(0)), static_cast<scalar_t>(1));
+    t.i0[k] = i0;
+    t.i1[k] = std::min(i0 + 1, in_len - 1);
+    t.w0[k] = static_cast<scalar_t>(1) - lambda;
+    t.w1[k] = lambda;
+    const double kh = static_cast<double>(k) + 0.5;
+    const double u_exact = kh * static_cast<double>(in_len) / static_cast<double>(lattice_len) - 0.5;
+    t.du_ds[k] = u_exact > 0 ? -kh * static_cast<double>(in_len) / (2.0 * size_value * size_value) : 0.0;
+  }
+  return t;
+}
+
+// Shape of the (P, H, W, Q) view and whether the tensor is channels_last.
+struct Layout {
+  int64_t P, Q;
+  bool channels_last;
+};
+
+Layout layout_of(const at::Tensor& x) {
+  if (x.is_contiguous()) return {x.size(0) * x.size(1), 1, false};
+  return {x.size(0), x.size(1), true};
+}
+
+at::MemoryFormat format_of(const Layout& l) {
+  return l.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+at::Tensor as_layout(const at::Tensor& x) {
+  if (x.is_contiguous() || x.is_contiguous(at::MemoryFormat::ChannelsLast)) return x;
+  return x.contiguous();
+}
+
+// Vertical blend of lattice row k: row[w*Q + q] = w0 * x[i0, w, q] + w1 * x[i1, w, q].
+template <typename scalar_t>
+inline void blend_row(const scalar_t* plane, const AxisTaps<scalar_t>& th, int64_t k, int64_t WQ,
+                      scalar_t* row) {
+  const scalar_t* r0 = plane + th.i0[k] * WQ;
+  const scalar_t* r1 = plane + th.i1[k] * WQ;
+  const scalar_t a = th.w0[k], b = th.w1[k];
+  for (int64_t e = 0; e < WQ; ++e) row[e] = a * r0[e] + b * r1[e];
+}
+
+// True when resizing this axis is the identity (lattice == input: r = 1/2 on an even size); the
+// kernel then reads the input directly, which is exact even for non-finite neighbours.
+template <typename scalar_t>
+bool is_identity(const AxisTaps<scalar_t>& t, int64_t in_len) {
+  if (static_cast<int64_t>(t.i0.size()) != in_len) return false;
+  for (int64_t k = 0; k < in_len; ++k)
+    if (t.i0[k] != k || t.w1[k] != 0 || t.w0[k] != 1) return false;
+  return true;
+}
+
+// Aggregate the 4 lattice values of a cell. max: same tie/NaN rule as max_pool2d (a later point
+// wins if strictly greater or NaN), code = 2a + b of the winner; avg: row-major sum / 4.
+template <typename scalar_t, int64_t kMode>
+inline void aggregate(scalar_t v00, scalar_t v01, scalar_t v10, scalar_t v11, scalar_t& out, int8_t& code) {
+  if (kMode == kMax) {
+    scalar_t best = v00;
+    int8_t c = 0;
+    bool t = (v01 > best) | (v01 != v01);
+    best = t ? v01 : best;
+    c = t ? int8_t(1) : c;
+    t = (v10 > best) | (v10 != v10);
+    best = t ? v10 : best;
+    c = t ? int8_t(2) : c;
+    t = (v11 > best) | (v11 != v11);
+    best = t ? v11 : best;
+    c = t ? int8_t(3) : c;
+    out = best;
+    code = c;
+  } else {
+    out = (((v00 + v01) + v10) + v11) / static_cast<scalar_t>(4);
+  }
+}
+
+// One output row from the two (vertically blended) lattice rows Ra (k = 2i) and Rb (k = 2i+1).
+template <typename scalar_t, int64_t kMode, bool kIdW, bool kPlanar>
+inline void forward_row(const scalar_t* Ra, const scalar_t* Rb, const AxisTaps<scalar_t>& tw, int64_t Wo,
+                        int64_t Q_dyn, scalar_t* orow, int8_t* crow) {
+  const int64_t Q = kPlanar ? 1 : Q_dyn;
+  int8_t unused = 0;
+  for (int64_t j = 0; j < Wo; ++j) {
+    const int64_t l0 = 2 * j, l1 = 2 * j + 1;
+    scalar_t* o = orow + j * Q;
+    int8_t* c = kMode == kMax ? crow + j * Q : nullptr;
+    if (kIdW) {
+      const scalar_t *A0 = Ra + l0 * Q, *A1 = Ra + l1 * Q, *C0 = Rb + l0 * Q, *C1 = Rb + l1 * Q;
+      for (int64_t q = 0; q < Q; ++q)
+        aggregate<scalar_t, kMode>(A0[q], A1[q], C0[q], C1[q], o[q], kMode == kMax ? c[q] : unused);
+    } else {
+      const scalar_t a0 = tw.w0[l0], b0 = tw.w1[l0], a1 = tw.w0[l1], b1 = tw.w1[l1];
+      const int64_t j00 = tw.i0[l0] * Q, j01 = tw.i1[l0] * Q, j10 = tw.i0[l1] * Q, j11 = tw.i1[l1] * Q;
+      for (int64_t q = 0; q < Q; ++q) {
+        const scalar_t v00 = a0 * Ra[j00 + q] + b0 * Ra[j01 + q];
+        const scalar_t v01 = a1 * Ra[j10 + q] + b1 * Ra[j11 + q];
+        const scalar_t v10 = a0 * Rb[j00 + q] + b0 * Rb[j01 + q];
+        const scalar_t v11 = a1 * Rb[j10 + q] + b1 * Rb[j11 + q];
+        aggregate<scalar_t, kMode>(v00, v01, v10, v11, o[q], kMode == kMax ? c[q] : unused);
+      }
+    }
+  }
+}
+
+template <typename scalar_t, int64_t kMode, bool kIdH, bool kIdW, bool kPlanar>
+void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const AxisTaps<scalar_t>& th,
+                  const AxisTaps<scalar_t>& tw) {
+  const Layout lay = layout_of(x);
+  const int64_t H = x.size(2), W = x.size(3), Ho = out.size(2), Wo = out.size(3);
+  const int64_t P = lay.P, Q = lay.Q, WQ = W * Q;
+  const scalar_t* xd = x.const_data_ptr<scalar_t>();
+  scalar_t* od = out.mutable_data_ptr<scalar_t>();
+  int8_t* cd = kMode == kMax ? codes.mutable_data_ptr<int8_t>() : nullptr;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, Wo * Q * 8 + WQ * 2));
+  at::parallel_for(0, P * Ho, grain, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> row_a(kIdH ? 0 : WQ), row_b(kIdH ? 0 : WQ);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t p = task / Ho, i = task % Ho;
+      const scalar_t* plane = xd + p * H * WQ;
+      const scalar_t *Ra, *Rb;
+      if (kIdH) {
+        Ra = plane + (2 * i) * WQ;
+        Rb = plane + (2 * i + 1) * WQ;
+      } else {
+        blend_row(plane, th, 2 * i, WQ, row_a.data());
+        blend_row(plane, th, 2 * i + 1, WQ, row_b.data());
+        Ra = row_a.data();
+        Rb = row_b.data();
+      }
+      const int64_t o = (p * Ho + i) * Wo * Q;
+      forward_row<scalar_t, kMode, kIdW, kPlanar>(Ra, Rb, tw, Wo, Q, od + o, cd ? cd + o : nullptr);
+    }
+  });
+}
+
+template <typename scalar_t, int64_t kMode>
+void forward_impl(const at::Tensor& x, at::Tensor& out, at::Tensor& codes) {
+  const int64_t H = x.size(2), W = x.size(3), Ho = out.size(2), Wo = out.size(3);
+  const auto th = axis_taps<scalar_t>(H, 2 * Ho, static_cast<double>(Ho));
+  const auto tw = axis_taps<scalar_t>(W, 2 * Wo, static_cast<double>(Wo));
+  const bool id_h = is_identity(th, H), id_w = is_identity(tw, W), planar = layout_of(x).Q == 1;
+#define POOLARCH_FWD(IH, IW, PL) forward_loop<scalar_t, kMode, IH, IW, PL>(x, out, codes, th, tw)
+  if (planar) {
+    if (id_h && id_w) POOLARCH_FWD(true, true, true);
+    else if (id_w) POOLARCH_FWD(false, true, true);
+    else if (id_h) POOLARCH_FWD(true, false, true);
+    else POOLARCH_FWD(false, false, true);
+  } else {
+    if (id_h && id_w) POOLARCH_FWD(true, true, false);
+    else if (id_w) POOLARCH_FWD(false, true, false);
+    else if (id_h) POOLARCH_FWD(true, false, false);
+    else POOLARCH_FWD(false, false, false);
+  }
+#undef POOLARCH_FWD
+}
+
+// Gradient of one lattice point (k, l) with upstream gradient g: scatter to the 4 taps of the
+// input and accumulate the coordinate-derivative terms of the two size gradients.
+template <typename scalar_t, bool kInputGrad, bool kSizeGrad>
+inline void lattice_point_backward(const scalar_t* xp, scalar_t* gp, int64_t WQ, int64_t Q,
+                                   const AxisTaps<scalar_t>& th, const AxisTaps<scalar_t>& tw,
+                                   int64_t k, int64_t l, scalar_t g, double& acc_h, double& acc_w) {
+  const int64_t r0 = th.i0[k] * WQ, r1 = th.i1[k] * WQ, c0 = tw.i0[l] * Q, c1 = tw.i1[l] * Q;
+  const scalar_t wh0 = th.w0[k], wh1 = th.w1[k], ww0 = tw.w0[l], ww1 = tw.w1[l];
+  if (kInputGrad) {
+    gp[r0 + c0] += g * (wh0 * ww0);
+    gp[r0 + c1] += g * (wh0 * ww1);
+    gp[r1 + c0] += g * (wh1 * ww0);
+    gp[r1 + c1] += g * (wh1 * ww1);
+  }
+  if (kSizeGrad) {
+    const scalar_t x00 = xp[r0 + c0], x01 = xp[r0 + c1], x10 = xp[r1 + c0], x11 = xp[r1 + c1];
+    const scalar_t dv_du = ww0 * (x10 - x00) + ww1 * (x11 - x01);  // along rows
+    const scalar_t dv_dv = wh0 * (x01 - x00) + wh1 * (x11 - x10);  // along columns
+    acc_h += static_cast<double>(g * dv_du) * th.du_ds[k];
+    acc_w += static_cast<double>(g * dv_dv) * tw.du_ds[l];
+  }
+}
+
+template <typename scalar_t, bool kInputGrad, bool kSizeGrad>
+void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& codes,
+                   at::Tensor& grad_x, double* grad_sizes, int64_t mode) {
+  const Layout lay = layout_of(x);
+  const int64_t H = x.size(2), W = x.size(3), Ho = grad_out.size(2), Wo = grad_out.size(3);
+  const int64_t P = lay.P, Q = lay.Q, WQ = W * Q;
+  const auto th = axis_taps<scalar_t>(H, 2 * Ho, static_cast<double>(Ho));
+  const auto tw = axis_taps<scalar_t>(W, 2 * Wo, static_cast<double>(Wo));
+  const scalar_t* xd = x.const_data_ptr<scalar_t>();
+  const scalar_t* god = grad_out.const_data_ptr<scalar_t>();
+  const int8_t* cd = mode == kMax ? codes.const_data_ptr<int8_t>() : nullptr;
+  scalar_t* gxd = kInputGrad ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
+  // Tasks write disjoint parts of grad_x: one (p, block of q) each.
+  const int64_t q_block = Q == 1 ? 1 : 16;
+  const int64_t q_blocks = (Q + q_block - 1) / q_block;
+  const int64_t tasks = P * q_blocks;
+  std::vector<double> partial(2 * tasks, 0.0);
+  const int64_t per_task = std::max<int64_t>(1, H * WQ / q_blocks + Ho * Wo * std::min(Q, q_block) * 8);
+  const int64_t grain = std::max<int64_t>(1, 32768 / per_task);
+  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t p = task / q_blocks, qb = task % q_blocks;
+      const int64_t q0 = qb * q_block, q1 = std::min(Q, q0 + q_block);
+      const scalar_t* xp = xd + p * H * WQ;
+      scalar_t* gp = kInputGrad ? gxd + p * H * WQ : nullptr;
+      if (kInputGrad) {
+        if (Q == 1) {
+          std::memset(gp, 0, sizeof(scalar_t) * H * W);
+        } else {
+          for (int64_t e = 0; e < H * W; ++e) std::fill(gp + e * Q + q0, gp + e * Q + q1, scalar_t(0));
+        }
+      }
+      double acc_h = 0.0, acc_w = 0.0;
+      for (int64_t i = 0; i < Ho; ++i) {
+        for (int64_t j = 0; j < Wo; ++j) {
+          const int64_t o = ((p * Ho + i) * Wo + j) * Q;
+          for (int64_t q = q0; q < q1; ++q) {
+            const scalar_t g = god[o + q];
+            if (mode == kMax) {
+              const int8_t code = cd[o + q];
+              lattice_point_backward<scalar_t, kInputGrad, kSizeGrad>(
+                  xp + q, kInputGrad ? gp + q : nullptr, WQ, Q, th, tw, 2 * i + (code >> 1), 2 * j + (code & 1), g,
+                  acc_h, acc_w);
+            } else {
+              const scalar_t gq = g / static_cast<scalar_t>(4);
+              for (int64_t a = 0; a < 2; ++a)
+                for (int64_t b = 0; b < 2; ++b)
+                  lattice_point_backward<scalar_t, kInputGrad, kSizeGrad>(
+                      xp + q, kInputGrad ? gp + q : nullptr, WQ, Q, th, tw, 2 * i + a, 2 * j + b, gq, acc_h, acc_w);
+            }
+          }
+        }
+      }
+      partial[2 * task] = acc_h;
+      partial[2 * task + 1] = acc_w;
+    }
+  });
+  // Fixed-order reduction: the result does not depend on the number of threads.
+  double gh = 0.0, gw = 0.0;
+  for (int64_t t = 0; t < tasks; ++t) {
+    gh += partial[2 * t];
+    gw += partial[2 * t + 1];
+  }
+  grad_sizes[0] = gh;
+  grad_sizes[1] = gw;
+}
+
+// Backward when both axes are the identity (r = 1/2 on even sizes): every input element belongs to
+// exactly one cell, so grad_x is written (not accumulated) and tasks are output rows. Element for
+// element this is the same arithmetic as backward_impl (weights 1 and 0).
+template <typename scalar_t, int64_t kMode, bool kInputGrad, bool kSizeGrad, bool kPlanar, bool kHasNext>
+inline void identity_backward_column(const scalar_t* xk, const scalar_t* xn, scalar_t* gk, const scalar_t* go,
+                                     const int8_t* co, int64_t l, int64_t Q_dyn, int8_t point, double fh,
+                                     double fw, double* acc_h, double* acc_w) {
+  const int64_t Q = kPlanar ? 1 : Q_dyn;
+  const int64_t e0 = l * Q, o0 = (l >> 1) * Q;
+  for (int64_t q = 0; q < Q; ++q) {
+    const scalar_t g = kMode == kMax ? go[o0 + q] : go[o0 + q] / static_cast<scalar_t>(4);
+    const bool sel = kMode == kMax ? co[o0 + q] == point : true;
+    if (kInputGrad) gk[e0 + q] = sel ? g : static_cast<scalar_t>(0);
+    if (kSizeGrad) {
+      const scalar_t x0 = xk[e0 + q];
+      const scalar_t dh = sel ? g * (xn[e0 + q] - x0) : static_cast<scalar_t>(0);
+      const scalar_t dw = kHasNext && sel ? g * (xk[e0 + Q + q] - x0) : static_cast<scalar_t>(0);
+      acc_h[e0 + q] += static_cast<double>(dh) * fh;
+      acc_w[e0 + q] += static_cast<double>(dw) * fw;
+    }
+  }
+}
+
+template <typename scalar_t, int64_t kMode, bool kInputGrad, bool kSizeGrad, bool kPlanar>
+void backward_identity(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& codes,
+                       at::Tensor& grad_x, const AxisTaps<scalar_t>& th, const AxisTaps<scalar_t>& tw,
+                       double* grad_sizes) {
+  const Layout lay = layout_of(x);
+  const int64_t H = x.size(2), W = x.size(3), Ho = grad_out.size(2), Wo = grad_out.size(3);
+  const int64_t P = lay.P, Q = lay.Q, WQ = W * Q;
+  const scalar_t* xd = x.const_data_ptr<scalar_t>();
+  const scalar_t* god = grad_out.const_data_ptr<scalar_t>();
+  const int8_t* cd = kMode == kMax ? codes.const_data_ptr<int8_t>() : nullptr;
+  scalar_t* gxd = kInputGrad ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
+  const int64_t tasks = P * Ho;
+  std::vector<double> partial(kSizeGrad ? 2 * tasks : 0, 0.0);  // slot of each chunk's first task
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, 2 * WQ));
+  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
+    std::vector<double> acc_h(kSizeGrad ? WQ : 0, 0.0), acc_w(kSizeGrad ? WQ : 0, 0.0);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t p = task / Ho, i = task % Ho;
+      const scalar_t* xp = xd + p * H * WQ;
+      const scalar_t* go = god + (p * Ho + i) * Wo * Q;
+      const int8_t* co = cd ? cd + (p * Ho + i) * Wo * Q : nullptr;
+      for (int64_t a = 0; a < 2; ++a) {
+        const int64_t k = 2 * i + a;
+        const scalar_t* xk = xp + k * WQ;
+        const scalar_t* xn = xp + th.i1[k] * WQ;
+        scalar_t* gk = kInputGrad ? gxd + p * H * WQ + k * WQ : nullptr;
+        const double fh = th.du_ds[k];
+        for (int64_t l = 0; l + 1 < W; ++l)
+          identity_backward_column<scalar_t, kMode, kInputGrad, kSizeGrad, kPlanar, true>(
+              xk, xn, gk, go, co, l, Q, static_cast<int8_t>(2 * a + (l & 1)), fh, tw.du_ds[l], acc_h.data(),
+              acc_w.data());
+        identity_backward_column<scalar_t, kMode, kInputGrad, kSizeGrad, kPlanar, false>(
+            xk, xn, gk, go, co, W - 1, Q, static_cast<int8_t>(2 * a + ((W - 1) & 1)), fh, tw.du_ds[W - 1],
+            acc_h.data(), acc_w.data());
+      }
+    }
+    if (kSizeGrad) {
+      double sh = 0.0, sw = 0.0;
+      for (int64_t e = 0; e < WQ; ++e) {
+        sh += acc_h[e];
+        sw += acc_w[e];
+      }
+      partial[2 * begin] = sh;
+      partial[2 * begin + 1] = sw;
+    }
+  });
+  double gh = 0.0, gw = 0.0;
+  for (int64_t t = 0; t < static_cast<int64_t>(partial.size()) / 2; ++t) {
+    gh += partial[2 * t];
+    gw += partial[2 * t + 1];
+  }
+  grad_sizes[0] = gh;
+  grad_sizes[1] = gw;
+}
+
+template <typename scalar_t, bool kInputGrad, bool kSizeGrad>
+void backward_dispatch(const at::Tensor& g, const at::Tensor& x, const at::Tensor& codes, at::Tensor& grad_x,
+                       double* grad_sizes, int64_t mode) {
+  const int64_t H = x.size(2), W = x.size(3), Ho = g.size(2), Wo = g.size(3);
+  const auto th = axis_taps<scalar_t>(H, 2 * Ho, static_cast<double>(Ho));
+  const auto tw = axis_taps<scalar_t>(W, 2 * Wo, static_cast<double>(Wo));
+  if (is_identity(th, H) && is_identity(tw, W)) {
+    const bool planar = layout_of(x).Q == 1;
+#define POOLARCH_BWD(M, PL) backward_identity<scalar_t, M, kInputGrad, kSizeGrad, PL>(g, x, codes, grad_x, th, tw, grad_sizes)
+    if (mode == kMax) {
+      if (planar) POOLARCH_BWD(kMax, true); else POOLARCH_BWD(kMax, false);
+    } else {
+      if (planar) POOLARCH_BWD(kAvg, true); else POOLARCH_BWD(kAvg, false);
+    }
+#undef POOLARCH_BWD
+    return;
+  }
+  backward_impl<scalar_t, kInputGrad, kSizeGrad>(g, x, codes, grad_x, grad_sizes, mode);
+}
+
+void check_args(const at::Tensor& x, int64_t out_h, int64_t out_w, int64_t mode) {
+  TORCH_CHECK(x.device().is_cpu(), "poolarch dynopool kernel: input must be on the CPU");
+  TORCH_CHECK(x.dim() == 4, "poolarch dynopool kernel: input must be 4-d (N, C, H, W), got ", x.dim(), "-d");
+  TORCH_CHECK(x.size(2) > 0 && x.size(3) > 0, "poolarch dynopool kernel: empty spatial size");
+  TORCH_CHECK(out_h > 0 && out_w > 0, "poolarch dynopool kernel: output size must be positive");
+  TORCH_CHECK(mode == kMax || mode == kAvg, "poolarch dynopool kernel: mode must be 0 (max) or 1 (avg)");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "poolarch dynopool kernel: dtype must be float32 or float64");
+}
+
+std::tuple<at::Tensor, at::Tensor> dynopool2d_forward(const at::Tensor& input, int64_t out_h, int64_t out_w,
+                                                      int64_t mode) {
+  check_args(input, out_h, out_w, mode);
+  const at::Tensor x = as_layout(input);
+  const Layout lay = layout_of(x);
+  const auto opts = x.options().memory_format(format_of(lay));
+  at::Tensor out = at::empty({x.size(0), x.size(1), out_h, out_w}, opts);
+  at::Tensor codes = mode == kMax ? at::empty({x.size(0), x.size(1), out_h, out_w}, opts.dtype(at::kChar))
+                                  : at::empty({0}, x.options().dtype(at::kChar));
+  if (out.numel() == 0) return {out, codes};
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "poolarch_dynopool2d_forward", [&] {
+    if (mode == kMax) forward_impl<scalar_t, kMax>(x, out, codes);
+    else forward_impl<scalar_t, kAvg>(x, out, codes);
+  });
+  return {out, codes};
+}
+
+std::tuple<at::Tensor, at::Tensor> dynopool2d_backward(const at::Tensor& grad_output, const at::Tensor& input,
+                                                       const at::Tensor& codes, int64_t mode, bool input_grad,
+                                                       bool size_grad) {
+  check_args(input, grad_output.size(2), grad_output.size(3), mode);
+  const at::Tensor x = as_layout(input);
+  const Layout lay = layout_of(x);
+  const at::MemoryFormat fmt = format_of(lay);
+  const at::Tensor g = grad_output.to(x.scalar_type()).contiguous(fmt);
+  const at::Tensor c = mode == kMax ? codes.contiguous(fmt) : codes;
+  TORCH_CHECK(g.size(0) == x.size(0) && g.size(1) == x.size(1), "poolarch dynopool kernel: shape mismatch");
+  at::Tensor grad_x = input_grad ? at::empty(x.sizes(), x.options().memory_format(fmt)) : at::Tensor();
+  at::Tensor grad_sizes = at::zeros({2}, x.options().dtype(at::kDouble));
+  double* gs = grad_sizes.mutable_data_ptr<double>();
+  if (x.numel() == 0) {
+    if (input_grad) grad_x.zero_();
+    return {grad_x, grad_sizes};
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "poolarch_dynopool2d_backward", [&] {
+    if (input_grad && size_grad) backward_dispatch<scalar_t, true, true>(g, x, c, grad_x, gs, mode);
+    else if (input_grad) backward_dispatch<scalar_t, true, false>(g, x, c, grad_x, gs, mode);
+    else if (size_grad) backward_dispatch<scalar_t, false, true>(g, x, c, grad_x, gs, mode);
+  });
+  return {grad_x, grad_sizes};
+}
+
+}  // namespace
+}  // namespace poolarch_dynopool
+
+TORCH_LIBRARY(poolarch_dynopool, m) {
+  m.def("forward(Tensor x, int out_h, int out_w, int mode) -> (Tensor, Tensor)");
+  m.def("backward(Tensor grad_out, Tensor x, Tensor codes, int mode, bool input_grad, bool size_grad) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(poolarch_dynopool, CPU, m) {
+  m.impl("forward", &poolarch_dynopool::dynopool2d_forward);
+  m.impl("backward", &poolarch_dynopool::dynopool2d_backward);
+}

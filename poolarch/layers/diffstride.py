@@ -1,0 +1,335 @@
+"""DiffStride: spectral pooling with learnable strides (Riad et al., ICLR 2022).
+
+The layer takes the 2-D DFT of its input, multiplies it by a separable *adaptive-span* mask
+(Sukhbaatar et al., 2019) around the low-frequency window of half-size ``T = H / (2 S_h)`` rows
+and ``W / (2 S_w)`` columns, crops, and transforms back. Along one axis, for the signed integer
+frequency ``k`` (``torch.fft.fftfreq`` convention)::
+
+    mask(k) = clamp((R + T - |k|) / R, 0, 1)          # 1 inside the window, a ramp of width R outside
+
+``R`` is the smoothness (paper: 4). The strides receive their gradient through the ramp
+(``d mask / d S = -H / (2 R S^2)`` on the ramp, 0 elsewhere).
+
+Two crops (``crop=``):
+
+* ``"window"`` (default): the output has the window size ``round(H / S)`` (at least 2, at most
+  ``H``), so ``scale = 1/S`` exactly as for the other learnable resizers. Every kept frequency
+  ``k`` is placed at ``k mod H_out``: the output is the *masked, band-limited signal sampled on the
+  ``H_out`` grid* (sample ``a`` sits at input position ``a * H / H_out``). Frequencies inside the
+  window pass unchanged; the ramp band (``T < |k| < T + R``) is attenuated by the mask and folds
+  into the window -- this is how its content, and therefore the stride gradient, reaches the output.
+* ``"support"``: the reference implementation's crop -- keep every frequency where the mask is
+  non-zero, so the output is ``2 ceil(T + R) - 1`` long (about ``H / S + 2R - 1``, capped at
+  ``H``; e.g. 23 for ``H = 32, S = 2, R = 4``): no folding, but larger maps than ``H / S``.
+
+Other choices (documented deviations from the TensorFlow reference):
+
+* both axes use the same symmetric mask (the reference adds 1 to the width threshold of its half
+  spectrum);
+* transforms use ``norm="forward"`` so amplitudes are preserved (a constant map stays constant);
+  the reference's unnormalised pair scales the output by ``H W / (H_out W_out)``, which a following
+  BatchNorm absorbs;
+* strides are kept ``>= 1`` by the reparametrisation ``S = 1 + softplus(rho)`` (the reference
+  clips after each update); ``rho`` is the trained parameter;
+* the input Nyquist bin of an even axis (one coefficient, no ``+-`` twin) is split equally between
+  ``+-H/2`` by taking the real part of the inverse transform.
+
+Cost (for :func:`poolarch.complexity.count_macs`): a complex FFT of ``n`` points is counted as
+``5 n log2(n) / 2`` MACs (the radix-2 estimate of ``5 n log2 n`` real FLOPs, halved); see
+:func:`diffstride_macs`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import LearnableResize, check_positive_finite, to_pair
+from .factory import register_pool
+
+__all__ = [
+    "diffstride2d",
+    "diffstride_output_size",
+    "diffstride_macs",
+    "adaptive_span_mask",
+    "DiffStride2d",
+    "StaticDiffStride2d",
+    "CROPS",
+]
+
+CROPS = ("window", "support")
+
+
+def _check_crop(crop: str) -> None:
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+
+
+def _check_smoothness(smoothness: float) -> None:
+    if isinstance(smoothness, bool) or not isinstance(smoothness, (int, float)) or not (
+        math.isfinite(smoothness) and smoothness >= 0
+    ):
+        raise ValueError(f"smoothness must be a finite number >= 0, got {smoothness!r}")
+
+
+def _check_input(x: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"input must have 4 dimensions (N, C, H, W) for DiffStride2d, got shape {tuple(x.shape)}")
+    if not (x.is_floating_point()):
+        raise TypeError(f"input must be a floating-point tensor, got {x.dtype}")
+
+
+def adaptive_span_mask(freqs: Tensor, half_window: Tensor, smoothness: float) -> Tensor:
+    """``clamp((R + T - |k|) / R, 0, 1)`` for signed integer frequencies ``freqs``.
+
+    ``half_window`` is ``T`` (scalar tensor, differentiable); ``smoothness = 0`` gives the hard
+    window ``|k| <= T`` (no gradient)."""
+    distance = freqs.abs().to(half_window.dtype)
+    if smoothness == 0:
+        return (distance <= half_window.detach()).to(half_window.dtype)
+    return torch.clamp((smoothness + half_window - distance) / smoothness, 0.0, 1.0)
+
+
+def _axis_sizes(in_len: int, stride: float, smoothness: float, crop: str) -> tuple[int, float]:
+    """``(out_len, continuous_out_len)`` along one axis for a stride value (a float)."""
+    half_window = in_len / (2.0 * stride)
+    if crop == "window":
+        continuous = min(max(in_len / stride, 2.0), float(in_len))
+        out_len = int(math.floor(in_len / stride + 0.5))
+    else:
+        continuous = min(2.0 * (half_window + smoothness) - 1.0, float(in_len))
+        out_len = 2 * math.ceil(half_window + smoothness) - 1 if smoothness > 0 else 2 * math.floor(half_window) + 1
+    out_len = max(min(out_len, in_len), min(2, in_len))
+    return out_len, max(continuous, float(min(2, in_len)))
+
+
+def diffstride_output_size(
+    in_size: Sequence[int], stride: Tensor, smoothness: float = 4.0, crop: str = "window"
+) -> tuple[Tensor, tuple[int, int]]:
+    """Output size of DiffStride for spatial ``in_size = (H, W)`` and strides ``(S_h, S_w)``.
+
+    Returns ``(surrogate, sizes)``: the integer ``sizes`` of the forward pass, and a float tensor
+    whose value equals ``sizes`` and whose gradient is that of the continuous size (``H / S`` for
+    ``crop="window"``, ``H / S + 2R - 1`` for ``"support"``; straight-through rounding).
+    """
+    _check_crop(crop)
+    values = stride.detach().double().cpu().reshape(-1).tolist()
+    if len(values) != 2:
+        raise ValueError(f"stride must have 2 elements (S_h, S_w), got {len(values)}")
+    if not all(math.isfinite(v) and v >= 1.0 for v in values):
+        raise ValueError(f"stride must be finite and >= 1, got {tuple(values)}")
+    sizes, parts = [], []
+    for d in range(2):
+        out_len, _ = _axis_sizes(int(in_size[d]), values[d], smoothness, crop)
+        n = float(in_size[d])
+        if crop == "window":
+            cont = n / stride[d]
+        else:
+            cont = n / stride[d] + (2.0 * smoothness - 1.0)
+        cont = torch.clamp(cont, min=min(2.0, n), max=n)
+        parts.append(float(out_len) + (cont - cont.detach()))
+        sizes.append(out_len)
+    return torch.stack(parts), (sizes[0], sizes[1])
+
+
+def _fold_matrix(in_len: int, out_len: int, stride: Tensor, smoothness: float, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(rows, A)``: the kept frequency bins of an ``in_len`` DFT axis and the real matrix
+    ``A[j, i] = mask(k_i) * [k_i = j mod out_len]`` (``out_len x len(rows)``) that masks them and
+    places them in the ``out_len`` DFT."""
+    freqs = torch.fft.fftfreq(in_len, d=1.0 / in_len, device=device).round().long()
+    half_window = in_len / (2.0 * stride)
+    with torch.no_grad():  # which bins to keep: a stop-gradient on the support, as in the paper
+        keep = adaptive_span_mask(freqs, half_window.detach(), smoothness) > 0
+    rows = keep.nonzero().flatten()
+    kept = freqs[rows]
+    mask = adaptive_span_mask(kept, half_window, smoothness)
+    target = torch.remainder(kept, out_len)
+    placement = F.one_hot(target, out_len).t().to(mask.dtype)  # (out_len, kept)
+    return rows, placement * mask.unsqueeze(0)
+
+
+def diffstride2d(
+    x: Tensor,
+    stride: Tensor,
+    smoothness: float = 4.0,
+    crop: str = "window",
+    out_size: Sequence[int] | None = None,
+) -> Tensor:
+    """Spectral pooling of ``(N, C, H, W)`` with (fractional, differentiable) strides.
+
+    Args:
+        x: input map, floating point.
+        stride: ``(S_h, S_w)``, each ``>= 1``; gradients flow to it through the mask ramp.
+        smoothness: ramp width ``R`` in frequency bins (paper: 4); 0 = hard crop.
+        crop: ``"window"`` (output ``round(H/S)``) or ``"support"`` (reference crop); see module doc.
+        out_size: force the output size (used by the frozen layer); ``None`` = from the strides.
+
+    Returns:
+        ``(N, C, H_out, W_out)`` with the dtype of ``x``.
+    """
+    _check_input(x)
+    _check_smoothness(smoothness)
+    _check_crop(crop)
+    if not isinstance(stride, Tensor):
+        raise TypeError(f"stride must be a torch.Tensor, got {type(stride).__name__}")
+    stride = stride.reshape(-1)
+    _, sizes = diffstride_output_size(x.shape[2:], stride, smoothness, crop)
+    if out_size is not None:
+        sizes = tuple(int(s) for s in out_size)  # type: ignore[assignment]
+        if len(sizes) != 2 or not all(1 <= s <= n for s, n in zip(sizes, x.shape[2:])):
+            raise ValueError(f"out_size must be 2 ints in [1, input size {tuple(x.shape[2:])}], got {out_size!r}")
+    stride = stride.to(x.dtype) if stride.dtype != x.dtype else stride
+    spectrum = torch.fft.fft2(x, norm="forward")
+    rows_h, fold_h = _fold_matrix(x.shape[2], sizes[0], stride[0], smoothness, x.device)
+    rows_w, fold_w = _fold_matrix(x.shape[3], sizes[1], stride[1], smoothness, x.device)
+    block = spectrum.index_select(2, rows_h).index_select(3, rows_w)
+    cdtype = block.dtype
+    folded = torch.matmul(torch.matmul(fold_h.to(cdtype), block), fold_w.t().to(cdtype))
+    return torch.fft.ifft2(folded, norm="forward").real.contiguous()
+
+
+def diffstride_macs(in_size: Sequence[int], out_size: Sequence[int], kept: Sequence[int], maps: int) -> int:
+    """MACs of one DiffStride call on ``maps = N * C`` maps of size ``in_size``.
+
+    Counted: forward DFT of the input and inverse DFT of the output as complex FFTs of
+    ``n = H W`` (resp. ``H_out W_out``) points at ``5 n log2(n) / 2`` MACs each, plus the mask /
+    placement products on the kept ``kept[0] x kept[1]`` block (4 real MACs per complex-by-real
+    product, both axes)."""
+    def fft(n: int) -> float:
+        return 2.5 * n * math.log2(n) if n > 1 else 0.0
+
+    n_in = int(in_size[0]) * int(in_size[1])
+    n_out = int(out_size[0]) * int(out_size[1])
+    kh, kw = int(kept[0]), int(kept[1])
+    fold = 2 * (int(out_size[0]) * kh * kw + int(out_size[0]) * kw * int(out_size[1]))
+    return int(round(maps * (fft(n_in) + fft(n_out) + fold)))
+
+
+def _stride_to_raw(stride: float) -> float:
+    """Inverse of ``S = 1 + softplus(rho)`` (``S`` slightly above 1 is represented as 1 + 1e-4)."""
+    excess = max(stride - 1.0, 1e-4)
+    return excess + math.log(-math.expm1(-excess))
+
+
+class DiffStride2d(LearnableResize):
+    """Learnable-stride spectral pooling on ``(N, C, H, W)``; see :func:`diffstride2d`.
+
+    Args:
+        init_stride: initial ``(S_h, S_w)`` (float or pair), each ``>= 1`` (paper: 2).
+        smoothness: ramp width ``R`` (paper: 4).
+        crop: ``"window"`` (output ``round(H / S)``) or ``"support"`` (the reference's crop).
+        share_stride_with: an existing :class:`DiffStride2d` whose stride parameter is reused
+            (residual main path and shortcut, as in the paper).
+
+    The trained parameter is ``stride_raw = rho`` with ``S = 1 + softplus(rho)``.
+    """
+
+    ndim = 2
+
+    def __init__(
+        self,
+        init_stride: float | Sequence[float] = 2.0,
+        smoothness: float = 4.0,
+        crop: str = "window",
+        share_stride_with: "DiffStride2d | None" = None,
+    ) -> None:
+        super().__init__()
+        _check_smoothness(smoothness)
+        _check_crop(crop)
+        self.smoothness = float(smoothness)
+        self.crop = crop
+        if share_stride_with is not None:
+            if not isinstance(share_stride_with, DiffStride2d):
+                raise TypeError(
+                    f"share_stride_with must be a DiffStride2d, got {type(share_stride_with).__name__}"
+                )
+            self.stride_raw = share_stride_with.stride_raw
+        else:
+            strides = to_pair(init_stride, "init_stride")
+            check_positive_finite(strides, "init_stride")
+            if any(s < 1 for s in strides):
+                raise ValueError(f"init_stride must be >= 1, got {strides}")
+            self.stride_raw = nn.Parameter(torch.tensor([_stride_to_raw(s) for s in strides]))
+
+    @property
+    def stride(self) -> Tensor:
+        """Current strides ``(S_h, S_w) = 1 + softplus(rho)``, differentiable, always ``> 1``."""
+        return 1.0 + F.softplus(self.stride_raw)
+
+    @property
+    def scale(self) -> Tensor:
+        """``r = 1 / S`` per axis, shape ``(2,)``."""
+        return 1.0 / self.stride
+
+    def output_size(self, in_size: Sequence[int]) -> tuple[int, ...]:
+        return diffstride_output_size(in_size, self.stride.detach(), self.smoothness, self.crop)[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_input(x)
+        stride = self.stride
+        surrogate, sizes = diffstride_output_size(x.shape[2:], stride, self.smoothness, self.crop)
+        self.last_in_size = (int(x.shape[2]), int(x.shape[3]))
+        self.last_out_size = sizes
+        self.last_size_surrogate = surrogate
+        return diffstride2d(x, stride, self.smoothness, self.crop)
+
+    def kept_frequencies(self, in_size: Sequence[int]) -> tuple[int, int]:
+        """Number of DFT bins per axis the mask keeps (for the MAC count)."""
+        s = self.stride.detach().double().tolist()
+        return tuple(  # type: ignore[return-value]
+            min(int(n), 2 * math.ceil(n / (2 * sd) + self.smoothness) - 1) if self.smoothness > 0
+            else min(int(n), 2 * math.floor(n / (2 * sd)) + 1)
+            for n, sd in zip(in_size, s)
+        )
+
+    def to_static(self) -> "StaticDiffStride2d":
+        if self.last_out_size is None:
+            raise RuntimeError("run a forward pass before freezing: the output size is not known yet")
+        return StaticDiffStride2d(self.stride.detach().tolist(), self.last_out_size, self.smoothness, self.crop)
+
+    def extra_repr(self) -> str:
+        s = ", ".join(f"{v:.3f}" for v in self.stride.detach().tolist())
+        text = f"stride=({s}), smoothness={self.smoothness:g}, crop={self.crop}"
+        if self.last_in_size is not None:
+            text += f", last={self.last_in_size}->{self.last_out_size}"
+        return text
+
+
+class StaticDiffStride2d(nn.Module):
+    """A frozen :class:`DiffStride2d`: fixed strides (a buffer, not a parameter) and output size."""
+
+    def __init__(
+        self, stride: Sequence[float], out_size: Sequence[int], smoothness: float = 4.0, crop: str = "window"
+    ) -> None:
+        super().__init__()
+        _check_smoothness(smoothness)
+        _check_crop(crop)
+        strides = to_pair(stride, "stride")
+        if not all(math.isfinite(s) and s >= 1 for s in strides):
+            raise ValueError(f"stride must be finite and >= 1, got {strides}")
+        self.out_size = tuple(int(s) for s in out_size)
+        if len(self.out_size) != 2 or not all(s >= 1 for s in self.out_size):
+            raise ValueError(f"out_size must be 2 positive ints, got {out_size!r}")
+        self.smoothness = float(smoothness)
+        self.crop = crop
+        self.register_buffer("stride", torch.tensor(strides, dtype=torch.float64))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return diffstride2d(x, self.stride.to(x.dtype), self.smoothness, self.crop, out_size=self.out_size)
+
+    def extra_repr(self) -> str:
+        s = ", ".join(f"{v:.3f}" for v in self.stride.tolist())
+        return f"stride=({s}), out_size={self.out_size}, smoothness={self.smoothness:g}, crop={self.crop}"
+
+
+@register_pool("diffstride")
+def _diffstride(stride, init_scale, channels, share_with):
+    if share_with is not None:
+        return DiffStride2d(share_stride_with=share_with)
+    strides = (float(stride[0]), float(stride[1])) if init_scale is None else (1.0 / init_scale[0], 1.0 / init_scale[1])
+    return DiffStride2d(init_stride=strides)

@@ -1,0 +1,75 @@
+"""How zoo models build their resizing layers from ``pool=`` and ``init_scales=``.
+
+Every zoo model has a fixed, ordered list of *resizing positions* (the places where the human
+design halves the map). :class:`ResizePlan` hands out, position by position, either nothing
+(``pool="strided"``: the convolution strides) or the layer :func:`poolarch.layers.make_pool`
+builds, with the per-position initial scale.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+from ..layers.base import LearnableResize
+from ..layers.factory import list_pools, make_pool
+
+__all__ = ["ResizePlan", "STRIDED", "check_pool_kind"]
+
+STRIDED = "strided"
+
+ScaleSpec = float | Sequence[float] | None
+
+
+def check_pool_kind(pool: str) -> None:
+    """Raise ``ValueError`` unless ``pool`` is ``"strided"`` or a registered pool kind."""
+    allowed = [STRIDED, *list_pools()]
+    if not isinstance(pool, str) or pool not in allowed:
+        raise ValueError(f"pool must be one of {allowed}, got {pool!r}")
+
+
+class ResizePlan:
+    """Builds the resizing layers of one model, in position order.
+
+    Args:
+        pool: ``"strided"`` or a kind of :func:`poolarch.layers.list_pools`.
+        init_scales: ``None`` (every position starts at ``1/stride``) or one entry per resizing
+            position: a float, an ``(r_h, r_w)`` pair, or ``None`` for the default.
+        num_positions: how many resizing positions the model has.
+    """
+
+    def __init__(self, pool: str, init_scales: Sequence[ScaleSpec] | None, num_positions: int) -> None:
+        check_pool_kind(pool)
+        self.pool = pool
+        if init_scales is not None:
+            if isinstance(init_scales, (str, bytes)) or not isinstance(init_scales, Sequence):
+                raise TypeError(f"init_scales must be a sequence of {num_positions} scales, got {init_scales!r}")
+            if len(init_scales) != num_positions:
+                raise ValueError(
+                    f"init_scales must have one entry per resizing position ({num_positions}), "
+                    f"got {len(init_scales)}"
+                )
+            if pool == STRIDED or pool in ("max", "avg"):
+                raise ValueError(f"init_scales needs a learnable pool (e.g. 'dynopool'), got pool={pool!r}")
+        self.init_scales = list(init_scales) if init_scales is not None else [None] * num_positions
+        self.num_positions = num_positions
+
+    @property
+    def strided(self) -> bool:
+        """True when the convolutions themselves stride (no separate resizing layer)."""
+        return self.pool == STRIDED
+
+    def make(
+        self, position: int, stride: int = 2, channels: int | None = None, share_with: nn.Module | None = None
+    ) -> nn.Module:
+        """The resizing layer at ``position``; ``share_with`` shares the scale of a learnable layer
+        (ignored for fixed pools, which have none)."""
+        if not 0 <= position < self.num_positions:
+            raise ValueError(f"position must be in [0, {self.num_positions}), got {position}")
+        if self.strided:
+            raise ValueError("pool='strided' has no separate resizing layer")
+        if share_with is not None and not isinstance(share_with, LearnableResize):
+            share_with = None
+        return make_pool(
+            self.pool, stride, init_scale=self.init_scales[position], channels=channels, share_with=share_with
+        )

@@ -1,0 +1,88 @@
+"""MobileNetV2 for CIFAR (stride-1 stem, maps 32-16-8-4; paper 000 Table 1: 0.09 GMACs at 100 classes).
+
+In a downsampling inverted residual the depthwise 3x3 conv has stride 1 and the resizer follows its
+BN-ReLU6 (rule B); with ``pool="strided"`` the depthwise conv strides. Blocks that change the size
+have no residual branch, so no scale sharing is needed.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from torch import Tensor, nn
+
+from ._blocks import ClassifierHead, ConvNormAct, scaled_width
+from ._resize import ResizePlan
+from .registry import register_model
+
+__all__ = ["InvertedResidual", "MobileNetV2Cifar", "mobilenetv2_cifar", "MOBILENETV2_CIFAR_CFG"]
+
+# (expansion t, channels c, repeats n, stride s) -- the ImageNet table with the second row's stride 1.
+MOBILENETV2_CIFAR_CFG = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                         (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expansion -> 3x3 depthwise -> [resize] -> 1x1 projection; residual when shape is kept."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, expansion: int, resize: nn.Module | None = None) -> None:
+        super().__init__()
+        hidden = in_ch * expansion
+        layers: list[nn.Module] = []
+        if expansion != 1:
+            layers.append(ConvNormAct(in_ch, hidden, 1, act=nn.ReLU6))
+        dw_stride = 1 if resize is not None else stride
+        layers.append(ConvNormAct(hidden, hidden, 3, dw_stride, groups=hidden, act=nn.ReLU6))
+        if resize is not None:
+            layers.append(resize)
+        layers.append(ConvNormAct(hidden, out_ch, 1, act=None))
+        self.conv = nn.Sequential(*layers)
+        self.use_residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv(x)
+        return x + out if self.use_residual else out
+
+
+class MobileNetV2Cifar(nn.Module):
+    """MobileNetV2 with a stride-1 stem. Attributes: ``stage_strides`` (stem, then one per cfg row)."""
+
+    def __init__(self, num_classes: int = 10, pool: str = "max", in_chans: int = 3,
+                 init_scales: Sequence[Any] | None = None, width: float = 1.0,
+                 cfg: Sequence[tuple[int, int, int, int]] = MOBILENETV2_CIFAR_CFG) -> None:
+        super().__init__()
+        if not (isinstance(width, (int, float)) and width > 0):
+            raise ValueError(f"width must be a positive number, got {width!r}")
+        plan = ResizePlan(pool, init_scales, sum(1 for row in cfg if row[3] > 1))
+        self.pool_kind = pool
+        in_ch = scaled_width(32, width)
+        self.stem = ConvNormAct(in_chans, in_ch, 3, 1, act=nn.ReLU6)
+        stages = []
+        position = 0
+        for t, c, n, s in cfg:
+            out_ch = scaled_width(c, width)
+            blocks = []
+            for i in range(n):
+                stride = s if i == 0 else 1
+                resize = None
+                if stride > 1 and not plan.strided:
+                    resize = plan.make(position, stride, channels=in_ch * t)
+                    position += 1
+                blocks.append(InvertedResidual(in_ch, out_ch, stride, t, resize))
+                in_ch = out_ch
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        last = max(1280, scaled_width(1280, width))
+        self.last_conv = ConvNormAct(in_ch, last, 1, act=nn.ReLU6)
+        self.head = ClassifierHead(last, num_classes)
+        self.stage_strides = tuple([1] + [int(row[3]) for row in cfg])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, in_chans, H, W) -> (N, num_classes)`` logits."""
+        return self.head(self.last_conv(self.stages(self.stem(x))))
+
+
+@register_model("mobilenetv2_cifar")
+def mobilenetv2_cifar(num_classes: int = 10, pool: str = "max", in_chans: int = 3, init_scales=None,
+                      width: float = 1.0):
+    """MobileNetV2 for 32x32 inputs (maps 32-16-8-4); ``width`` is the width multiplier."""
+    return MobileNetV2Cifar(num_classes, pool, in_chans, init_scales, width)

@@ -1,0 +1,189 @@
+"""After a search: rank every configuration, write the top-k and draw p(m|c) (paper 003 Sec. 2.3, Fig. 5).
+
+Every configuration ``c`` is evaluated on the validation split with the weight set the method
+assigns to it (balanced mixture: ``m* = argmax_m p(m|c)``). Batch-norm statistics are shared by all
+configurations of a weight set, so before evaluating ``c`` they are re-estimated on
+``recalibration_batches`` training batches run through ``c`` (the usual single-path practice);
+with ``recalibration_batches=0`` the evaluation uses batch statistics instead. With
+``eval_top=K`` configurations are first ranked by the method's proxy score (``a[c, m*]``, or the
+path probability for DARTS) and only the best ``K`` are evaluated.
+
+Files written into the run directory: ``ranking.csv`` (every configuration, best first),
+``topk.yaml``, and for mixtures ``p_m_given_c.csv`` / ``p_m_given_c.png``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..train.checkpoint import atomic_write_text
+from .methods.base import batch_statistics
+from .space import Config, format_config
+
+__all__ = ["evaluate_configuration", "rank_configurations", "write_ranking", "plot_model_assignment",
+           "read_ranking", "RANKING_FILE", "TOPK_FILE"]
+
+RANKING_FILE = "ranking.csv"
+TOPK_FILE = "topk.yaml"
+HEATMAP_FILE = "p_m_given_c.png"
+
+
+@torch.no_grad()
+def _recalibrate(model: nn.Module, config: Config, weight_set: int, loader: Iterable, batches: int,
+                 device: torch.device) -> None:
+    sub = model.subnet(weight_set)
+    norms = [m for m in sub.modules() if isinstance(m, _BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the recalibration batches
+    model.train()
+    try:
+        for i, (inputs, _) in enumerate(loader):
+            if i >= batches:
+                break
+            model(inputs.to(device), config=config, weight_set=weight_set)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+
+
+@torch.no_grad()
+def evaluate_configuration(model: nn.Module, config: Sequence[int], weight_set: int, loader: Iterable, *,
+                           recalibration_loader: Iterable | None = None, recalibration_batches: int = 10,
+                           max_batches: int | None = None, device: str | torch.device = "cpu") -> float:
+    """Top-1 accuracy (%) of ``model(x, config, weight_set)`` over ``loader``."""
+    device = torch.device(device)
+    config = tuple(config)
+    if recalibration_batches < 0:
+        raise ValueError(f"recalibration_batches must be >= 0, got {recalibration_batches}")
+    use_batch_stats = recalibration_batches == 0 or recalibration_loader is None
+    if not use_batch_stats:
+        _recalibrate(model, config, weight_set, recalibration_loader, recalibration_batches, device)
+    model.eval()
+    correct = total = 0
+    context = batch_statistics(model.subnet(weight_set)) if use_batch_stats else _null()
+    with context:
+        for i, (inputs, targets) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            logits = model(inputs.to(device), config=config, weight_set=weight_set)
+            correct += int((logits.argmax(dim=1) == targets.to(device)).sum())
+            total += int(targets.numel())
+    if total == 0:
+        raise ValueError("loader gave no batch to evaluate")
+    return 100.0 * correct / total
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def rank_configurations(model: nn.Module, method: Any, loader: Iterable, *, eval_top: int | None = None,
+                        recalibration_loader: Iterable | None = None, recalibration_batches: int = 10,
+                        max_batches: int | None = None, device: str | torch.device = "cpu",
+                        progress: bool = False) -> list[dict[str, Any]]:
+    """Evaluate the configurations of ``model.space`` (all, or the ``eval_top`` best by the method's
+    proxy score) and return rows sorted best first: ``rank``, ``config`` (``"5-3-2"``),
+    ``weight_set``, ``accuracy`` (%, ``None`` when not evaluated), ``proxy``, ``visits``."""
+    configs: list[Config] = model.space.configs
+    proxy = np.asarray(method.proxy_scores(), dtype=np.float64)
+    visits = getattr(method, "visits", None)
+    order = np.argsort(-proxy, kind="stable")
+    if eval_top is not None:
+        if isinstance(eval_top, bool) or not isinstance(eval_top, int) or eval_top < 1:
+            raise ValueError(f"eval_top must be a positive int or None, got {eval_top!r}")
+        chosen = set(order[:eval_top].tolist())
+    else:
+        chosen = set(range(len(configs)))
+    iterator = range(len(configs))
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc="evaluating configurations", leave=False)
+    rows = []
+    for c in iterator:
+        m = int(method.best_weight_set(c))
+        accuracy = None
+        if c in chosen:
+            accuracy = evaluate_configuration(model, configs[c], m, loader,
+                                              recalibration_loader=recalibration_loader,
+                                              recalibration_batches=recalibration_batches,
+                                              max_batches=max_batches, device=device)
+        rows.append({"config": format_config(configs[c]), "weight_set": m, "accuracy": accuracy,
+                     "proxy": float(proxy[c]),
+                     "visits": int(visits[c].sum()) if visits is not None else None})
+    rows.sort(key=lambda r: (r["accuracy"] is None, -(r["accuracy"] or 0.0), -r["proxy"]))
+    for i, row in enumerate(rows):
+        row["rank"] = i + 1
+    return [{"rank": r["rank"], **{k: v for k, v in r.items() if k != "rank"}} for r in rows]
+
+
+def write_ranking(run_dir: str | Path, rows: list[dict[str, Any]], *, top_k: int = 5,
+                  info: dict[str, Any] | None = None) -> None:
+    """``ranking.csv`` (all rows) and ``topk.yaml`` (the ``top_k`` best evaluated rows + ``info``)."""
+    run_dir = Path(run_dir)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    atomic_write_text(run_dir / RANKING_FILE, buffer.getvalue())
+    top = [{"config": [int(v) for v in r["config"].split("-")], "accuracy": r["accuracy"],
+            "weight_set": r["weight_set"]} for r in rows if r["accuracy"] is not None][:top_k]
+    atomic_write_text(run_dir / TOPK_FILE, yaml.safe_dump({**(info or {}), "top": top}, sort_keys=False))
+
+
+def read_ranking(path: str | Path) -> dict[str, float]:
+    """``{config "5-3-2": accuracy}`` of the evaluated rows of a ``ranking.csv`` (file or run dir)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RANKING_FILE
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} does not exist: not a search run directory (no {RANKING_FILE})")
+    with open(path, newline="") as f:
+        return {row["config"]: float(row["accuracy"]) for row in csv.DictReader(f) if row["accuracy"] != ""}
+
+
+def plot_model_assignment(conditional: np.ndarray, configs: Sequence[Config], path: str | Path,
+                          history: Sequence[np.ndarray] = ()) -> None:
+    """Heat-map of ``p(m | c)`` (configurations x models) as in the paper's Fig. 5: a few snapshots
+    from ``history`` (one per epoch) followed by the final matrix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    snapshots = [np.asarray(h) for h in history]
+    if len(snapshots) > 3:
+        snapshots = [snapshots[0], snapshots[len(snapshots) // 2]]
+    panels = snapshots + [np.asarray(conditional)]
+    titles = [f"epoch {i}" for i in ([1, len(history) // 2 + 1] if len(history) > 3 else range(1, len(snapshots) + 1))]
+    titles = titles[: len(snapshots)] + ["final"]
+    height = max(3.0, 0.18 * len(configs))
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + 1.6 * len(panels) * max(1, panels[0].shape[1] / 4), height),
+                             squeeze=False)
+    for ax, panel, title in zip(axes[0], panels, titles):
+        image = ax.imshow(panel, aspect="auto", vmin=0.0, vmax=1.0, cmap="viridis")
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("model m")
+        ax.set_xticks(range(panel.shape[1]))
+        ax.set_yticks(range(len(configs)))
+        ax.set_yticklabels([format_config(c) for c in configs], fontsize=5)
+    axes[0][0].set_ylabel("configuration c")
+    fig.colorbar(image, ax=axes[0].tolist(), label="p(m | c)")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,104 @@
+"""Balanced Mixture of SuperNets (paper 003, Sec. 2.3, Fig. 2).
+
+``M`` weight sets. Each step: sample ``c`` uniformly, then ``m ~ p(m | c)``, train ``f_c(., w_m)``;
+on a validation mini-batch update ``a[c, m]`` (Eq. 2). ``p(c, m) = softmax(a / tau)`` (Eq. 3),
+balanced by IPF so that every configuration and every weight set receives the same share of the
+training (:func:`poolarch.search.mixture.balance`). ``tau`` decreases linearly from ``tau_start``
+(1) to ``tau_end`` (``1 / (100 M)``) over the run. After training configuration ``c`` is evaluated
+with ``m* = argmax_m p(m | c)``. The paper trains ``M`` times longer than a single supernet
+(``poolarch search`` scales the epochs by ``M``).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+from torch import Tensor, nn
+
+from ...train.method import register_method
+from ..mixture import conditional_model_probabilities, joint_probabilities, tau_schedule
+from .base import SamplingSearchMethod
+
+__all__ = ["BalancedMixture"]
+
+
+@register_method("balanced-mixture")
+class BalancedMixture(SamplingSearchMethod):
+    """Args (besides :class:`SamplingSearchMethod`'s):
+        num_models: ``M``; must equal the model's ``num_weight_sets`` (default: take the model's).
+        tau_start, tau_end: temperature schedule (default 1 and ``1 / (100 M)``).
+        tol: IPF tolerance on ``KL(p(m) || uniform)`` (paper: 1e-4).
+        history: snapshots of ``p(m | c)`` kept for the Fig. 5 heat-map (one per epoch).
+    """
+
+    def __init__(self, num_models: int | None = None, tau_start: float = 1.0, tau_end: float | None = None,
+                 tol: float = 1e-4, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if num_models is not None and (isinstance(num_models, bool) or not isinstance(num_models, int)
+                                       or num_models < 1):
+            raise ValueError(f"num_models must be a positive int, got {num_models!r}")
+        if not tau_start > 0 or (tau_end is not None and not tau_end > 0):
+            raise ValueError(f"tau_start and tau_end must be > 0, got {tau_start}, {tau_end}")
+        self.requested_models = num_models
+        self.tau_start = float(tau_start)
+        self.tau_end = tau_end
+        self.tol = float(tol)
+        self.history: list[list[list[float]]] = []
+        self._joint: np.ndarray | None = None
+        self._joint_key: tuple[int, float] | None = None
+
+    def setup(self, model: nn.Module, example_input: Tensor) -> None:
+        super().setup(model, example_input)
+        if self.requested_models is not None and self.requested_models != model.num_weight_sets:
+            raise ValueError(
+                f"num_models ({self.requested_models}) must equal the model's num_weight_sets "
+                f"({model.num_weight_sets}); build the model with model_args num_weight_sets={self.requested_models}"
+            )
+
+    @property
+    def tau(self) -> float:
+        return tau_schedule(self.progress, self.num_models, self.tau_start, self.tau_end)
+
+    def joint(self) -> np.ndarray:
+        """Balanced ``p(c, m)`` (C, M) for the current accuracies and temperature."""
+        tau = self.tau
+        key = (self._version, tau)
+        if self._joint is None or self._joint_key != key:
+            self._joint = joint_probabilities(self.accuracy, tau, tol=self.tol)
+            self._joint_key = key
+        return self._joint
+
+    _version = 0  # bumped at every accuracy update (cache key of joint())
+
+    def conditional(self) -> np.ndarray:
+        """``p(m | c)`` (C, M)."""
+        return conditional_model_probabilities(self.joint())
+
+    def sample(self) -> tuple[int, int]:
+        c = int(self.rng.integers(len(self.configs)))
+        if self.num_models == 1:
+            return c, 0
+        row = self.conditional()[c]
+        m = int(np.searchsorted(np.cumsum(row), self.rng.random() * row.sum(), side="right"))
+        return c, min(m, self.num_models - 1)
+
+    def record(self, config_index: int, weight_set: int, accuracy: float) -> None:
+        super().record(config_index, weight_set, accuracy)
+        self._version += 1
+
+    def best_weight_set(self, config_index: int) -> int:
+        return int(self.conditional()[config_index].argmax())
+
+    def epoch_end(self, model: nn.Module, epoch: int) -> dict[str, Any]:
+        out = super().epoch_end(model, epoch)
+        self.history.append(self.conditional().round(6).tolist())
+        out["search_tau"] = self.tau
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "history": self.history}
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        super()._restore(state)
+        self.history = [list(h) for h in state.get("history", [])]
+        self._version += 1

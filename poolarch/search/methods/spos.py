@@ -1,0 +1,24 @@
+"""Single Path One-Shot with uniform sampling (Guo et al. 2020; paper 003 Sec. 2.2, Eq. 1).
+
+Every step trains one configuration drawn uniformly; with several weight sets the weight set is
+drawn uniformly too (an unbalanced-free "uniform mixture" ablation). After training every
+configuration is evaluated with the supernet's weights.
+"""
+from __future__ import annotations
+
+from ...train.method import register_method
+from .base import SamplingSearchMethod
+
+__all__ = ["SPOS"]
+
+
+@register_method("spos")
+class SPOS(SamplingSearchMethod):
+    """Uniform single-path sampling (see :class:`~poolarch.search.methods.base.SamplingSearchMethod`)."""
+
+    def sample(self) -> tuple[int, int]:
+        return int(self.rng.integers(len(self.configs))), int(self.rng.integers(self.num_models))
+
+    def best_weight_set(self, config_index: int) -> int:
+        """The weight set with the best moving-average accuracy for this configuration."""
+        return int(self.accuracy[config_index].argmax())

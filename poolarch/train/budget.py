@@ -1,0 +1,170 @@
+"""Hitting a GMACs budget: adapt lambda during training, then pin the architecture.
+
+Paper 000 (appendix D) controls the model size only indirectly through lambda. ``GmacsBudget``
+turns the target into a feedback loop, in two phases over ``total_steps`` optimiser steps:
+
+1. **Control** (all but the last ``final_fraction`` of the steps): after every step, a
+   proportional-integral controller on the error ``e = log(GMACs / target)`` updates
+   ``log(lambda) += k_i * e + k_p * (e - e_prev)`` (clipped to ``max_log_step`` per step). More
+   MACs than wanted raise lambda, fewer lower it; the gains are per fraction of training, so the
+   loop settles in the same share of any run length.
+2. **Final phase**: the exact GMACs of the network (``count_macs``) are measured; if they miss
+   the target by more than half the tolerance, every DynOPool's ``alpha`` is multiplied by one
+   common factor found by bisection (GMACs fall monotonically as every alpha grows) so that the
+   network lands on the target. The architecture parameters are then frozen (learning rate 0) and
+   the weights train on for the rest of the run, so the final model's GMACs equal the pinned value.
+
+``GmacsBudget.history`` (lambda, GMACs) and the projection factor are logged per epoch.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..layers.base import LearnableResize, learnable_resizers
+
+__all__ = ["GmacsBudget", "scalable_alphas", "project_to_budget"]
+
+
+def scalable_alphas(model: nn.Module) -> list[nn.Parameter]:
+    """Unique inverse-scale parameters (``alpha = 1/r``, DynOPool) of the learnable resizers."""
+    seen: set[int] = set()
+    alphas = []
+    for _, module in learnable_resizers(model):
+        alpha = getattr(module, "alpha", None)
+        if isinstance(alpha, nn.Parameter) and id(alpha) not in seen:
+            seen.add(id(alpha))
+            alphas.append(alpha)
+    return alphas
+
+
+@torch.no_grad()
+def project_to_budget(
+    model: nn.Module,
+    measure_gmacs: Callable[[], float],
+    target: float,
+    tolerance: float,
+    max_log_factor: float = 3.0,
+    iterations: int = 30,
+) -> tuple[float, float]:
+    """Multiply every DynOPool ``alpha`` by ``exp(c)``, with ``c`` found by bisection so that
+    ``measure_gmacs()`` is as close to ``target`` as the integer sizes allow.
+
+    Returns ``(factor, gmacs)``: the applied factor ``exp(c)`` and the GMACs after projection.
+    """
+    alphas = scalable_alphas(model)
+    if not alphas:
+        raise ValueError("target_gmacs needs DynOPool layers (pool='dynopool'): no alpha to adjust")
+    original = [a.detach().clone() for a in alphas]
+
+    def evaluate(c: float) -> float:
+        for a, a0 in zip(alphas, original):
+            a.copy_(a0 * math.exp(c))
+        return measure_gmacs()
+
+    best_c, best_g = 0.0, evaluate(0.0)
+    low, high = -max_log_factor, max_log_factor
+    for _ in range(iterations):
+        if abs(best_g / target - 1.0) <= tolerance / 4:
+            break
+        mid = 0.5 * (low + high)
+        g = evaluate(mid)
+        if abs(g / target - 1.0) < abs(best_g / target - 1.0):
+            best_c, best_g = mid, g
+        if g > target:  # too many MACs: larger alpha (smaller maps)
+            low = mid
+        else:
+            high = mid
+    evaluate(best_c)
+    return math.exp(best_c), best_g
+
+
+class GmacsBudget:
+    """Lambda controller + final projection; see the module docstring.
+
+    Args:
+        target: GMACs per image to land on.
+        total_steps: optimiser steps of the whole run.
+        tolerance: relative tolerance of the final GMACs (0.05 = within 5%).
+        initial_lambda: starting lambda (``> 0``; the config's lambda when given).
+        final_fraction: share of the steps spent with the architecture pinned.
+        k_i, k_p: integral gain (per whole run) and proportional gain of the controller.
+        max_log_step: largest change of ``log(lambda)`` in one step.
+    """
+
+    def __init__(
+        self,
+        target: float,
+        total_steps: int,
+        tolerance: float = 0.05,
+        initial_lambda: float = 1e-3,
+        final_fraction: float = 0.1,
+        k_i: float = 40.0,
+        k_p: float = 1.0,
+        max_log_step: float = 0.2,
+    ) -> None:
+        if target <= 0:
+            raise ValueError(f"target_gmacs must be > 0, got {target}")
+        if initial_lambda <= 0:
+            raise ValueError(f"initial_lambda must be > 0, got {initial_lambda}")
+        self.target = float(target)
+        self.total_steps = int(total_steps)
+        self.tolerance = float(tolerance)
+        self.final_start = self.total_steps - max(1, round(final_fraction * self.total_steps))
+        self.k_i = k_i / max(1, self.total_steps)
+        self.k_p = k_p
+        self.max_log_step = max_log_step
+        self.log_lambda = math.log(initial_lambda)
+        self.prev_error: float | None = None
+        self.frozen = False
+        self.projection_factor: float | None = None
+
+    @property
+    def lambda_(self) -> float:
+        return math.exp(self.log_lambda)
+
+    def update(self, gmacs: float) -> float:
+        """Controller step after an optimiser step with the network at ``gmacs``; returns lambda."""
+        if self.frozen:
+            return self.lambda_
+        error = math.log(max(gmacs, 1e-12) / self.target)
+        delta = self.k_i * error + (0.0 if self.prev_error is None else self.k_p * (error - self.prev_error))
+        delta = max(-self.max_log_step, min(self.max_log_step, delta))
+        self.log_lambda = max(math.log(1e-12), min(math.log(1e6), self.log_lambda + delta))
+        self.prev_error = error
+        return self.lambda_
+
+    def should_freeze(self, step: int) -> bool:
+        """True when optimiser step ``step`` (0-based, about to run) starts the final phase."""
+        return not self.frozen and step >= self.final_start
+
+    def freeze(self, model: nn.Module, measure_gmacs: Callable[[], float]) -> float:
+        """Project the architecture onto the target if needed and pin it; returns the GMACs."""
+        gmacs = measure_gmacs()
+        if abs(gmacs / self.target - 1.0) > self.tolerance / 2:
+            self.projection_factor, gmacs = project_to_budget(model, measure_gmacs, self.target, self.tolerance)
+        else:
+            self.projection_factor = 1.0
+        self.frozen = True
+        return gmacs
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "log_lambda": self.log_lambda,
+            "prev_error": self.prev_error,
+            "frozen": self.frozen,
+            "projection_factor": self.projection_factor,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.log_lambda = state["log_lambda"]
+        self.prev_error = state["prev_error"]
+        self.frozen = state["frozen"]
+        self.projection_factor = state["projection_factor"]
+
+
+def has_learnable_resizers(model: nn.Module) -> bool:
+    return any(isinstance(m, LearnableResize) for m in model.modules())

@@ -1,0 +1,129 @@
+"""Tasks: what the engine optimises and reports, independent of the method.
+
+A task provides the loss of a batch and a metric accumulated over a whole split. Accumulators keep
+their state in one tensor, so the engine can sum it across DDP ranks before computing the metric.
+
+* ``classification``: cross-entropy, top-1 accuracy (%);
+* ``segmentation``: cross-entropy ignoring label 255, mIoU (%) from the confusion matrix of the
+  whole split (not an average of per-batch IoUs); logits are resized bilinearly to the mask size.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "Task",
+    "ClassificationTask",
+    "SegmentationTask",
+    "MetricAccumulator",
+    "create_task",
+    "list_tasks",
+    "confusion_matrix",
+    "mean_iou",
+]
+
+IGNORE_INDEX = 255
+
+
+class MetricAccumulator:
+    """Sums a state tensor over batches; :meth:`compute` turns it into the metric."""
+
+    def __init__(self, state: Tensor, compute: Callable[[Tensor], float], update: Callable[[Tensor, Tensor], Tensor]):
+        self.state = state
+        self._compute = compute
+        self._update = update
+
+    def update(self, output: Tensor, target: Tensor) -> None:
+        self.state += self._update(output.detach(), target).to(self.state)
+
+    def compute(self) -> float:
+        return self._compute(self.state)
+
+
+class Task:
+    """Interface: ``loss(output, target)`` and ``accumulator(num_classes)``; ``metric`` names it."""
+
+    name = "task"
+    metric = "metric"
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def accumulator(self, num_classes: int) -> MetricAccumulator:
+        raise NotImplementedError
+
+
+class ClassificationTask(Task):
+    name = "classification"
+    metric = "top1"
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(output.float(), target)
+
+    def accumulator(self, num_classes: int) -> MetricAccumulator:
+        def update(output: Tensor, target: Tensor) -> Tensor:
+            correct = (output.argmax(dim=1) == target).sum()
+            return torch.stack([correct.double(), torch.tensor(float(target.numel()), dtype=torch.float64)])
+
+        def compute(state: Tensor) -> float:
+            return float(100.0 * state[0] / state[1]) if state[1] > 0 else float("nan")
+
+        return MetricAccumulator(torch.zeros(2, dtype=torch.float64), compute, update)
+
+
+def confusion_matrix(prediction: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """``(num_classes, num_classes)`` int64 counts, rows = true class, columns = predicted;
+    pixels whose target is outside ``[0, num_classes)`` (e.g. 255) are ignored."""
+    valid = (target >= 0) & (target < num_classes)
+    index = target[valid].long() * num_classes + prediction[valid].long()
+    return torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def mean_iou(confusion: Tensor) -> float:
+    """Mean over classes present in the target or the prediction of ``TP / (TP + FP + FN)``, in %."""
+    confusion = confusion.double()
+    tp = confusion.diag()
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    present = union > 0
+    if not present.any():
+        return float("nan")
+    return float(100.0 * (tp[present] / union[present]).mean())
+
+
+class SegmentationTask(Task):
+    name = "segmentation"
+    metric = "miou"
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        output = _resize_logits(output, target)
+        return F.cross_entropy(output.float(), target, ignore_index=IGNORE_INDEX)
+
+    def accumulator(self, num_classes: int) -> MetricAccumulator:
+        def update(output: Tensor, target: Tensor) -> Tensor:
+            prediction = _resize_logits(output, target).argmax(dim=1)
+            return confusion_matrix(prediction, target, num_classes).double()
+
+        return MetricAccumulator(torch.zeros(num_classes, num_classes, dtype=torch.float64), mean_iou, update)
+
+
+def _resize_logits(output: Tensor, target: Tensor) -> Tensor:
+    if output.shape[-2:] != target.shape[-2:]:
+        output = F.interpolate(output.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+    return output
+
+
+_TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "segmentation": SegmentationTask}
+
+
+def list_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def create_task(name: str) -> Task:
+    if name not in _TASKS:
+        raise ValueError(f"task must be one of {list_tasks()}, got {name!r}")
+    return _TASKS[name]()

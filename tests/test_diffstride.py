@@ -1,0 +1,163 @@
+"""DiffStride2d against closed forms and an independent direct-sum reference (float64)."""
+import math
+
+import pytest
+import torch
+
+from poolarch.layers import DiffStride2d, LearnableResize, make_pool
+from poolarch.layers.diffstride import diffstride2d, diffstride_macs, diffstride_output_size
+
+D = torch.float64
+
+
+def reference(x: torch.Tensor, stride, smoothness: float, out_size) -> torch.Tensor:
+    """The masked band-limited signal sampled on the output grid, as an explicit double sum over
+    every DFT coefficient (no folding, no cropping)."""
+    H, W = x.shape[-2:]
+    X = torch.fft.fft2(x, norm="forward")
+    kh = torch.fft.fftfreq(H, 1.0 / H).to(D)
+    kw = torch.fft.fftfreq(W, 1.0 / W).to(D)
+    mh = ((smoothness + H / (2 * stride[0]) - kh.abs()) / smoothness).clamp(0, 1)
+    mw = ((smoothness + W / (2 * stride[1]) - kw.abs()) / smoothness).clamp(0, 1)
+    a = torch.arange(out_size[0], dtype=D)
+    b = torch.arange(out_size[1], dtype=D)
+    eh = torch.exp(2j * math.pi * torch.outer(a, kh) / out_size[0])
+    ew = torch.exp(2j * math.pi * torch.outer(b, kw) / out_size[1])
+    return (eh @ (X * (mh[:, None] * mw[None, :])) @ ew.T).real
+
+
+def test_stride_one_is_identity():
+    x = torch.randn(2, 3, 12, 9, dtype=D)
+    torch.testing.assert_close(diffstride2d(x, torch.ones(2, dtype=D)), x)
+    torch.testing.assert_close(diffstride2d(x, torch.ones(2, dtype=D), crop="support"), x)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (17, 10), (8, 6)])
+def test_stride_two_halves(size):
+    layer = DiffStride2d(2.0)
+    y = layer(torch.randn(1, 2, *size))
+    assert y.shape[2:] == tuple(max(math.floor(s / 2 + 0.5), 2) for s in size)
+    assert layer.last_out_size == tuple(y.shape[2:])
+    assert layer.last_size_surrogate.tolist() == list(layer.last_out_size)
+
+
+def test_support_crop_matches_reference_size():
+    # the reference implementation keeps every bin with a non-zero mask: |k| < H/(2S) + R
+    y = diffstride2d(torch.randn(1, 1, 32, 32), torch.tensor([2.0, 2.0]), 4.0, crop="support")
+    assert y.shape[2:] == (23, 23)
+
+
+def test_band_limited_input_passes_unchanged():
+    H, W, S = 24, 20, (2.0, 2.5)
+    Ho, Wo = 12, 8
+    terms = [(0, 0, 0.7, 0.0), (1, 2, 1.0, 0.3), (-3, 1, 0.5, 1.1), (5, 3, 0.25, -0.4)]  # |k| < Ho/2, |l| < Wo/2
+
+    def signal(h, w, nh, nw):
+        return sum(a * torch.cos(2 * math.pi * (k * h / nh + l * w / nw) + p) for k, l, a, p in terms)
+
+    h, w = torch.meshgrid(torch.arange(H, dtype=D), torch.arange(W, dtype=D), indexing="ij")
+    x = signal(h, w, H, W)[None, None]
+    y = diffstride2d(x, torch.tensor(S, dtype=D), 4.0)
+    ho, wo = torch.meshgrid(torch.arange(Ho, dtype=D), torch.arange(Wo, dtype=D), indexing="ij")
+    assert y.shape[2:] == (Ho, Wo)
+    torch.testing.assert_close(y[0, 0], signal(ho, wo, Ho, Wo))
+
+
+@pytest.mark.parametrize("crop", ["window", "support"])
+@pytest.mark.parametrize("stride", [(2.0, 2.0), (2.3, 1.7), (3.4, 1.2)])
+def test_matches_direct_sum_reference(crop, stride):
+    x = torch.randn(2, 2, 20, 15, dtype=D)
+    y = diffstride2d(x, torch.tensor(stride, dtype=D), 4.0, crop)
+    torch.testing.assert_close(y, reference(x, stride, 4.0, y.shape[2:]))
+    if crop == "window":
+        assert y.shape[2:] == tuple(max(math.floor(n / s + 0.5), 2) for n, s in zip((20, 15), stride))
+
+
+def test_gradcheck_input_and_stride():
+    x = torch.randn(1, 2, 12, 10, dtype=D, requires_grad=True)
+    s = torch.tensor([2.3, 1.6], dtype=D, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: diffstride2d(a, b, 4.0), (x, s))
+
+
+def test_stride_gradient_matches_finite_difference_of_mask():
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 16, 16, dtype=D)
+    weights = torch.randn(1, 1, 7, 7, dtype=D)
+    s = torch.tensor([2.3, 2.2], dtype=D, requires_grad=True)
+    loss = (diffstride2d(x, s, 4.0) * weights).sum()
+    (grad,) = torch.autograd.grad(loss, s)
+    assert grad.abs().min() > 0
+    eps = 1e-6
+    for d in range(2):
+        plus, minus = s.detach().clone(), s.detach().clone()
+        plus[d] += eps
+        minus[d] -= eps
+        fd = ((reference(x, plus, 4.0, (7, 7)) - reference(x, minus, 4.0, (7, 7))) * weights).sum() / (2 * eps)
+        assert abs(float(grad[d]) - float(fd)) < 1e-6 * max(1.0, abs(float(fd)))
+
+
+def test_strides_stay_at_least_one_after_push_below():
+    layer = DiffStride2d((1.2, 3.0))
+    opt = torch.optim.SGD(layer.parameters(), lr=100.0)
+    y = layer(torch.randn(1, 1, 16, 16))
+    (layer.last_size_surrogate.sum() * -1.0).backward()  # pushes the strides down hard
+    assert layer.stride_raw.grad is not None
+    opt.step()
+    assert (layer.stride >= 1).all()
+    assert y.shape[2:] == (13, 5)
+
+
+def test_module_interface_and_static():
+    layer = DiffStride2d((2.5, 1.5))
+    assert isinstance(layer, LearnableResize)
+    torch.testing.assert_close(layer.scale, 1 / torch.tensor([2.5, 1.5]))
+    torch.testing.assert_close(layer.stride, torch.tensor([2.5, 1.5]))
+    x = torch.randn(2, 3, 20, 20)
+    y = layer(x)
+    assert layer.output_size((20, 20)) == tuple(y.shape[2:]) == (8, 13)
+    static = layer.to_static()
+    assert not list(static.parameters())
+    torch.testing.assert_close(static(x), y)
+    assert layer.arch_parameters() == [layer.stride_raw]
+    assert "stride=(2.500, 1.500)" in repr(layer)
+
+
+def test_surrogate_gradient_is_continuous_size():
+    layer = DiffStride2d((2.0, 4.0))
+    layer(torch.randn(1, 1, 32, 32))
+    layer.last_size_surrogate.sum().backward()
+    s = layer.stride.detach()
+    dsigma = torch.sigmoid(layer.stride_raw.detach())  # dS/drho for S = 1 + softplus(rho)
+    torch.testing.assert_close(layer.stride_raw.grad, -32 / s**2 * dsigma)
+
+
+def test_shared_stride_and_factory():
+    main = make_pool("diffstride", 2)
+    short = make_pool("diffstride", 2, share_with=main)
+    assert short.stride_raw is main.stride_raw
+    assert isinstance(make_pool("diffstride", 2, init_scale=0.25), DiffStride2d)
+    torch.testing.assert_close(make_pool("diffstride", 2, init_scale=0.25).stride, torch.tensor([4.0, 4.0]))
+    with pytest.raises(TypeError, match="share_stride_with"):
+        DiffStride2d(share_stride_with=torch.nn.Identity())
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="init_stride"):
+        DiffStride2d(0.5)
+    with pytest.raises(ValueError, match="smoothness"):
+        DiffStride2d(2.0, smoothness=-1)
+    with pytest.raises(ValueError, match="crop"):
+        DiffStride2d(2.0, crop="middle")
+    with pytest.raises(ValueError, match="4 dimensions"):
+        DiffStride2d()(torch.randn(3, 8, 8))
+    with pytest.raises(ValueError, match="stride"):
+        diffstride2d(torch.randn(1, 1, 8, 8), torch.tensor([0.5, 2.0]))
+    with pytest.raises(TypeError, match="stride"):
+        diffstride2d(torch.randn(1, 1, 8, 8), 2.0)
+
+
+def test_output_size_function_and_macs_formula():
+    surrogate, sizes = diffstride_output_size((30, 7), torch.tensor([3.0, 1.0]))
+    assert sizes == (10, 7)
+    # one 8x8 map to 4x4 keeping 7x7 bins: FFTs 2.5*64*6 + 2.5*16*4, placement 2*(4*7*7 + 4*7*4)
+    assert diffstride_macs((8, 8), (4, 4), (7, 7), 1) == round(960 + 160 + 2 * (196 + 112))

@@ -19,26 +19,34 @@ from poolarch.layers.multires import MultiResBlock
 from poolarch.models.multires import make_block
 
 
-def fwd_bwd_ms(module: nn.Module, x: torch.Tensor, repeats: int) -> float:
-    """Median wall time of forward + backward, in ms."""
-    times = []
-    for i in range(repeats + 2):
-        module.zero_grad(set_to_none=True)
-        start = time.perf_counter()
-        module(x).sum().backward()
-        if i >= 2:  # warm-up
-            times.append(time.perf_counter() - start)
-    times.sort()
-    return 1e3 * times[len(times) // 2]
+def fwd_bwd_s(module: nn.Module, x: torch.Tensor) -> float:
+    module.zero_grad(set_to_none=True)
+    start = time.perf_counter()
+    module(x).sum().backward()
+    return time.perf_counter() - start
+
+
+def timed_ratio(base: nn.Module, multi: nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float]:
+    """``(median ms of multi, median of the per-pair ratios multi / base)``: the two modules run
+    alternately (after one warm-up each), so load changes on a shared machine hit both alike."""
+    fwd_bwd_s(base, x), fwd_bwd_s(multi, x)
+    pairs = []
+    for _ in range(repeats):
+        b = fwd_bwd_s(base, x)
+        m = fwd_bwd_s(multi, x)
+        pairs.append((m, m / b))
+    ms = sorted(p[0] for p in pairs)[len(pairs) // 2]
+    ratio = sorted(p[1] for p in pairs)[len(pairs) // 2]
+    return 1e3 * ms, ratio
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -49,16 +57,16 @@ def main() -> None:
     for kind in ("conv", "mbconv"):
         block = make_block(kind, c, c)
         base_macs = count_macs(block, (1, c, s, s)).total
-        base_ms = fwd_bwd_ms(block, x, args.repeats)
+        base_ms, _ = timed_ratio(block, block, x, args.repeats)
         print(f"{kind:8s} {'-':9s} {'-':>2s} {base_macs:12d} {1.0:6.3f} {0:10d} {base_ms:10.1f} {1.0:6.2f}")
         for upsample in ("nearest", "bilinear"):
             for r in (1, 2, 3):
                 multi = MultiResBlock(block, resolutions=r, upsample=upsample)
                 count = count_macs(multi, (1, c, s, s))
-                ms = fwd_bwd_ms(multi, x, args.repeats)
+                ms, ratio = timed_ratio(block, multi, x, args.repeats)
                 print(
                     f"{kind:8s} {upsample:9s} {r:2d} {count.total:12d} {count.total / base_macs:6.3f} "
-                    f"{count.by_category.get('pool', 0):10d} {ms:10.1f} {ms / base_ms:6.2f}"
+                    f"{count.by_category.get('pool', 0):10d} {ms:10.1f} {ratio:6.2f}"
                 )
 
 

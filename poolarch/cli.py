@@ -187,7 +187,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     metrics = _build(lambda: evaluate_run(args.run_dir, checkpoint=args.checkpoint))
     for key, value in metrics.items():
-        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+        print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
     return 0
 
 

@@ -21,7 +21,11 @@ Sizes: DynOPool outputs ``round(H * r)`` (halves round up). At ``r = 1/2`` this 
 "same" conv or ``MaxPool2d(3, 2, padding=1)`` (``ceil(H/2)``) for every ``H``, and ``MaxPool2d(2)`` for
 even ``H``; ``MaxPool2d(2)`` on odd ``H`` floors (7 -> 3, DynOPool 4). Pass ``example_input`` to set
 every initial scale to ``out/in`` of the original layer at that input, which reproduces the
-original feature-map sizes exactly at that resolution.
+original feature-map sizes exactly at that resolution. DynOPool never outputs fewer than 2 cells per
+axis (``min_size=1.5``), so maps the original shrinks to 1 stay at 2.
+
+Existing learnable resizers are left alone (converting twice changes nothing). Only 2-D
+``Conv2d``/``MaxPool2d``/``AvgPool2d`` modules are converted; functional pooling calls are not.
 """
 from __future__ import annotations
 
@@ -157,6 +161,7 @@ class _Site:
     nodes: list[fx.Node]
     channels: int | None
     order: int
+    explicit: bool = False  # initial scale given by the user
 
 
 def convert(
@@ -253,9 +258,10 @@ def _channels_before(node: fx.Node, modules: dict[str, nn.Module]) -> int | None
     return None
 
 
-def _find_sites(graph, modules, calls, exclude, rule, report) -> list[_Site]:
+def _find_sites(graph: fx.Graph, modules: dict[str, nn.Module], calls: dict[str, int], exclude: Sequence[str],
+                rule: str, report: ConversionReport) -> list[_Site]:
+    """Every pooling / strided-conv place to convert, in graph order (merging conv -> pool chains)."""
     sites: list[_Site] = []
-    pool_nodes: dict[fx.Node, _Site] = {}
     order = {n: i for i, n in enumerate(graph.nodes)}
     seen_targets: set[str] = set()
     for node in graph.nodes:
@@ -277,7 +283,6 @@ def _find_sites(graph, modules, calls, exclude, rule, report) -> list[_Site]:
                          None, name, None, [n for n in graph.nodes if n.op == "call_module" and n.target == name],
                          _channels_before(node, modules), order[node])
             sites.append(site)
-            pool_nodes[node] = site
         elif isinstance(m, nn.Conv2d) and _pair_int(m.stride) != (1, 1):
             if _excluded(name, exclude):
                 report.skipped.append((name, "excluded"))
@@ -307,7 +312,6 @@ def _find_sites(graph, modules, calls, exclude, rule, report) -> list[_Site]:
                                          merged=feeds.target)
                 site.pool, site.after = feeds.target, None
                 site.nodes.append(feeds)
-                pool_nodes[feeds] = site
                 seen_targets.add(feeds.target)
             sites.append(site)
     sites.sort(key=lambda s: s.order)
@@ -423,23 +427,30 @@ def _apply_overrides(sites: list[_Site], init_scales) -> None:
             key = s.info.name if s.info.name in init_scales else s.info.merged
             if key in init_scales:
                 s.info.init_scale = to_pair(init_scales[key], f"init_scales[{key!r}]")
+                s.explicit = True
     elif isinstance(init_scales, Sequence) and not isinstance(init_scales, str):
         if len(init_scales) != len(sites):
             raise ValueError(f"init_scales must have one entry per converted site ({len(sites)}), got {len(init_scales)}")
         for s, v in zip(sites, init_scales):
             if v is not None:
                 s.info.init_scale = to_pair(v, "init_scales")
+                s.explicit = True
     else:
         raise TypeError(f"init_scales must be a mapping name -> scale or a sequence, got {type(init_scales).__name__}")
 
 
-def _build(model, sites: list[_Site], groups: list[list[int]], method, rule, report) -> None:
+def _build(model: nn.Module, sites: list[_Site], groups: list[list[int]], method: str, rule: str,
+           report: ConversionReport) -> None:
+    """Create the resizers (one leader per share group, the rest sharing its scale) and rewire."""
     for gi, group in enumerate(groups):
         leader = None
-        scales = {sites[i].info.init_scale for i in group}
-        if len(scales) > 1:
+        explicit = {sites[i].info.init_scale for i in group if sites[i].explicit}
+        if len(explicit) > 1:
             raise ValueError(f"init_scales of layers sharing one scale must agree: "
                              f"{[(sites[i].info.name, sites[i].info.init_scale) for i in group]}")
+        shared_scale = explicit.pop() if explicit else sites[group[0]].info.init_scale
+        for i in group:  # an override of one member sets the whole group
+            sites[i].info.init_scale = shared_scale
         for i in group:
             site = sites[i]
             resizer = make_pool(method, site.info.stride, init_scale=site.info.init_scale,

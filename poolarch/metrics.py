@@ -1,16 +1,14 @@
 """Segmentation metrics accumulated over a whole split (not averaged per batch).
 
-``ConfusionMatrix`` counts ``(target, prediction)`` pairs over every labelled pixel of a split;
-mean IoU is computed once from the totals, as the PASCAL VOC benchmark does. In DDP the matrices
-of all ranks are summed (:meth:`ConfusionMatrix.all_reduce`) before the IoU is taken.
+The engine sums :func:`confusion_matrix` over every batch of a split (and over DDP ranks); the mean
+IoU is computed once from the totals, as the PASCAL VOC benchmark does.
 """
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["ConfusionMatrix", "confusion_matrix", "iou_from_confusion"]
+__all__ = ["confusion_matrix", "iou_from_confusion", "mean_iou"]
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
@@ -41,36 +39,8 @@ def iou_from_confusion(matrix: Tensor) -> Tensor:
     return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
 
 
-class ConfusionMatrix:
-    """Accumulates a confusion matrix over batches of logits or labels."""
-
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-
-    def update(self, output: Tensor, target: Tensor) -> None:
-        """``output``: logits ``(N, K, H, W)`` or labels ``(N, H, W)``; ``target``: ``(N, H, W)``."""
-        pred = output.argmax(1) if output.dim() == target.dim() + 1 else output
-        self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index).cpu()
-
-    def all_reduce(self) -> None:
-        """Sum the matrices of every rank (no-op outside ``torch.distributed``)."""
-        if dist.is_available() and dist.is_initialized():
-            backend = dist.get_backend()
-            device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-            m = self.matrix.to(device)
-            dist.all_reduce(m)
-            self.matrix = m.cpu()
-
-    def miou(self) -> float:
-        """Mean IoU over classes present in target or prediction, in [0, 1]."""
-        iou = iou_from_confusion(self.matrix)
-        present = ~torch.isnan(iou)
-        return float(iou[present].mean()) if present.any() else float("nan")
-
-    def pixel_accuracy(self) -> float:
-        total = int(self.matrix.sum())
-        return float(self.matrix.diagonal().sum()) / total if total else float("nan")
+def mean_iou(matrix: Tensor) -> float:
+    """Mean IoU in percent over the classes present in target or prediction (NaN if none)."""
+    iou = iou_from_confusion(matrix)
+    present = ~torch.isnan(iou)
+    return float(100.0 * iou[present].mean()) if present.any() else float("nan")

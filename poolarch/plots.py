@@ -107,6 +107,9 @@ def plot_scales(epochs: Sequence[float], scales: dict[str, Sequence[Sequence[flo
             suffix = "" if arr.shape[1] == 1 else (" (H)" if axis == 0 else " (W)")
             ax.plot(epochs, arr[:, axis], color=f"C{k % 10}", linestyle="-" if axis == 0 else "--",
                     label=name + suffix)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("scale r (output / input size)")
     ax.grid(alpha=0.3)

@@ -41,14 +41,19 @@ _SIZE_TOKEN = re.compile(r"^(\d+)(?:x(\d+))*$")
 
 # -- reading ----------------------------------------------------------------------------------
 def parse_sizes(text: str | None) -> list[list[int]]:
-    """``"32x32 21x14"`` -> ``[[32, 32], [21, 14]]`` (a bare ``"7"`` is ``[7]``)."""
+    """``"32x32 21x14"`` or ``"[32,32] [21,14]"`` -> ``[[32, 32], [21, 14]]``."""
+    text = (text or "").strip()
+    if text.startswith("["):
+        groups = re.findall(r"\[([^\]]*)\]", text)
+        tokens = ["x".join(v.strip() for v in g.split(",")) for g in groups]
+        if "".join(f"[{g}]" for g in groups).replace(" ", "") != text.replace(" ", ""):
+            tokens.append(text)  # reported as malformed below
+    else:
+        tokens = text.split()
     out = []
-    for token in (text or "").replace(",", " ").split():
-        token = token.strip("[]()")
-        if not token:
-            continue
+    for token in tokens:
         if not _SIZE_TOKEN.match(token):
-            raise ValueError(f"bad feature-map size {token!r} in {text!r}; expected tokens like '32x32'")
+            raise ValueError(f"bad feature-map size {token!r} in {text!r}; expected tokens like '32x32' or '[32,32]'")
         out.append([int(v) for v in token.split("x")])
     return out
 
@@ -107,13 +112,19 @@ class RunSummary:
     def sizes(self, select: str = "last") -> list[list[int]]:
         """Feature-map sizes of the selected row (``sizes`` column), else from architecture.yaml:
         the input of the first resizer followed by every resizer's output."""
+        resizers = [r for r in self.architecture.get("resizers", []) or [] if isinstance(r, dict)]
+        first_in = list(resizers[0]["in_size"]) if resizers and resizers[0].get("in_size") else None
+        first_out = list(resizers[0]["out_size"]) if resizers and resizers[0].get("out_size") else None
         text = self.row(select).get("sizes")
         if text:
-            return parse_sizes(text)
-        resizers = [r for r in self.architecture.get("resizers", []) or [] if isinstance(r, dict)]
-        if not resizers or not resizers[0].get("in_size"):
+            sizes = parse_sizes(text)
+            # a column listing only resizer outputs gets the input of the first one prepended
+            if first_in and sizes and sizes[0] == first_out and first_in != first_out:
+                sizes.insert(0, first_in)
+            return sizes
+        if first_in is None:
             return []
-        return [list(resizers[0]["in_size"])] + [list(r["out_size"]) for r in resizers if r.get("out_size")]
+        return [first_in] + [list(r["out_size"]) for r in resizers if r.get("out_size")]
 
     def method(self) -> str:
         """``pool`` (or ``method:pool`` for non-default methods) plus lambda / target."""

@@ -16,7 +16,7 @@ from poolarch.data import list_datasets, list_variants, load_data, shard_indices
 from poolarch.data.cifar import read_cifar
 from poolarch.data.loader import batch_bounds
 from poolarch.data.mnist5k import mnist5k_path, read_mnist5k
-from poolarch.data.transforms import (Enlarge, Stretch, Tile, crop, make_variant, random_crop,
+from poolarch.data.transforms import (BatchAugment, Enlarge, Stretch, Tile, crop, make_variant, random_crop,
                                       random_hflip)
 
 torch.set_num_threads(1)
@@ -83,9 +83,13 @@ def test_split_train_val_stratified_disjoint():
     labels = torch.arange(100) % 4
     tr, va = split_train_val(labels, 0.25, seed=3)
     assert sorted(torch.cat([tr, va]).tolist()) == list(range(100))
-    assert Counter(labels[va].tolist()) == {c: round(0.25 * 25) for c in range(4)}
+    assert Counter(labels[va].tolist()) == {c: 6 for c in range(4)}  # 0.25 * 25 = 6.25
     tr2, va2 = split_train_val(labels, 0.25, seed=3)
     assert torch.equal(tr, tr2) and torch.equal(va, va2)
+    # half-up rounding, at least one per class of >= 2 samples
+    _, va = split_train_val(torch.tensor([0, 0, 1, 1, 1, 1, 1, 2]), 0.1)
+    assert sorted(torch.tensor([0, 0, 1, 1, 1, 1, 1, 2])[va].tolist()) == [0, 1]
+    assert len(split_train_val(torch.arange(20) % 2, 0.25)[1]) == 6  # 2.5 -> 3 per class
     with pytest.raises(ValueError, match="val_fraction"):
         split_train_val(labels, 1.0)
 
@@ -142,8 +146,26 @@ def test_crop_matches_slicing():
     x = torch.rand(5, 2, 9, 7)
     top, left = torch.tensor([0, 1, 2, 3, 4]), torch.tensor([3, 2, 1, 0, 0])
     out = crop(x, top, left, (5, 4))
+    flip = torch.tensor([True, False, True, True, False])
+    out_flipped = crop(x, top, left, (5, 4), flip)
     for i in range(5):
-        assert torch.equal(out[i], x[i, :, top[i]:top[i] + 5, left[i]:left[i] + 4])
+        ref = x[i, :, top[i]:top[i] + 5, left[i]:left[i] + 4]
+        assert torch.equal(out[i], ref)
+        assert torch.equal(out_flipped[i], ref.flip(-1) if flip[i] else ref)
+
+
+def test_batch_augment_is_padded_crop_then_optional_flip():
+    x = torch.rand(16, 3, 8, 8)
+    out = BatchAugment(padding=2, flip=True)(x, torch.Generator().manual_seed(0))
+    padded = F.pad(x, (2, 2, 2, 2))
+    kinds = set()
+    for i in range(16):
+        hits = [(t, l, f) for t in range(5) for l in range(5) for f in (False, True)
+                if torch.equal(out[i], padded[i, :, t:t + 8, l:l + 8].flip(-1) if f else padded[i, :, t:t + 8, l:l + 8])]
+        assert len(hits) == 1
+        kinds.add(hits[0][2])
+    assert kinds == {False, True}
+    assert torch.equal(BatchAugment(padding=0, flip=False)(x), x)
 
 
 def test_random_crop_is_a_padded_crop_and_flip_is_exact():
@@ -306,6 +328,16 @@ def test_imagefolder_and_imagenet(tmp_path):
         b.train.set_epoch(0)
         xt, yt = _all(b.train)
         assert xt.shape == (6, 3, 16, 16)
+    # same order for the same epoch; every training image once per epoch
+    b = load_data("imagefolder", tmp_path, image_size=8, batch_size=2, val_fraction=0.0, num_workers=0)
+    orders = []
+    for epoch in (4, 4, 5):
+        b.train.set_epoch(epoch)
+        orders.append(b.train.indices().tolist())
+    assert orders[0] == orders[1] and sorted(orders[2]) == list(range(6))
+    # a variant on the streaming path: tile doubles the crop size
+    b = load_data("imagefolder", tmp_path, image_size=8, variant="tile", batch_size=4, num_workers=0)
+    assert b.image_size == (16, 16) and next(iter(b.test))[0].shape == (4, 3, 16, 16)
 
 
 def test_aircraft_and_food_layouts(tmp_path):
@@ -362,7 +394,7 @@ def test_random_dataset_and_bad_args():
     a = load_data("random", image_size=(12, 10), num_classes=5, in_chans=2, limit=40, seed=3, batch_size=8)
     b = load_data("random", image_size=(12, 10), num_classes=5, in_chans=2, limit=40, seed=3, batch_size=8)
     xa, ya = _all(a.train)
-    assert xa.shape == (36, 2, 12, 10) and ya.max() < 5 and (a.num_classes, a.in_chans) == (5, 2)
+    assert xa.shape[1:] == (2, 12, 10) and xa.shape[0] + a.val.dataset_size == 40 and ya.max() < 5 and (a.num_classes, a.in_chans) == (5, 2)
     assert torch.equal(xa, _all(b.train)[0])
     assert "random" in list_datasets()
     with pytest.raises(ValueError, match="unknown dataset 'mnist'.*mnist5k"):

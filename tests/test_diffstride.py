@@ -11,25 +11,33 @@ D = torch.float64
 
 
 def reference(x: torch.Tensor, stride, smoothness: float, out_size) -> torch.Tensor:
-    """The masked band-limited signal sampled on the output grid, as an explicit double sum over
-    every DFT coefficient (no folding, no cropping)."""
-    H, W = x.shape[-2:]
-    X = torch.fft.fft2(x, norm="forward")
-    kh = torch.fft.fftfreq(H, 1.0 / H).to(D)
-    kw = torch.fft.fftfreq(W, 1.0 / W).to(D)
-    mh = ((smoothness + H / (2 * stride[0]) - kh.abs()) / smoothness).clamp(0, 1)
-    mw = ((smoothness + W / (2 * stride[1]) - kw.abs()) / smoothness).clamp(0, 1)
-    a = torch.arange(out_size[0], dtype=D)
-    b = torch.arange(out_size[1], dtype=D)
-    eh = torch.exp(2j * math.pi * torch.outer(a, kh) / out_size[0])
-    ew = torch.exp(2j * math.pi * torch.outer(b, kw) / out_size[1])
-    return (eh @ (X * (mh[:, None] * mw[None, :])) @ ew.T).real
+    """The masked band-limited signal sampled on the output grid, as an explicit sum over the
+    symmetric frequency set of each axis (an even axis' Nyquist bin counted as +-H/2 with half
+    weight), with explicit DFT matrices: no FFT, no folding, no cropping."""
+
+    def axis(n: int, s: float, out: int) -> torch.Tensor:  # (out, n) real operator along one axis
+        k = torch.arange(-(n // 2), n // 2 + 1, dtype=D)
+        weight = torch.where((k.abs() == n / 2), 0.5, 1.0).to(D)
+        mask = ((smoothness + n / (2 * s) - k.abs()) / smoothness).clamp(0, 1) * weight
+        forward = torch.exp(-2j * math.pi * torch.outer(k, torch.arange(n, dtype=D)) / n) / n  # (K, n)
+        inverse = torch.exp(2j * math.pi * torch.outer(torch.arange(out, dtype=D), k) / out)  # (out, K)
+        return inverse @ torch.diag(mask.to(torch.complex128)) @ forward
+
+    oh = axis(x.shape[-2], float(stride[0]), out_size[0])
+    ow = axis(x.shape[-1], float(stride[1]), out_size[1])
+    return (oh @ x.to(torch.complex128) @ ow.T).real
 
 
-def test_stride_one_is_identity():
+IMPLS = ["dense", "fft"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_stride_one_is_identity(impl):
     x = torch.randn(2, 3, 12, 9, dtype=D)
-    torch.testing.assert_close(diffstride2d(x, torch.ones(2, dtype=D)), x)
-    torch.testing.assert_close(diffstride2d(x, torch.ones(2, dtype=D), crop="support"), x)
+    torch.testing.assert_close(diffstride2d(x, torch.ones(2, dtype=D), impl=impl), x)
+    torch.testing.assert_close(diffstride2d(x, torch.ones(2, dtype=D), crop="support", impl=impl), x)
+    layer = DiffStride2d(1.0, impl=impl)  # S = 1 + 1e-4: the Nyquist bins get mask 1 - 1.5e-4
+    torch.testing.assert_close(layer(x.float()), x.float(), rtol=0, atol=2e-3)
 
 
 @pytest.mark.parametrize("size", [(32, 32), (17, 10), (8, 6)])
@@ -47,7 +55,8 @@ def test_support_crop_matches_reference_size():
     assert y.shape[2:] == (23, 23)
 
 
-def test_band_limited_input_passes_unchanged():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_band_limited_input_passes_unchanged(impl):
     H, W, S = 24, 20, (2.0, 2.5)
     Ho, Wo = 12, 8
     terms = [(0, 0, 0.7, 0.0), (1, 2, 1.0, 0.3), (-3, 1, 0.5, 1.1), (5, 3, 0.25, -0.4)]  # |k| < Ho/2, |l| < Wo/2
@@ -57,34 +66,37 @@ def test_band_limited_input_passes_unchanged():
 
     h, w = torch.meshgrid(torch.arange(H, dtype=D), torch.arange(W, dtype=D), indexing="ij")
     x = signal(h, w, H, W)[None, None]
-    y = diffstride2d(x, torch.tensor(S, dtype=D), 4.0)
+    y = diffstride2d(x, torch.tensor(S, dtype=D), 4.0, impl=impl)
     ho, wo = torch.meshgrid(torch.arange(Ho, dtype=D), torch.arange(Wo, dtype=D), indexing="ij")
     assert y.shape[2:] == (Ho, Wo)
     torch.testing.assert_close(y[0, 0], signal(ho, wo, Ho, Wo))
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("crop", ["window", "support"])
-@pytest.mark.parametrize("stride", [(2.0, 2.0), (2.3, 1.7), (3.4, 1.2)])
-def test_matches_direct_sum_reference(crop, stride):
+@pytest.mark.parametrize("stride", [(2.0, 2.0), (2.3, 1.7), (3.4, 1.2), (1.1, 1.05)])
+def test_matches_direct_sum_reference(crop, stride, impl):
     x = torch.randn(2, 2, 20, 15, dtype=D)
-    y = diffstride2d(x, torch.tensor(stride, dtype=D), 4.0, crop)
+    y = diffstride2d(x, torch.tensor(stride, dtype=D), 4.0, crop, impl=impl)
     torch.testing.assert_close(y, reference(x, stride, 4.0, y.shape[2:]))
     if crop == "window":
         assert y.shape[2:] == tuple(max(math.floor(n / s + 0.5), 2) for n, s in zip((20, 15), stride))
 
 
-def test_gradcheck_input_and_stride():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_gradcheck_input_and_stride(impl):
     x = torch.randn(1, 2, 12, 10, dtype=D, requires_grad=True)
     s = torch.tensor([2.3, 1.6], dtype=D, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: diffstride2d(a, b, 4.0), (x, s))
+    assert torch.autograd.gradcheck(lambda a, b: diffstride2d(a, b, 4.0, impl=impl), (x, s))
 
 
-def test_stride_gradient_matches_finite_difference_of_mask():
+@pytest.mark.parametrize("impl", IMPLS)
+def test_stride_gradient_matches_finite_difference_of_mask(impl):
     torch.manual_seed(0)
     x = torch.randn(1, 1, 16, 16, dtype=D)
     weights = torch.randn(1, 1, 7, 7, dtype=D)
     s = torch.tensor([2.3, 2.2], dtype=D, requires_grad=True)
-    loss = (diffstride2d(x, s, 4.0) * weights).sum()
+    loss = (diffstride2d(x, s, 4.0, impl=impl) * weights).sum()
     (grad,) = torch.autograd.grad(loss, s)
     assert grad.abs().min() > 0
     eps = 1e-6
@@ -107,8 +119,9 @@ def test_strides_stay_at_least_one_after_push_below():
     assert y.shape[2:] == (13, 5)
 
 
-def test_module_interface_and_static():
-    layer = DiffStride2d((2.5, 1.5))
+@pytest.mark.parametrize("impl", IMPLS)
+def test_module_interface_and_static(impl):
+    layer = DiffStride2d((2.5, 1.5), impl=impl)
     assert isinstance(layer, LearnableResize)
     torch.testing.assert_close(layer.scale, 1 / torch.tensor([2.5, 1.5]))
     torch.testing.assert_close(layer.stride, torch.tensor([2.5, 1.5]))
@@ -119,7 +132,7 @@ def test_module_interface_and_static():
     assert not list(static.parameters())
     torch.testing.assert_close(static(x), y)
     assert layer.arch_parameters() == [layer.stride_raw]
-    assert "stride=(2.500, 1.500)" in repr(layer)
+    assert f"stride=(2.500, 1.500), smoothness=4, crop=window, impl={impl}" in repr(layer)
 
 
 def test_surrogate_gradient_is_continuous_size():
@@ -148,6 +161,8 @@ def test_bad_inputs():
         DiffStride2d(2.0, smoothness=-1)
     with pytest.raises(ValueError, match="crop"):
         DiffStride2d(2.0, crop="middle")
+    with pytest.raises(ValueError, match="impl"):
+        DiffStride2d(2.0, impl="cuda")
     with pytest.raises(ValueError, match="4 dimensions"):
         DiffStride2d()(torch.randn(3, 8, 8))
     with pytest.raises(ValueError, match="stride"):
@@ -160,4 +175,19 @@ def test_output_size_function_and_macs_formula():
     surrogate, sizes = diffstride_output_size((30, 7), torch.tensor([3.0, 1.0]))
     assert sizes == (10, 7)
     # one 8x8 map to 4x4 keeping 7x7 bins: FFTs 2.5*64*6 + 2.5*16*4, placement 2*(4*7*7 + 4*7*4)
-    assert diffstride_macs((8, 8), (4, 4), (7, 7), 1) == round(960 + 160 + 2 * (196 + 112))
+    assert diffstride_macs((8, 8), (4, 4), (7, 7), 1, "fft") == round(960 + 160 + 2 * (196 + 112))
+    # dense: (8 rows x 8 x 4) + (4 columns x 8 x 4), for 3 maps
+    assert diffstride_macs((8, 8), (4, 4), (7, 7), 3, "dense") == 3 * (256 + 128)
+
+
+@pytest.mark.parametrize("impl,expected", [("fft", 960 + 160 + 768), ("dense", 256 + 128)])
+def test_count_macs_uses_the_formula(impl, expected):
+    from poolarch.complexity import count_macs
+
+    # 8x8 -> 4x4, all 8 bins kept per axis. fft: FFT 2.5*64*6 + inverse 2.5*16*4 + placement
+    # 2*(4*8*8 + 4*8*4); dense: 8*8*4 + 4*8*4
+    layer = DiffStride2d(2.0, impl=impl)
+    model = torch.nn.Sequential(layer)
+    assert count_macs(model, (1, 1, 8, 8)).total == expected
+    model(torch.randn(1, 1, 8, 8))
+    assert count_macs(torch.nn.Sequential(layer.to_static()), (1, 1, 8, 8)).total == expected

@@ -138,6 +138,31 @@ def test_unshared_weights_use_one_copy_per_resolution():
     assert same.blocks[0].weight is not same.blocks[1].weight
 
 
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("size", [(16, 12), (15, 9), (6, 10)])
+def test_pyramid_equals_direct_pooling(kind, size):
+    from poolarch.layers.multires import pyramid
+
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    pooled = pyramid(x, [0, 1, 2, 3], kind)
+    op = F.max_pool2d if kind == "max" else F.avg_pool2d
+    for level in (1, 2, 3):
+        k = 2**level
+        torch.testing.assert_close(pooled[level], op(x, k, k, ceil_mode=True), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+@pytest.mark.parametrize("small", [(4, 3), (5, 5), (8, 6)])
+def test_add_upsampled_equals_interpolate(mode, small):
+    from poolarch.layers.multires import add_upsampled
+
+    out = torch.randn(2, 3, 8, 6, dtype=torch.float64)
+    y = torch.randn(2, 3, *small, dtype=torch.float64)
+    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    reference = out + F.interpolate(y, size=(8, 6), mode=mode, **kwargs)
+    torch.testing.assert_close(add_upsampled(out, y, (8, 6), mode), reference, rtol=1e-12, atol=1e-12)
+
+
 def test_block_cost_at_three_resolutions_within_1_4x():
     c, h = 16, 32
     full = conv_relu_bn(c, c)
@@ -148,6 +173,12 @@ def test_block_cost_at_three_resolutions_within_1_4x():
     m3 = macs(block, x)
     assert m3 == conv_macs * (1 + 1 / 4 + 1 / 16)  # branches at 1, 1/2, 1/4 of the size
     assert m3 <= 1.4 * macs(full, x)
+    # the library's counter (conv/linear + resizing MACs; bilinear upsampling is charged)
+    from poolarch.complexity import count_macs
+
+    for mode in ("nearest", "bilinear"):
+        multi = MultiResBlock(full, resolutions=3, upsample=mode)
+        assert count_macs(multi, x).total <= 1.4 * count_macs(full, x).total
 
 
 def test_bad_arguments():
@@ -399,3 +430,34 @@ def test_prune_before_training_needs_learned_alphas():
     method, net = _method_and_net(one_res=True)
     with pytest.raises(ValueError, match="prune_epoch"):
         method.forward(net, torch.randn(1, 3, 8, 8))
+
+
+def test_method_checks_model_arguments():
+    with pytest.raises(ValueError, match="resolutions"):
+        create_method("multires", resolutions=2).setup(MultiResNet(channels=4, num_layers=2), torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="learn_depth"):
+        create_method("multires", learn_depth=True).setup(MultiResNet(channels=4, num_layers=2), torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="MultiResBlock"):
+        create_method("multires").setup(nn.Sequential(nn.Conv2d(3, 3, 1)), torch.zeros(1, 3, 8, 8))
+
+
+def test_engine_run_searches_then_keeps_one_resolution(tmp_path):
+    engine = pytest.importorskip("poolarch.train.engine")
+    from poolarch.train import TrainConfig
+
+    cfg = TrainConfig(
+        model="multires_net", pool="max", dataset="random", image_size=8, num_classes=3, limit=32,
+        model_args={"channels": 4, "num_layers": 2, "resolutions": 2, "learn_depth": True},
+        method="multires", method_args={"one_res": True, "prune_epoch": 1, "arch_lr": 0.05},
+        epochs=2, batch_size=8, max_steps_per_epoch=2, max_eval_steps=1, device="cpu",
+        out=str(tmp_path / "run"), progress=False,
+    )
+    result = engine.train(cfg)
+    first, last = result.history
+    assert first["multires/pruned"] == 1 and last["multires/pruned"] == 1
+    assert 0.0 < first["alpha/l1_r0"] < 1.0  # recorded before pruning
+    for layer in (1, 2):
+        row = [last[f"alpha/l{layer}_r{r}"] for r in range(2)]
+        assert sorted(row) == [0.0, 1.0]
+        assert row.index(1.0) == max(range(2), key=lambda r: first[f"alpha/l{layer}_r{r}"])
+    assert last["gmacs"] < first["gmacs"]  # one branch per layer costs less than two

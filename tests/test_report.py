@@ -97,9 +97,13 @@ def test_sizes_from_architecture_and_sweep_folder(tmp_path):
     _run(tmp_path / "sweep" / "a", pool="dynopool", name=None, arch=arch,
          rows=[{"epoch": 1, "test_top1": 10.0, "gmacs": 0.1}])
     _run(tmp_path / "sweep" / "b", pool="dynopool", name=None, rows=[{"epoch": 1, "test_top1": 11.0}])
+    # a sizes column of resizer outputs only gets the input of the first resizer prepended
+    _run(tmp_path / "sweep" / "c", pool="dynopool", name=None, arch=arch,
+         rows=[{"epoch": 1, "test_top1": 12.0, "sizes": "21x14 10x7"}])
     runs = find_runs([tmp_path / "sweep"])
-    assert [r.label for r in runs] == ["a", "b"]
+    assert [r.label for r in runs] == ["a", "b", "c"]
     assert runs[0].sizes() == [[32, 32], [21, 14], [10, 7]] and runs[1].sizes() == []
+    assert runs[2].sizes() == [[32, 32], [21, 14], [10, 7]]
     md = make_report([tmp_path / "sweep"], tmp_path / "out").read_text()
     assert "[32,32] [21,14] [10,7]" in md and "| – |" in md  # missing GMACs / sizes shown as –
 
@@ -118,7 +122,9 @@ def test_errors(tmp_path):
 
 def test_parsers():
     assert parse_sizes("32x32 21x14") == [[32, 32], [21, 14]]
-    assert parse_sizes("[32,32]") == [[32], [32]] or True  # bracket form is not what the engine writes
+    assert parse_sizes("[32,32] [21, 14]") == [[32, 32], [21, 14]]
+    with pytest.raises(ValueError, match="bad feature-map size"):
+        parse_sizes("[32,32] 21x14")
     assert parse_scales("0.660x0.440 0.5") == [[0.66, 0.44], [0.5]]
 
 

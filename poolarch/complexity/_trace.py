@@ -87,6 +87,9 @@ class CallRecord:
     in_spatial: tuple[int, ...] | None
     out_spatial: tuple[int, ...] | None
     macs: dict[str, int] = field(default_factory=dict)  # exclusive MACs by category (counting only)
+    # counted ops issued by this call itself (counting only): (category, MACs, op output spatial
+    # shape or None when the op output is not a (N, C, *spatial) map, e.g. a matmul)
+    ops: list[tuple[str, int, tuple[int, ...] | None]] = field(default_factory=list)
 
     @property
     def key(self) -> CallKey:
@@ -96,6 +99,7 @@ class CallRecord:
 @dataclass
 class _Frame:
     flops: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    ops: list[tuple[str, int, tuple[int, ...] | None]] = field(default_factory=list)
     suppresses: bool = False
 
 
@@ -129,11 +133,13 @@ class ModuleCallTracer:
         self._inputs: dict[int, list[tuple[int, ...] | None]] = defaultdict(list)
 
     # -- counting ----------------------------------------------------------------------------
-    def add_flops(self, category: str, flops: int) -> None:
+    def add_flops(self, category: str, flops: int, out_spatial: tuple[int, ...] | None = None) -> None:
         """Charge ``flops`` of ``category`` to the innermost running module (if not suppressed)."""
         if self._suppress or not self._stack:
             return
-        self._stack[-1].flops[category] += int(flops)
+        frame = self._stack[-1]
+        frame.flops[category] += int(flops)
+        frame.ops.append((category, int(flops) // 2, out_spatial))
 
     # -- hooks -------------------------------------------------------------------------------
     def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -154,16 +160,20 @@ class ModuleCallTracer:
         pending = self._inputs[mid]
         in_spatial = pending.pop() if pending else None
         macs: dict[str, int] = {}
+        ops: list[tuple[str, int, tuple[int, ...] | None]] = []
         if self.counting and self._stack:
             frame = self._stack.pop()
             if frame.suppresses:
                 self._suppress -= 1
             if not self._suppress:
                 macs = {cat: flops // 2 for cat, flops in frame.flops.items() if flops}
+                ops = frame.ops
                 formula = self.module_formula(module)
                 if formula is not None:
                     fn, category, _ = formula
-                    macs[category] = macs.get(category, 0) + int(fn(module, args, output))
+                    extra = int(fn(module, args, output))
+                    macs[category] = macs.get(category, 0) + extra
+                    ops = ops + [(category, extra, None)]
         self.records.append(
             CallRecord(
                 name=self._names.get(mid, type(module).__name__),
@@ -173,6 +183,7 @@ class ModuleCallTracer:
                 in_spatial=in_spatial,
                 out_spatial=spatial_shape(module, output),
                 macs=macs,
+                ops=ops,
             )
         )
 

@@ -10,14 +10,22 @@ the current size of ``l`` is replaced by the surrogate
 with ``s_p`` the resizer's ``last_size_surrogate`` (value unchanged; ``d numel / d s_p =
 numel / s_p``: shrinking an early map shrinks everything after it in proportion).
 
+The cost units are the counted ops (a convolution, a linear layer, a DynOPool, an ``F.interpolate``
+issued in a parent module's ``forward`` ...), each charged to the module call that issued it.
 *Upstream* is found at construction by perturbation, not execution order: each resizer call's
-output is enlarged (zero-padded to twice its size) in one extra forward pass and the layers whose
+output is enlarged (zero-padded to twice its size) in one extra forward pass and the ops whose
 output sizes change depend on it. This follows branches (ResNet shortcuts) and parallel streams
 (HRNet: a map upsampled back to another stream's size no longer depends on the resizer that made
 the low-resolution stream). Resizers whose scale parameters are shared (a shortcut pool and the
 main-path pool) cannot be enlarged alone without breaking the network; they are perturbed
 together, and a layer depending on such a group takes the surrogate of the group's member call that
 ran last before it.
+
+At training time only module outputs are observed (forward hooks recording sizes). Each op's current
+size is read from a *size proxy*: the module call whose output size equals the op's in the
+unperturbed and in every perturbed pass -- the issuing module itself for layers, another module for
+functional ops (HRNet's upsampling to a stream's size). Ops without a proxy (warned) keep their
+initial size in the value; their gradient is unaffected.
 """
 from __future__ import annotations
 
@@ -30,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers.base import LearnableResize, learnable_resizers
-from ._trace import CallKey, CallRecord, ModuleCallTracer, evaluation, spatial_shape, unwrap_model
+from ._trace import CallKey, CallRecord, spatial_shape, unwrap_model
 from .macs import TOTAL_CATEGORIES, make_example_input, trace_macs
 
 __all__ = ["ComplexityLoss"]
@@ -76,15 +84,26 @@ class _Perturb:
             handle.remove()
 
 
-def _sizes(model: nn.Module, example: Tensor, perturb: _Perturb | None) -> dict[CallKey, tuple[int, ...] | None]:
-    tracer = ModuleCallTracer(model)
-    with evaluation(model), tracer:
-        if perturb is None:
-            model(example)
-        else:
-            with perturb:
-                model(example)
-    return {r.key: r.out_spatial for r in tracer.records}
+Shapes = tuple[dict[CallKey, Any], dict[tuple[CallKey, int], Any]]
+
+
+def _op_shapes(record: CallRecord) -> dict[tuple[CallKey, int], Any]:
+    """Spatial output shape of every counted op of a call (the call's own output shape for ops
+    whose output is not a map, e.g. a linear layer's matmul or a module formula)."""
+    return {(record.key, i): (shape if shape is not None else record.out_spatial) for i, (_, _, shape) in enumerate(record.ops)}
+
+
+def _shapes(records: list[CallRecord]) -> Shapes:
+    calls = {r.key: r.out_spatial for r in records}
+    ops: dict[tuple[CallKey, int], Any] = {}
+    for r in records:
+        ops.update(_op_shapes(r))
+    return calls, ops
+
+
+def _perturbed_shapes(model: nn.Module, example: Tensor, perturb: _Perturb) -> Shapes:
+    with perturb:
+        return _shapes(trace_macs(model, example))
 
 
 def _shared_groups(resizers: list[LearnableResize]) -> dict[int, int]:
@@ -133,9 +152,9 @@ class ComplexityLoss:
         self.initial_gmacs = sum(sum(r.macs.get(c, 0) for c in TOTAL_CATEGORIES) for r in self.layers) / 1e9
         resizers = [m for _, m in learnable_resizers(self.model)]
         self._resizer_ids = {id(m) for m in resizers}
+        self._records = {r.key: r for r in records}
         self._units = [r for r in records if id(r.module) in self._resizer_ids]
-        self.upstream = self._find_upstream(example, records, resizers)
-        self._build_terms()
+        self._set_up(example, records, resizers)
         self._numel: dict[CallKey, int] = {}
         self._surrogates: dict[CallKey, Tensor] = {}
         self._counts: dict[int, int] = defaultdict(int)
@@ -143,74 +162,124 @@ class ComplexityLoss:
         self._install_hooks()
 
     # -- set-up ------------------------------------------------------------------------------
-    def _find_upstream(
-        self, example: Tensor, records: list[CallRecord], resizers: list[LearnableResize]
-    ) -> dict[CallKey, list[CallKey]]:
-        """Layer call -> resizer calls whose output size it depends on (see module docstring)."""
+    def _set_up(self, example: Tensor, records: list[CallRecord], resizers: list[LearnableResize]) -> None:
+        """Cost units (counted ops), their upstream resizer calls and their size proxies.
+
+        Every counted op (in :data:`TOTAL_CATEGORIES`) is a cost unit. Its upstream resizer calls
+        are those whose enlargement changes the op's output size. Its *size proxy* is a module call
+        whose output size equals the op's in the unperturbed and in every perturbed pass -- the
+        charged module itself for a layer, another module for a functional op (e.g. an
+        ``F.interpolate`` to another stream's size in a parent's forward); its output size is what
+        the training-time hooks record.
+        """
         modules = {id(r.module): r.module for r in records}
         seq = {r.key: r.seq for r in records}
-        baseline = _sizes(self.model, example, None)
-        layer_keys = [r.key for r in self.layers]
-        upstream: dict[CallKey, list[CallKey]] = {k: [] for k in layer_keys}
+        base_calls, base_ops = _shapes(records)
+        units: list[tuple[CallKey, int, int]] = []  # (charged call, op index, MACs)
+        for r in self.layers:
+            for i, (category, macs, _) in enumerate(r.ops):
+                if category in TOTAL_CATEGORIES and macs > 0:
+                    units.append((r.key, i, macs))
+        upstream: dict[tuple[CallKey, int], list[CallKey]] = {(k, i): [] for k, i, _ in units}
+        passes: list[Shapes] = []
 
-        def changed(calls: set[CallKey]) -> list[CallKey] | None:
+        def run(calls: set[CallKey]) -> Shapes | None:
             try:
-                perturbed = _sizes(self.model, example, _Perturb(self.model, calls, modules))
+                shapes = _perturbed_shapes(self.model, example, _Perturb(self.model, calls, modules))
             except Exception:  # an enlarged map that must match another branch: perturb the group
                 return None
-            return [k for k in layer_keys if perturbed.get(k, "missing") != baseline[k]]
+            passes.append(shapes)
+            return shapes
+
+        def changed(shapes: Shapes) -> list[tuple[CallKey, int]]:
+            return [u for u in upstream if shapes[1].get(u, "missing") != base_ops[u]]
 
         group_of = _shared_groups(resizers)
         coupled: dict[int, list[CallKey]] = defaultdict(list)
         for unit in self._units:
-            hit = changed({unit.key})
-            if hit is None:
+            shapes = run({unit.key})
+            if shapes is None:
                 coupled[group_of[id(unit.module)]].append(unit.key)
                 continue
-            for k in hit:
-                upstream[k].append(unit.key)
-        for group, units in coupled.items():
-            hit = changed(set(units))
-            if hit is None:
-                names = sorted({self._name(u) for u in units})
+            for u in changed(shapes):
+                upstream[u].append(unit.key)
+        for calls in coupled.values():
+            shapes = run(set(calls))
+            if shapes is None:
+                names = sorted({self._name(c) for c in calls})
                 warnings.warn(
                     f"ComplexityLoss: enlarging the output of {names} breaks the forward pass; "
                     "layers after them in execution order are taken as dependent",
                     RuntimeWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
-                first = min(seq[u] for u in units)
-                hit = [k for k in layer_keys if seq[k] >= first]
-            for k in hit:
-                before = [u for u in units if seq[u] <= seq[k]] or units
-                upstream[k].append(max(before, key=lambda u: seq[u]))
-        for layer in self.layers:  # a resizer's own cost scales with its own output
-            if id(layer.module) in self._resizer_ids and layer.key not in upstream[layer.key]:
-                upstream[layer.key].append(layer.key)
-        for k, units in upstream.items():
-            units.sort(key=lambda u: seq[u])
-            if self.local and units:
-                before = [u for u in units if seq[u] <= seq[k]] or units
-                upstream[k] = [max(before, key=lambda u: seq[u])]
-        return upstream
+                first = min(seq[c] for c in calls)
+                hit = [u for u in upstream if seq[u[0]] >= first]
+            else:
+                hit = changed(shapes)
+            for u in hit:
+                before = [c for c in calls if seq[c] <= seq[u[0]]] or calls
+                upstream[u].append(max(before, key=lambda c: seq[c]))
+        for u, found in upstream.items():
+            if id(self._records[u[0]].module) in self._resizer_ids and u[0] not in found:
+                found.append(u[0])  # a resizer's own cost scales with its own output
+            found.sort(key=lambda c: seq[c])
+            if self.local and found:
+                before = [c for c in found if seq[c] <= seq[u[0]]] or found
+                upstream[u] = [max(before, key=lambda c: seq[c])]
+
+        # size proxies
+        def signature_call(key: CallKey) -> tuple[Any, ...]:
+            return (base_calls[key],) + tuple(p[0].get(key, "missing") for p in passes)
+
+        by_signature: dict[tuple[Any, ...], list[CallKey]] = defaultdict(list)
+        for r in records:
+            if r.out_spatial is not None:
+                by_signature[signature_call(r.key)].append(r.key)
+        terms: dict[tuple[CallKey | None, tuple[CallKey, ...]], float] = defaultdict(float)
+        untracked: set[str] = set()
+        self.upstream: dict[CallKey, list[CallKey]] = defaultdict(list)
+        for key, i, macs in units:
+            u = (key, i)
+            signature = (base_ops[u],) + tuple(p[1].get(u, "missing") for p in passes)
+            if signature_call(key) == signature:
+                proxy: CallKey | None = key
+            else:
+                candidates = by_signature.get(signature, [])
+                before = [c for c in candidates if seq[c] <= seq[key]]
+                proxy = max(before, key=lambda c: seq[c]) if before else (candidates[0] if candidates else None)
+            if proxy is None:
+                if upstream[u]:  # (without upstream resizers only a new input size could change it)
+                    untracked.add(self._name(key))
+                terms[(None, tuple(upstream[u]))] += macs / 1e9
+            else:
+                terms[(proxy, tuple(upstream[u]))] += macs / 1e9 / max(_numel(base_calls[proxy]), 1)
+            for c in upstream[u]:
+                if c not in self.upstream[key]:
+                    self.upstream[key].append(c)
+        if untracked:
+            warnings.warn(
+                f"ComplexityLoss: the output size of ops in {sorted(untracked)} matches no module output; "
+                "their cost is taken at the initial size (gradient still flows to upstream resizers)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self._proxies = {k for (k, _) in terms if k is not None}
+        grouped: dict[tuple[CallKey, ...], list[tuple[CallKey | None, float]]] = defaultdict(list)
+        for (proxy, found), coefficient in terms.items():
+            grouped[found].append((proxy, coefficient))
+        self._terms = list(grouped.items())
 
     def _name(self, key: CallKey) -> str:
-        for r in self._units + self.layers:
-            if r.key == key:
-                return r.name if r.call_index == 0 else f"{r.name}#{r.call_index}"
-        return str(key)
-
-    def _build_terms(self) -> None:
-        """Group layers by their set of upstream resizer calls: one product of factors per group."""
-        groups: dict[tuple[CallKey, ...], list[tuple[CallKey, float]]] = defaultdict(list)
-        for layer in self.layers:
-            macs = sum(layer.macs.get(c, 0) for c in TOTAL_CATEGORIES)
-            gmacs_per_element = macs / 1e9 / max(_numel(layer.out_spatial), 1)
-            groups[tuple(self.upstream[layer.key])].append((layer.key, gmacs_per_element))
-        self._terms = list(groups.items())
+        r = self._records.get(key)
+        if r is None:
+            return str(key)
+        return r.name if r.call_index == 0 else f"{r.name}#{r.call_index}"
 
     def _install_hooks(self) -> None:
-        watched = {id(r.module): r.module for r in self.layers + self._units}
+        watched = {id(r.module): r.module for r in self._units}
+        for key in self._proxies:
+            watched[key[0]] = self._records[key].module
         self._handles.append(self.model.register_forward_pre_hook(self._reset))
         for module in watched.values():
             self._handles.append(module.register_forward_hook(self._record))
@@ -243,13 +312,13 @@ class ComplexityLoss:
                 s = self._surrogates.get(unit)
                 if s is None:
                     return None
-                s = s.float()
+                s = s if s.dtype == torch.float64 else s.float()
                 factors[unit] = torch.prod(s / s.detach())
             return factors[unit]
 
         total: Tensor | float = 0.0
         for units, layers in self._terms:
-            coefficient = sum(g * self._numel.get(k, 0) for k, g in layers)
+            coefficient = sum(g * (1 if k is None else self._numel.get(k, 0)) for k, g in layers)
             term: Tensor | float = coefficient
             for unit in units:
                 f = factor(unit)
@@ -264,11 +333,7 @@ class ComplexityLoss:
     def dependencies(self) -> dict[str, list[str]]:
         """Layer name -> names of the resizers its gradient reaches (``name#k`` for the k-th call
         of a module run several times)."""
-        out: dict[str, list[str]] = {}
-        for layer in self.layers:
-            name = layer.name if layer.call_index == 0 else f"{layer.name}#{layer.call_index}"
-            out[name] = [self._name(u) for u in self.upstream[layer.key]]
-        return out
+        return {self._name(r.key): [self._name(c) for c in self.upstream.get(r.key, [])] for r in self.layers}
 
     def remove(self) -> None:
         """Remove the forward hooks (the loss cannot be evaluated afterwards)."""

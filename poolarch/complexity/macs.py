@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from ._trace import CallRecord, ModuleCallTracer, evaluation, unwrap_model
+from ._trace import CallRecord, ModuleCallTracer, evaluation, first_tensor, unwrap_model
 
 __all__ = [
     "MacCount",
@@ -103,6 +103,14 @@ def _register_layer_formulas() -> None:
         ndim = output.dim() - 2
         points = 2**ndim
         return output.numel() * points * (points + 1)
+
+    # Shape Adaptor and DiffStride: formulas documented in their modules.
+    from ..layers import diffstride, shape_adaptor
+
+    register_macs(diffstride.DiffStride2d)(diffstride.module_macs)
+    register_macs(diffstride.StaticDiffStride2d)(diffstride.module_macs)
+    register_macs(shape_adaptor.ShapeAdaptor2d)(shape_adaptor.module_macs)
+    register_macs(shape_adaptor.StaticShapeAdaptor2d)(shape_adaptor.module_macs)
 
 
 # -- aten op formulas (flop counts = 2 * MACs, FlopCounterMode's convention) --------------------
@@ -196,7 +204,8 @@ def _counter(tracer: ModuleCallTracer) -> FlopCounterMode:
     def charging(category: str, fn: Callable[..., int]) -> Callable[..., int]:
         def counted(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
             flops = int(fn(*args, out_val=out_val, **kwargs))
-            tracer.add_flops(category, flops)
+            out = first_tensor(out_val)
+            tracer.add_flops(category, flops, tuple(out.shape[2:]) if out is not None and out.dim() >= 3 else None)
             return flops
 
         counted._get_raw = True  # type: ignore[attr-defined]  # already takes (args, out_val)

@@ -299,26 +299,40 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
 }
 
 // Backward when both axes are the identity (r = 1/2 on even sizes): every input element belongs to
-// exactly one cell, so grad_x is written (not accumulated) and tasks are output rows. Element for
-// element this is the same arithmetic as backward_impl (weights 1 and 0).
-template <typename scalar_t, int64_t kMode, bool kInputGrad, bool kSizeGrad, bool kPlanar, bool kHasNext>
-inline void identity_backward_column(const scalar_t* xk, const scalar_t* xn, scalar_t* gk, const scalar_t* go,
-                                     const int8_t* co, int64_t l, int64_t Q_dyn, int8_t point, double fh,
-                                     double fw, double* acc_h, double* acc_w) {
+// exactly one cell, so the input gradient of lattice row k is written (not accumulated) as
+// G[e] = (point e won the max, or avg) ? g : 0, and the size-gradient terms are
+// sum_e G[e] * (x[next row] - x) * du/ds_h and sum_e G[e] * (x[next column] - x) * du/ds_w
+// (the tap weights are exactly 1 and 0). Tasks are output rows.
+
+// Expanded gradient of lattice row 2i+a (length W*Q) from the output row (length Wo*Q).
+template <typename scalar_t, int64_t kMode, bool kPlanar>
+inline void expand_grad_row(const scalar_t* __restrict go, const int8_t* __restrict co, int64_t Wo, int64_t Q_dyn,
+                            int64_t a, scalar_t* __restrict G) {
   const int64_t Q = kPlanar ? 1 : Q_dyn;
-  const int64_t e0 = l * Q, o0 = (l >> 1) * Q;
-  for (int64_t q = 0; q < Q; ++q) {
-    const scalar_t g = kMode == kMax ? go[o0 + q] : go[o0 + q] / static_cast<scalar_t>(4);
-    const bool sel = kMode == kMax ? co[o0 + q] == point : true;
-    if (kInputGrad) gk[e0 + q] = sel ? g : static_cast<scalar_t>(0);
-    if (kSizeGrad) {
-      const scalar_t x0 = xk[e0 + q];
-      const scalar_t dh = sel ? g * (xn[e0 + q] - x0) : static_cast<scalar_t>(0);
-      const scalar_t dw = kHasNext && sel ? g * (xk[e0 + Q + q] - x0) : static_cast<scalar_t>(0);
-      acc_h[e0 + q] += static_cast<double>(dh) * fh;
-      acc_w[e0 + q] += static_cast<double>(dw) * fw;
+  const int8_t p0 = static_cast<int8_t>(2 * a), p1 = static_cast<int8_t>(2 * a + 1);
+  const scalar_t zero = 0, quarter = static_cast<scalar_t>(4);
+  for (int64_t j = 0; j < Wo; ++j) {
+    for (int64_t q = 0; q < Q; ++q) {
+      const scalar_t g = go[j * Q + q];
+      if (kMode == kMax) {
+        const int8_t c = co[j * Q + q];
+        G[(2 * j) * Q + q] = c == p0 ? g : zero;
+        G[(2 * j + 1) * Q + q] = c == p1 ? g : zero;
+      } else {
+        G[(2 * j) * Q + q] = g / quarter;
+        G[(2 * j + 1) * Q + q] = g / quarter;
+      }
     }
   }
+}
+
+// acc_h[e] += G[e] * (xn[e] - xk[e]) * fh;  acc_w[e] += G[e] * (xk[e + Q] - xk[e]) (last column: 0).
+template <typename scalar_t>
+inline void accumulate_size_terms(const scalar_t* __restrict G, const scalar_t* __restrict xk,
+                                  const scalar_t* __restrict xn, int64_t WQ, int64_t Q, scalar_t fh,
+                                  scalar_t* __restrict acc_h, scalar_t* __restrict acc_w) {
+  for (int64_t e = 0; e < WQ; ++e) acc_h[e] += (G[e] * (xn[e] - xk[e])) * fh;
+  for (int64_t e = 0; e < WQ - Q; ++e) acc_w[e] += G[e] * (xk[e + Q] - xk[e]);
 }
 
 template <typename scalar_t, int64_t kMode, bool kInputGrad, bool kSizeGrad, bool kPlanar>
@@ -333,10 +347,24 @@ void backward_identity(const at::Tensor& grad_out, const at::Tensor& x, const at
   const int8_t* cd = kMode == kMax ? codes.const_data_ptr<int8_t>() : nullptr;
   scalar_t* gxd = kInputGrad ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
   const int64_t tasks = P * Ho;
+  // d u / d s_w per element of a row, applied when the (scalar_t) row sums are flushed to double.
+  std::vector<double> fw(WQ);
+  for (int64_t e = 0; e < WQ; ++e) fw[e] = tw.du_ds[e / Q];
+  constexpr int64_t kFlushEvery = 8;  // output rows summed in scalar_t before adding to double
   std::vector<double> partial(kSizeGrad ? 2 * tasks : 0, 0.0);  // slot of each chunk's first task
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, 2 * WQ));
   at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
-    std::vector<double> acc_h(kSizeGrad ? WQ : 0, 0.0), acc_w(kSizeGrad ? WQ : 0, 0.0);
+    std::vector<scalar_t> buffer(kInputGrad ? 0 : WQ);
+    std::vector<scalar_t> acc_h(kSizeGrad ? WQ : 0, 0), acc_w(kSizeGrad ? WQ : 0, 0);
+    std::vector<double> dacc_h(kSizeGrad ? WQ : 0, 0.0), dacc_w(kSizeGrad ? WQ : 0, 0.0);
+    auto flush = [&]() {
+      for (int64_t e = 0; e < WQ; ++e) {
+        dacc_h[e] += static_cast<double>(acc_h[e]);
+        dacc_w[e] += static_cast<double>(acc_w[e]) * fw[e];
+        acc_h[e] = 0;
+        acc_w[e] = 0;
+      }
+    };
     for (int64_t task = begin; task < end; ++task) {
       const int64_t p = task / Ho, i = task % Ho;
       const scalar_t* xp = xd + p * H * WQ;
@@ -344,24 +372,20 @@ void backward_identity(const at::Tensor& grad_out, const at::Tensor& x, const at
       const int8_t* co = cd ? cd + (p * Ho + i) * Wo * Q : nullptr;
       for (int64_t a = 0; a < 2; ++a) {
         const int64_t k = 2 * i + a;
-        const scalar_t* xk = xp + k * WQ;
-        const scalar_t* xn = xp + th.i1[k] * WQ;
-        scalar_t* gk = kInputGrad ? gxd + p * H * WQ + k * WQ : nullptr;
-        const double fh = th.du_ds[k];
-        for (int64_t l = 0; l + 1 < W; ++l)
-          identity_backward_column<scalar_t, kMode, kInputGrad, kSizeGrad, kPlanar, true>(
-              xk, xn, gk, go, co, l, Q, static_cast<int8_t>(2 * a + (l & 1)), fh, tw.du_ds[l], acc_h.data(),
-              acc_w.data());
-        identity_backward_column<scalar_t, kMode, kInputGrad, kSizeGrad, kPlanar, false>(
-            xk, xn, gk, go, co, W - 1, Q, static_cast<int8_t>(2 * a + ((W - 1) & 1)), fh, tw.du_ds[W - 1],
-            acc_h.data(), acc_w.data());
+        scalar_t* G = kInputGrad ? gxd + p * H * WQ + k * WQ : buffer.data();
+        expand_grad_row<scalar_t, kMode, kPlanar>(go, co, Wo, Q, a, G);
+        if (kSizeGrad)
+          accumulate_size_terms<scalar_t>(G, xp + k * WQ, xp + th.i1[k] * WQ, WQ, Q,
+                                          static_cast<scalar_t>(th.du_ds[k]), acc_h.data(), acc_w.data());
       }
+      if (kSizeGrad && (task - begin + 1) % kFlushEvery == 0) flush();
     }
     if (kSizeGrad) {
+      flush();
       double sh = 0.0, sw = 0.0;
       for (int64_t e = 0; e < WQ; ++e) {
-        sh += acc_h[e];
-        sw += acc_w[e];
+        sh += dacc_h[e];
+        sw += dacc_w[e];
       }
       partial[2 * begin] = sh;
       partial[2 * begin + 1] = sw;

@@ -10,12 +10,19 @@ food101        ``root``: Food-101 (``meta/{train,test}.txt``)             stream
 imagenet       ``root``: ``train/<wnid>``, ``val/<wnid>`` (val = test)    streaming
 imagefolder    ``root``: ``train/<class>``, ``val|test/<class>``          streaming
 random         random uint8 tensors of the requested shape                in memory
+voc            ``root``: PASCAL VOC 2012 (+SBD ``SegmentationClassAug``)   streaming (segmentation)
+segfolder      ``root``: ``images/``, ``masks/``, ``classes.txt``          streaming (segmentation)
+random-seg     synthetic rectangles whose colour encodes the class         streaming (segmentation)
 =============  ========================================================  =========================
 
 In-memory datasets are uint8 tensors on ``device``; each batch is converted, resized (when
 ``image_size`` is given), passed through the variant, augmented (training) and normalised there.
 Streaming datasets use RandomResizedCrop + flip (train) or resize + centre crop (eval) at
 ``image_size`` (default 224) in DataLoader workers.
+
+Other packages add datasets with ``@register_dataset("name")`` on a builder
+``fn(opts: DataOptions) -> DataBundle`` (see :mod:`poolarch.data.bundle` for the shared
+``in_memory_bundle`` / ``streaming_bundle`` helpers).
 """
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ from .split import split_train_val
 from .transforms import list_variants, make_variant
 
 __all__ = ["load_data", "list_datasets", "list_variants", "register_dataset", "split_train_val",
-           "DataBundle", "TensorLoader", "StreamingLoader", "shard_indices", "make_variant"]
+           "DataBundle", "DataOptions", "TensorLoader", "StreamingLoader", "shard_indices", "make_variant"]
 
 _DATASETS: dict[str, Callable[[DataOptions], DataBundle]] = {}
 
@@ -113,7 +120,7 @@ def load_data(
 
 
 def _register_builtin() -> None:
-    from . import cifar, folders, mnist5k
+    from . import cifar, folders, mnist5k, segmentation
     from . import random as random_data
 
     register_dataset("mnist5k")(mnist5k.build_mnist5k)
@@ -124,6 +131,9 @@ def _register_builtin() -> None:
     register_dataset("imagenet")(folders.build_imagenet)
     register_dataset("imagefolder")(folders.build_imagefolder)
     register_dataset("random")(random_data.build_random)
+    register_dataset("voc")(segmentation.build_voc)
+    register_dataset("segfolder")(segmentation.build_segfolder)
+    register_dataset("random-seg")(segmentation.build_random_segmentation)
 
 
 _register_builtin()

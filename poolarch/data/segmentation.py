@@ -23,8 +23,7 @@ shrinks, keeping the aspect ratio) to the crop size; padded pixels are ignored b
 """
 from __future__ import annotations
 
-import math
-import random as pyrandom
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from .bundle import DataBundle, DataOptions, split_for_validation
+from .loader import StreamingLoader
 
 __all__ = [
     "IGNORE_INDEX",
@@ -44,7 +46,9 @@ __all__ = [
     "voc_samples",
     "pair_samples",
     "SyntheticSegmentation",
-    "EpochLoader",
+    "build_voc",
+    "build_segfolder",
+    "build_random_segmentation",
 ]
 
 IGNORE_INDEX = 255
@@ -124,10 +128,16 @@ class JointTransform:
     train: bool = True
     scale_range: tuple[float, float] = (0.5, 2.0)
 
-    def __call__(self, image: Tensor, mask: Tensor, rng: pyrandom.Random) -> tuple[Tensor, Tensor]:
+    def __call__(self, image: Tensor, mask: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Random draws come from ``generator`` (default: torch's global RNG, which the streaming
+        loader seeds per epoch and worker)."""
+
+        def uniform(lo: float, hi: float) -> float:
+            return lo + (hi - lo) * float(torch.rand((), generator=generator))
+
         h, w = image.shape[1:]
         if self.train:
-            s = rng.uniform(*self.scale_range)
+            s = uniform(*self.scale_range)
         else:
             s = min(1.0, self.crop[0] / h, self.crop[1] / w)
         if s != 1.0:
@@ -140,11 +150,11 @@ class JointTransform:
             image = F.pad(image, (0, pw, 0, ph), value=0.0)
             mask = F.pad(mask, (0, pw, 0, ph), value=IGNORE_INDEX)
         h, w = image.shape[1:]
-        top = rng.randint(0, h - self.crop[0]) if self.train else 0
-        left = rng.randint(0, w - self.crop[1]) if self.train else 0
+        top = int(torch.randint(0, h - self.crop[0] + 1, (), generator=generator)) if self.train else 0
+        left = int(torch.randint(0, w - self.crop[1] + 1, (), generator=generator)) if self.train else 0
         image = image[:, top : top + self.crop[0], left : left + self.crop[1]]
         mask = mask[top : top + self.crop[0], left : left + self.crop[1]]
-        if self.train and rng.random() < 0.5:
+        if self.train and uniform(0.0, 1.0) < 0.5:
             image, mask = image.flip(-1), mask.flip(-1)
         return image, mask
 
@@ -158,13 +168,11 @@ def _normalise(image_uint8: Tensor) -> Tensor:
 class SegmentationDataset(Dataset):
     """Image/mask files -> ``(image float (3, h, w) normalised, mask int64 (h, w))``."""
 
-    def __init__(self, samples: Sequence[tuple[Path, Path]], transform: JointTransform, seed: int = 0) -> None:
+    def __init__(self, samples: Sequence[tuple[Path, Path]], transform: JointTransform) -> None:
         if not samples:
             raise ValueError("samples is empty: the split lists no image/mask pairs")
         self.samples = list(samples)
         self.transform = transform
-        self.seed = seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -179,8 +187,7 @@ class SegmentationDataset(Dataset):
             mask = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).long()
         if mask.shape != image.shape[1:]:
             raise ValueError(f"mask {mask_path} is {tuple(mask.shape)} but image {image_path} is {tuple(image.shape[1:])}")
-        rng = pyrandom.Random((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
-        return self.transform(_normalise(image), mask, rng)
+        return self.transform(_normalise(image), mask)
 
 
 class SyntheticSegmentation(Dataset):
@@ -195,7 +202,6 @@ class SyntheticSegmentation(Dataset):
         self.num_samples, self.num_classes, self.size, self.seed = num_samples, num_classes, tuple(size), seed
         g = torch.Generator().manual_seed(seed)
         self.palette = torch.rand(num_classes, 3, generator=g) * 2 - 1
-        self.epoch = 0
 
     def __len__(self) -> int:
         return self.num_samples
@@ -212,56 +218,76 @@ class SyntheticSegmentation(Dataset):
         return image, mask
 
 
-class EpochLoader:
-    """A re-iterable ``DataLoader`` with deterministic per-epoch shuffling and DDP sharding.
+# ------------------------------------------------------------------ load_data builders
+def _crop(opts: DataOptions, default: int) -> tuple[int, int]:
+    size = opts.image_size or default
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
-    ``len()`` is the number of batches per epoch on this rank (equal on every rank)."""
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        batch_size: int,
-        shuffle: bool,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        num_workers: int = 0,
-        drop_last: bool = False,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
-        self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.num_workers, self.drop_last = num_workers, drop_last
-        self.epoch = 0
+def _segmentation_bundle(name: str, train: Dataset, val: Dataset | None, test: Dataset, *, num_classes: int,
+                         crop: tuple[int, int], opts: DataOptions, classes: Sequence[str] = ()) -> DataBundle:
+    if opts.variant is not None:
+        raise ValueError(f"variant must be None for segmentation dataset {name!r}, got {opts.variant!r}")
+    if opts.num_classes is not None and opts.num_classes != num_classes:
+        raise ValueError(f"num_classes={opts.num_classes} does not match dataset {name!r}, which has {num_classes}")
+    if opts.in_chans not in (None, 3):
+        raise ValueError(f"in_chans must be 3 for segmentation dataset {name!r}, got {opts.in_chans}")
+    workers = opts.num_workers if opts.num_workers is not None else min(8, max(1, (os.cpu_count() or 1) - 1))
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        if hasattr(self.dataset, "epoch"):
-            self.dataset.epoch = epoch  # type: ignore[attr-defined]
+    def loader(ds: Dataset, train_mode: bool) -> StreamingLoader:
+        return StreamingLoader(ds, batch_size=opts.batch_size if train_mode else opts.eval_bs, shuffle=train_mode,
+                               seed=opts.seed, rank=opts.rank, world_size=opts.world_size, device=opts.device,
+                               num_workers=workers)
 
-    def _indices(self) -> list[int]:
-        n = len(self.dataset)  # type: ignore[arg-type]
-        order = list(range(n))
-        if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch)).tolist()
-        per_rank = math.ceil(n / self.world_size)
-        order = (order * math.ceil(per_rank * self.world_size / n))[: per_rank * self.world_size]
-        return order[self.rank :: self.world_size]
+    return DataBundle(train=loader(train, True), val=None if val is None else loader(val, False),
+                      test=loader(test, False), num_classes=num_classes, in_chans=3, image_size=crop,
+                      task="segmentation", name=name, classes=list(classes), mean=MEAN, std=STD)
 
-    def __len__(self) -> int:
-        per_rank = math.ceil(len(self.dataset) / self.world_size)  # type: ignore[arg-type]
-        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
 
-    def __iter__(self):
-        loader = DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            sampler=self._indices(),
-            num_workers=self.num_workers,
-            drop_last=self.drop_last,
-            persistent_workers=False,
-        )
-        return iter(loader)
+def _files_bundle(name: str, train_samples: list, test_samples: list, classes: Sequence[str], opts: DataOptions,
+                  default_crop: int) -> DataBundle:
+    crop = _crop(opts, default_crop)
+    tr, va = split_for_validation(len(train_samples), opts)
+    val_samples = None if va is None else [train_samples[i] for i in va.tolist()]
+    train_samples = [train_samples[i] for i in tr.tolist()]
+    if opts.eval_limit is not None:
+        test_samples = test_samples[: opts.eval_limit]
+    train_tf = JointTransform(crop, train=opts.augment)
+    eval_tf = JointTransform(crop, train=False)
+    return _segmentation_bundle(
+        name, SegmentationDataset(train_samples, train_tf),
+        None if val_samples is None else SegmentationDataset(val_samples, eval_tf),
+        SegmentationDataset(test_samples, eval_tf), num_classes=len(classes), crop=crop, opts=opts, classes=classes)
+
+
+def build_voc(opts: DataOptions) -> DataBundle:
+    """PASCAL VOC 2012 (+SBD): train = ``train``/``train_aug`` minus the held-out ``val_fraction``;
+    test = the official ``val`` split (what papers report). Crop 480 by default (paper 000 Table 4)."""
+    if opts.root is None:
+        raise ValueError("dataset 'voc' needs root: a folder holding VOCdevkit/VOC2012/")
+    return _files_bundle("voc", voc_samples(opts.root, "train"), voc_samples(opts.root, "val"), VOC_CLASSES, opts, 480)
+
+
+def build_segfolder(opts: DataOptions) -> DataBundle:
+    """Any folder of image/mask pairs with a ``classes.txt`` (layout in the module docstring)."""
+    if opts.root is None:
+        raise ValueError("dataset 'segfolder' needs root: a folder with images/, masks/ and classes.txt")
+    train, classes = pair_samples(opts.root, "train")
+    test, _ = pair_samples(opts.root, "val")
+    return _files_bundle("segfolder", train, test, classes, opts, 256)
+
+
+def build_random_segmentation(opts: DataOptions) -> DataBundle:
+    """:class:`SyntheticSegmentation`: ``limit`` (default 64) training pairs, 16 test pairs."""
+    if opts.root is not None:
+        raise ValueError(f"dataset 'random-seg' takes no root (got root={opts.root!r})")
+    num_classes = opts.num_classes or 4
+    crop = _crop(opts, 64)
+    n_train = opts.limit or 64
+    full = SyntheticSegmentation(n_train, num_classes, crop, seed=opts.seed)
+    tr, va = split_for_validation(n_train, opts)
+    sub = torch.utils.data.Subset
+    test = SyntheticSegmentation(opts.eval_limit or 16, num_classes, crop, seed=opts.seed + 1)
+    return _segmentation_bundle("random-seg", sub(full, tr.tolist()), None if va is None else sub(full, va.tolist()),
+                                test, num_classes=num_classes, crop=crop, opts=opts,
+                                classes=[f"class{k}" for k in range(num_classes)])

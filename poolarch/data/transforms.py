@@ -58,19 +58,22 @@ def _randint(high: int, n: int, generator: torch.Generator | None, device: torch
 
 
 # -- pure functions ---------------------------------------------------------------------------
-def crop(x: Tensor, top: Tensor, left: Tensor, size: Sequence[int]) -> Tensor:
-    """Per-sample crop: ``out[i] = x[i, :, top[i]:top[i]+h, left[i]:left[i]+w]``.
+def crop(x: Tensor, top: Tensor, left: Tensor, size: Sequence[int], flip: Tensor | None = None) -> Tensor:
+    """Per-sample crop: ``out[i] = x[i, :, top[i]:top[i]+h, left[i]:left[i]+w]``, mirrored
+    left-right where ``flip[i]`` (optional bool ``(N,)``). One ``torch.gather``.
 
     x: ``(N, C, H, W)``; top, left: int tensors ``(N,)``; size: ``(h, w)``. Returns ``(N, C, h, w)``.
     """
     h, w = int(size[0]), int(size[1])
-    n = x.shape[0]
-    rows = top.to(x.device).long().view(n, 1) + torch.arange(h, device=x.device)
-    cols = left.to(x.device).long().view(n, 1) + torch.arange(w, device=x.device)
-    batch = torch.arange(n, device=x.device).view(n, 1, 1)
-    # advanced indices around a slice: result is (N, h, w, C)
-    out = x[batch, :, rows.view(n, h, 1), cols.view(n, 1, w)]
-    return out.permute(0, 3, 1, 2).contiguous()
+    n, c, height, width = x.shape
+    dev = x.device
+    rows = top.to(dev).long().view(n, 1, 1) + torch.arange(h, device=dev).view(1, h, 1)
+    step = torch.arange(w, device=dev).view(1, 1, w)
+    if flip is not None:
+        step = torch.where(flip.to(dev).view(n, 1, 1), (w - 1) - step, step)
+    cols = left.to(dev).long().view(n, 1, 1) + step
+    index = (rows * width + cols).view(n, 1, h * w).expand(n, c, h * w)
+    return torch.gather(x.reshape(n, c, height * width), 2, index).view(n, c, h, w)
 
 
 def random_crop(x: Tensor, size: Sequence[int] | None = None, padding: int = 0,
@@ -251,11 +254,16 @@ class BatchAugment(nn.Module):
         self.padding, self.flip = padding, flip
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        if self.padding:
-            x = random_crop(x, None, self.padding, generator)
-        if self.flip:
-            x = random_hflip(x, 0.5, generator)
-        return x
+        x, single = _as_batch(x)
+        n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+        p = self.padding
+        if p:
+            x = F.pad(x, (p, p, p, p))
+        top = _randint(2 * p, n, generator, x.device)
+        left = _randint(2 * p, n, generator, x.device)
+        flip = (torch.rand(n, generator=generator) < 0.5) if self.flip else None
+        out = crop(x, top, left, (h, w), flip)  # crop and flip in one gather
+        return out[0] if single else out
 
     def extra_repr(self) -> str:
         return f"padding={self.padding}, flip={self.flip}"

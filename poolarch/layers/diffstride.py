@@ -32,11 +32,17 @@ Other choices (documented deviations from the TensorFlow reference):
 * strides are kept ``>= 1`` by the reparametrisation ``S = 1 + softplus(rho)`` (the reference
   clips after each update); ``rho`` is the trained parameter;
 * the input Nyquist bin of an even axis (one coefficient, no ``+-`` twin) is split equally between
-  ``+-H/2`` by taking the real part of the inverse transform.
+  ``+H/2`` and ``-H/2``, so the kept spectrum is symmetric and the output real.
 
-Cost (for :func:`poolarch.complexity.count_macs`): a complex FFT of ``n`` points is counted as
-``5 n log2(n) / 2`` MACs (the radix-2 estimate of ``5 n log2 n`` real FLOPs, halved); see
-:func:`diffstride_macs`.
+Two implementations of the same separable linear map (``impl=``): ``"fft"`` follows the recipe
+literally (``fft2``, gather and mask the kept bins, place them, ``ifft2``); ``"dense"`` (default)
+applies, per axis, the real ``H_out x H`` matrix ``L[a, n] = (1/H) sum_k mask(k) cos(2 pi k (a/H_out
+- n/H))`` that those steps compose to -- two GEMMs, faster on CNN-sized maps (see
+``benchmarks/bench_baselines.py``); they agree to float rounding.
+
+Cost (for :func:`poolarch.complexity.count_macs`, see :func:`diffstride_macs`): ``"fft"`` counts a
+complex FFT of ``n`` points as ``5 n log2(n) / 2`` MACs (the radix-2 estimate of ``5 n log2 n``
+real FLOPs, halved) plus the masking/placement products; ``"dense"`` counts its two matrix products.
 """
 from __future__ import annotations
 
@@ -54,18 +60,27 @@ __all__ = [
     "diffstride2d",
     "diffstride_output_size",
     "diffstride_macs",
+    "kept_bins",
+    "module_macs",
     "adaptive_span_mask",
     "DiffStride2d",
     "StaticDiffStride2d",
     "CROPS",
+    "IMPLS",
 ]
 
 CROPS = ("window", "support")
+IMPLS = ("dense", "fft")
 
 
 def _check_crop(crop: str) -> None:
     if crop not in CROPS:
         raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+
+
+def _check_impl(impl: str) -> None:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
 
 
 def _check_smoothness(smoothness: float) -> None:
@@ -137,20 +152,40 @@ def diffstride_output_size(
     return torch.stack(parts), (sizes[0], sizes[1])
 
 
-def _fold_matrix(in_len: int, out_len: int, stride: Tensor, smoothness: float, device: torch.device) -> tuple[Tensor, Tensor]:
-    """``(rows, A)``: the kept frequency bins of an ``in_len`` DFT axis and the real matrix
-    ``A[j, i] = mask(k_i) * [k_i = j mod out_len]`` (``out_len x len(rows)``) that masks them and
-    places them in the ``out_len`` DFT."""
-    freqs = torch.fft.fftfreq(in_len, d=1.0 / in_len, device=device).round().long()
+def _kept_frequencies(in_len: int, stride: Tensor, smoothness: float, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(freqs, weights)`` of one axis: the signed frequencies where the mask is non-zero (a
+    stop-gradient on the support, as in the paper) and ``mask(k)`` for them (differentiable in the
+    stride). The Nyquist bin of an even axis appears twice, as ``-H/2`` and ``+H/2``, each with half
+    its mask, so the kept spectrum is symmetric and the output real."""
+    half = in_len // 2
+    freqs = torch.arange(-half, half + 1, device=device)
     half_window = in_len / (2.0 * stride)
-    with torch.no_grad():  # which bins to keep: a stop-gradient on the support, as in the paper
+    with torch.no_grad():
         keep = adaptive_span_mask(freqs, half_window.detach(), smoothness) > 0
-    rows = keep.nonzero().flatten()
-    kept = freqs[rows]
-    mask = adaptive_span_mask(kept, half_window, smoothness)
-    target = torch.remainder(kept, out_len)
-    placement = F.one_hot(target, out_len).t().to(mask.dtype)  # (out_len, kept)
-    return rows, placement * mask.unsqueeze(0)
+    freqs = freqs[keep]
+    weights = adaptive_span_mask(freqs, half_window, smoothness)
+    if in_len % 2 == 0:
+        weights = torch.where(freqs.abs() == half, 0.5 * weights, weights)
+    return freqs, weights
+
+
+def _fft_axis(in_len: int, out_len: int, stride: Tensor, smoothness: float, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(bins, A)``: the input DFT bins to gather and the real ``out_len x len(bins)`` matrix
+    ``A[j, i] = weight_i * [k_i = j mod out_len]`` that masks them and places them in the output DFT."""
+    freqs, weights = _kept_frequencies(in_len, stride, smoothness, device)
+    placement = F.one_hot(torch.remainder(freqs, out_len), out_len).t().to(weights.dtype)
+    return torch.remainder(freqs, in_len), placement * weights.unsqueeze(0)
+
+
+def _dense_axis(in_len: int, out_len: int, stride: Tensor, smoothness: float, device: torch.device) -> Tensor:
+    """The same operator along one axis as a real ``out_len x in_len`` matrix:
+    ``L[a, n] = (1/H) sum_k weight_k cos(2 pi k (a / H_out - n / H))`` (DFT, mask, fold, inverse DFT)."""
+    freqs, weights = _kept_frequencies(in_len, stride, smoothness, device)
+    a = torch.arange(out_len, device=device, dtype=torch.float64) / out_len
+    n = torch.arange(in_len, device=device, dtype=torch.float64) / in_len
+    phase = (2 * math.pi) * freqs.to(torch.float64)[:, None, None] * (a[None, :, None] - n[None, None, :])
+    basis = torch.cos(phase).to(weights.dtype)
+    return torch.einsum("k,kan->an", weights, basis) / in_len
 
 
 def diffstride2d(
@@ -159,6 +194,7 @@ def diffstride2d(
     smoothness: float = 4.0,
     crop: str = "window",
     out_size: Sequence[int] | None = None,
+    impl: str = "dense",
 ) -> Tensor:
     """Spectral pooling of ``(N, C, H, W)`` with (fractional, differentiable) strides.
 
@@ -168,6 +204,8 @@ def diffstride2d(
         smoothness: ramp width ``R`` in frequency bins (paper: 4); 0 = hard crop.
         crop: ``"window"`` (output ``round(H/S)``) or ``"support"`` (reference crop); see module doc.
         out_size: force the output size (used by the frozen layer); ``None`` = from the strides.
+        impl: ``"fft"`` (FFT, mask and place the kept bins, inverse FFT) or ``"dense"`` (the same
+            separable linear map applied as two real matrix products; faster on CNN-sized maps).
 
     Returns:
         ``(N, C, H_out, W_out)`` with the dtype of ``x``.
@@ -175,6 +213,7 @@ def diffstride2d(
     _check_input(x)
     _check_smoothness(smoothness)
     _check_crop(crop)
+    _check_impl(impl)
     if not isinstance(stride, Tensor):
         raise TypeError(f"stride must be a torch.Tensor, got {type(stride).__name__}")
     stride = stride.reshape(-1)
@@ -184,30 +223,63 @@ def diffstride2d(
         if len(sizes) != 2 or not all(1 <= s <= n for s, n in zip(sizes, x.shape[2:])):
             raise ValueError(f"out_size must be 2 ints in [1, input size {tuple(x.shape[2:])}], got {out_size!r}")
     stride = stride.to(x.dtype) if stride.dtype != x.dtype else stride
+    (h, w), dev = x.shape[2:], x.device
+    if impl == "dense":
+        op_h = _dense_axis(h, sizes[0], stride[0], smoothness, dev)
+        op_w = _dense_axis(w, sizes[1], stride[1], smoothness, dev)
+        y = torch.matmul(x, op_w.t())  # (N, C, H, W_out): one GEMM
+        return torch.matmul(y.transpose(2, 3), op_h.t()).transpose(2, 3).contiguous()
     spectrum = torch.fft.fft2(x, norm="forward")
-    rows_h, fold_h = _fold_matrix(x.shape[2], sizes[0], stride[0], smoothness, x.device)
-    rows_w, fold_w = _fold_matrix(x.shape[3], sizes[1], stride[1], smoothness, x.device)
-    block = spectrum.index_select(2, rows_h).index_select(3, rows_w)
-    cdtype = block.dtype
-    folded = torch.matmul(torch.matmul(fold_h.to(cdtype), block), fold_w.t().to(cdtype))
+    bins_h, fold_h = _fft_axis(h, sizes[0], stride[0], smoothness, dev)
+    bins_w, fold_w = _fft_axis(w, sizes[1], stride[1], smoothness, dev)
+    block = spectrum.index_select(2, bins_h).index_select(3, bins_w)
+    folded = torch.matmul(torch.matmul(fold_h.to(block.dtype), block), fold_w.t().to(block.dtype))
     return torch.fft.ifft2(folded, norm="forward").real.contiguous()
 
 
-def diffstride_macs(in_size: Sequence[int], out_size: Sequence[int], kept: Sequence[int], maps: int) -> int:
-    """MACs of one DiffStride call on ``maps = N * C`` maps of size ``in_size``.
+def diffstride_macs(
+    in_size: Sequence[int], out_size: Sequence[int], kept: Sequence[int], maps: int, impl: str = "dense"
+) -> int:
+    """MACs of one DiffStride call on ``maps = N * C`` maps of size ``in_size = (H, W)``.
 
-    Counted: forward DFT of the input and inverse DFT of the output as complex FFTs of
-    ``n = H W`` (resp. ``H_out W_out``) points at ``5 n log2(n) / 2`` MACs each, plus the mask /
-    placement products on the kept ``kept[0] x kept[1]`` block (4 real MACs per complex-by-real
-    product, both axes)."""
+    ``impl="dense"``: the two real matrix products, ``H W W_out + W_out H H_out`` per map.
+    ``impl="fft"``: the forward DFT of the input and the inverse DFT of the output as complex FFTs
+    of ``n = H W`` (resp. ``H_out W_out``) points at ``5 n log2(n) / 2`` MACs each (the radix-2
+    estimate of ``5 n log2 n`` real FLOPs, halved), plus the real-by-complex products that mask and
+    place the kept ``kept[0] x kept[1]`` block (2 real MACs each:
+    ``2 (H_out k_h k_w + H_out k_w W_out)``).
+    """
+    _check_impl(impl)
+    h, w = int(in_size[0]), int(in_size[1])
+    ho, wo = int(out_size[0]), int(out_size[1])
+    if impl == "dense":
+        return maps * (h * w * wo + wo * h * ho)
+
     def fft(n: int) -> float:
         return 2.5 * n * math.log2(n) if n > 1 else 0.0
 
-    n_in = int(in_size[0]) * int(in_size[1])
-    n_out = int(out_size[0]) * int(out_size[1])
     kh, kw = int(kept[0]), int(kept[1])
-    fold = 2 * (int(out_size[0]) * kh * kw + int(out_size[0]) * kw * int(out_size[1]))
-    return int(round(maps * (fft(n_in) + fft(n_out) + fold)))
+    fold = 2 * (ho * kh * kw + ho * kw * wo)
+    return int(round(maps * (fft(h * w) + fft(ho * wo) + fold)))
+
+
+def kept_bins(in_size: Sequence[int], stride: Sequence[float], smoothness: float) -> tuple[int, int]:
+    """Number of DFT bins per axis where the mask is non-zero (``|k| < H / (2 S) + R``)."""
+    out = []
+    for n, s in zip(in_size, stride):
+        half = int(n) / (2.0 * float(s))
+        count = 2 * math.ceil(half + smoothness) - 1 if smoothness > 0 else 2 * math.floor(half) + 1
+        out.append(min(int(n), count))
+    return out[0], out[1]
+
+
+def module_macs(module: nn.Module, inputs: tuple, output: Tensor) -> int:
+    """:func:`diffstride_macs` of one call of a :class:`DiffStride2d` / :class:`StaticDiffStride2d`
+    (the ``fn(module, inputs, output)`` form of :func:`poolarch.complexity.register_macs`)."""
+    x = inputs[0]
+    stride = module.stride.detach().double().cpu().tolist()
+    kept = kept_bins(x.shape[2:], stride, module.smoothness)
+    return diffstride_macs(x.shape[2:], output.shape[2:], kept, int(x.shape[0]) * int(x.shape[1]), module.impl)
 
 
 def _stride_to_raw(stride: float) -> float:
@@ -225,6 +297,7 @@ class DiffStride2d(LearnableResize):
         crop: ``"window"`` (output ``round(H / S)``) or ``"support"`` (the reference's crop).
         share_stride_with: an existing :class:`DiffStride2d` whose stride parameter is reused
             (residual main path and shortcut, as in the paper).
+        impl: ``"dense"`` (two real matrix products) or ``"fft"``; same result (float rounding).
 
     The trained parameter is ``stride_raw = rho`` with ``S = 1 + softplus(rho)``.
     """
@@ -237,12 +310,15 @@ class DiffStride2d(LearnableResize):
         smoothness: float = 4.0,
         crop: str = "window",
         share_stride_with: "DiffStride2d | None" = None,
+        impl: str = "dense",
     ) -> None:
         super().__init__()
         _check_smoothness(smoothness)
         _check_crop(crop)
+        _check_impl(impl)
         self.smoothness = float(smoothness)
         self.crop = crop
+        self.impl = impl
         if share_stride_with is not None:
             if not isinstance(share_stride_with, DiffStride2d):
                 raise TypeError(
@@ -276,25 +352,18 @@ class DiffStride2d(LearnableResize):
         self.last_in_size = (int(x.shape[2]), int(x.shape[3]))
         self.last_out_size = sizes
         self.last_size_surrogate = surrogate
-        return diffstride2d(x, stride, self.smoothness, self.crop)
-
-    def kept_frequencies(self, in_size: Sequence[int]) -> tuple[int, int]:
-        """Number of DFT bins per axis the mask keeps (for the MAC count)."""
-        s = self.stride.detach().double().tolist()
-        return tuple(  # type: ignore[return-value]
-            min(int(n), 2 * math.ceil(n / (2 * sd) + self.smoothness) - 1) if self.smoothness > 0
-            else min(int(n), 2 * math.floor(n / (2 * sd)) + 1)
-            for n, sd in zip(in_size, s)
-        )
+        return diffstride2d(x, stride, self.smoothness, self.crop, impl=self.impl)
 
     def to_static(self) -> "StaticDiffStride2d":
         if self.last_out_size is None:
             raise RuntimeError("run a forward pass before freezing: the output size is not known yet")
-        return StaticDiffStride2d(self.stride.detach().tolist(), self.last_out_size, self.smoothness, self.crop)
+        return StaticDiffStride2d(
+            self.stride.detach().tolist(), self.last_out_size, self.smoothness, self.crop, self.impl
+        )
 
     def extra_repr(self) -> str:
         s = ", ".join(f"{v:.3f}" for v in self.stride.detach().tolist())
-        text = f"stride=({s}), smoothness={self.smoothness:g}, crop={self.crop}"
+        text = f"stride=({s}), smoothness={self.smoothness:g}, crop={self.crop}, impl={self.impl}"
         if self.last_in_size is not None:
             text += f", last={self.last_in_size}->{self.last_out_size}"
         return text
@@ -304,11 +373,18 @@ class StaticDiffStride2d(nn.Module):
     """A frozen :class:`DiffStride2d`: fixed strides (a buffer, not a parameter) and output size."""
 
     def __init__(
-        self, stride: Sequence[float], out_size: Sequence[int], smoothness: float = 4.0, crop: str = "window"
+        self,
+        stride: Sequence[float],
+        out_size: Sequence[int],
+        smoothness: float = 4.0,
+        crop: str = "window",
+        impl: str = "dense",
     ) -> None:
         super().__init__()
         _check_smoothness(smoothness)
         _check_crop(crop)
+        _check_impl(impl)
+        self.impl = impl
         strides = to_pair(stride, "stride")
         if not all(math.isfinite(s) and s >= 1 for s in strides):
             raise ValueError(f"stride must be finite and >= 1, got {strides}")
@@ -320,11 +396,11 @@ class StaticDiffStride2d(nn.Module):
         self.register_buffer("stride", torch.tensor(strides, dtype=torch.float64))
 
     def forward(self, x: Tensor) -> Tensor:
-        return diffstride2d(x, self.stride.to(x.dtype), self.smoothness, self.crop, out_size=self.out_size)
+        return diffstride2d(x, self.stride.to(x.dtype), self.smoothness, self.crop, self.out_size, self.impl)
 
     def extra_repr(self) -> str:
         s = ", ".join(f"{v:.3f}" for v in self.stride.tolist())
-        return f"stride=({s}), out_size={self.out_size}, smoothness={self.smoothness:g}, crop={self.crop}"
+        return f"stride=({s}), out_size={self.out_size}, smoothness={self.smoothness:g}, crop={self.crop}, impl={self.impl}"
 
 
 @register_pool("diffstride")

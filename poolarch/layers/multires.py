@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["multi_resolution", "mixing_weights", "MultiResBlock", "POOL_MODES", "UPSAMPLE_MODES", "MIXING_MODES"]
+__all__ = ["multi_resolution", "mixing_weights", "pyramid", "add_upsampled", "downsample", "upsample", "MultiResBlock", "POOL_MODES", "UPSAMPLE_MODES", "MIXING_MODES"]
 
 POOL_MODES = ("max", "avg")
 UPSAMPLE_MODES = ("nearest", "bilinear")
@@ -68,6 +68,37 @@ def mixing_weights(logits: Tensor, active: Tensor, temperature: float = 1.0) -> 
     return torch.softmax(masked, dim=0)
 
 
+def pyramid(x: Tensor, levels: Sequence[int], pool: str = "max") -> dict[int, Tensor]:
+    """``{level: x pooled by 2**level}`` for the requested levels, built coarse from fine (pooling
+    by 2 repeatedly; equal to pooling by ``2**level`` at once for max pooling, and for average
+    pooling whenever the sizes halve exactly -- otherwise the direct pooling is used)."""
+    out: dict[int, Tensor] = {}
+    current, current_level = x, 0
+    for level in sorted(set(levels)):
+        if level == 0:
+            out[0] = x
+            continue
+        exact = pool == "max" or all(s % 2 ** (level - current_level) == 0 for s in current.shape[-2:])
+        out[level] = downsample(current, level - current_level, pool) if exact else downsample(x, level, pool)
+        current, current_level = out[level], level
+    return out
+
+
+def add_upsampled(out: Tensor | None, y: Tensor, size: Sequence[int], mode: str = "nearest") -> Tensor:
+    """``out + U(y)`` with ``U`` resizing ``y`` to spatial ``size``. For nearest upsampling by an
+    integer factor the sum is formed by broadcasting (the upsampled map is never materialised)."""
+    h, w = y.shape[-2:]
+    H, W = size
+    if out is None:
+        return upsample(y, size, mode)
+    if mode == "nearest" and (h, w) != (H, W) and H % h == 0 and W % w == 0 and out.is_contiguous():
+        kh, kw = H // h, W // w
+        n, c = out.shape[:2]
+        summed = out.view(n, c, h, kh, w, kw) + y.reshape(y.shape[0], y.shape[1], h, 1, w, 1)
+        return summed.view(n, c, H, W)
+    return out + upsample(y, size, mode)
+
+
 def multi_resolution(
     x: Tensor,
     branches: Sequence[Callable[[Tensor], Tensor]],
@@ -78,6 +109,9 @@ def multi_resolution(
 ) -> Tensor:
     """Eq. 4: ``sum_i weights[i] * U(branches[i](S_{2^levels[i]}(x)))``.
 
+    The weights multiply the (small) branch outputs before upsampling, which is the same thing
+    since both upsampling modes are linear.
+
     Args:
         x: input ``(N, C_in, H, W)``.
         branches: one callable per computed branch (the same module for shared filters).
@@ -87,8 +121,7 @@ def multi_resolution(
         upsample_mode: ``"nearest"`` or ``"bilinear"``.
 
     Returns:
-        ``(N, C_out, H', W')`` where ``(H', W')`` is the output size of the level-0 branch
-        (``== (H, W)`` for a size-preserving block).
+        ``(N, C_out, H, W)``: every branch is resized to the input's spatial size.
     """
     _check_choice(pool, POOL_MODES, "pool")
     _check_choice(upsample_mode, UPSAMPLE_MODES, "upsample")
@@ -102,11 +135,11 @@ def multi_resolution(
     if not branches:
         raise ValueError("branches must not be empty")
     size = tuple(x.shape[-2:])
+    inputs = pyramid(x, levels, pool)
     out = None
-    for branch, level, w in zip(branches, levels, weights):
-        y = upsample(branch(downsample(x, level, pool)), size, upsample_mode)
-        w = w.to(y.dtype)
-        out = w * y if out is None else out + w * y
+    for branch, level, w in sorted(zip(branches, levels, weights), key=lambda t: t[1]):
+        y = branch(inputs[level])
+        out = add_upsampled(out, w.to(y.dtype) * y, size, upsample_mode)
     return out
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "init_shape_adaptors",
     "apply_memory_bound",
     "shape_adaptors",
+    "module_macs",
     "BOUNDARY_MARGIN",
 ]
 
@@ -254,6 +255,15 @@ class StaticShapeAdaptor2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"out_size={self.out_size}, weight={self.weight:.4f}, r1={self.r1:g}, r2={self.r2:g}"
+
+
+def module_macs(module: nn.Module, inputs: tuple, output: Tensor) -> int:
+    """MACs of one :class:`ShapeAdaptor2d` / :class:`StaticShapeAdaptor2d` call: two bilinear
+    resizes to the output size (4 taps each per output element, charged even when a resize is
+    skipped because the sizes already match, so the count depends on the architecture only); the
+    max-pooling and the mixing are not MACs (poolarch's convention for pooling and element-wise ops).
+    """
+    return 8 * output.numel()
 
 
 def shape_adaptors(model: nn.Module) -> list[ShapeAdaptor2d]:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers.factory import make_pool
+from .registry import register_model
 
 __all__ = ["HRNetSpec", "HRNet", "hrnet_w48", "hrnet_w18_small", "HRNET_SPECS"]
 
@@ -275,11 +276,13 @@ def _build(name: str, num_classes: int = 21, pool: str = "strided", in_chans: in
     return HRNet(spec, num_classes=num_classes, pool=pool, in_chans=in_chans, init_scales=init_scales)
 
 
+@register_model("hrnet_w48")
 def hrnet_w48(num_classes: int = 21, pool: str = "strided", in_chans: int = 3, init_scales=None, **overrides) -> HRNet:
     """HRNet-W48 (paper 000 Table 4 backbone). ``overrides``: any :class:`HRNetSpec` field."""
     return _build("hrnet_w48", num_classes, pool, in_chans, init_scales, **overrides)
 
 
+@register_model("hrnet_w18_small")
 def hrnet_w18_small(num_classes: int = 21, pool: str = "strided", in_chans: int = 3, init_scales=None, **overrides) -> HRNet:
     """HRNet-W18-Small-v1. ``overrides``: any :class:`HRNetSpec` field."""
     return _build("hrnet_w18_small", num_classes, pool, in_chans, init_scales, **overrides)

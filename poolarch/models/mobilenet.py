@@ -44,7 +44,7 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2Cifar(nn.Module):
-    """MobileNetV2 with a stride-1 stem. Attributes: ``stage_strides`` (stem, then one per cfg row)."""
+    """MobileNetV2 with a stride-1 stem; one stage per cfg row. Attributes: ``stage_strides`` (per row)."""
 
     def __init__(self, num_classes: int = 10, pool: str = "max", in_chans: int = 3,
                  init_scales: Sequence[Any] | None = None, width: float = 1.0,
@@ -74,7 +74,7 @@ class MobileNetV2Cifar(nn.Module):
         last = max(1280, scaled_width(1280, width))
         self.last_conv = ConvNormAct(in_ch, last, 1, act=nn.ReLU6)
         self.head = ClassifierHead(last, num_classes)
-        self.stage_strides = tuple([1] + [int(row[3]) for row in cfg])
+        self.stage_strides = tuple(int(row[3]) for row in cfg)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, in_chans, H, W) -> (N, num_classes)`` logits."""

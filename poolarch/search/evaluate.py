@@ -144,7 +144,8 @@ def write_ranking(run_dir: str | Path, rows: list[dict[str, Any]], *, top_k: int
     atomic_write_text(run_dir / RANKING_FILE, buffer.getvalue())
     top = [{"config": [int(v) for v in r["config"].split("-")], "accuracy": r["accuracy"],
             "weight_set": r["weight_set"]} for r in rows if r["accuracy"] is not None][:top_k]
-    atomic_write_text(run_dir / TOPK_FILE, yaml.safe_dump({**(info or {}), "top": top}, sort_keys=False))
+    atomic_write_text(run_dir / TOPK_FILE, yaml.safe_dump({**(info or {}), "top": top}, sort_keys=False,
+                                                                default_flow_style=None))
 
 
 def read_ranking(path: str | Path) -> dict[str, float]:

@@ -89,7 +89,7 @@ def run_search(cfg: TrainConfig | None = None, *, resume: str | Path | None = No
                               history=[np.asarray(h) for h in method.history])
     best = next((r for r in rows if r["accuracy"] is not None), None)
     summary = {**info, "best": best}
-    atomic_write_text(trainer.run_dir / SEARCH_FILE, yaml.safe_dump(summary, sort_keys=False))
+    atomic_write_text(trainer.run_dir / SEARCH_FILE, yaml.safe_dump(summary, sort_keys=False, default_flow_style=None))
     if log is not None and best is not None:
         log(f"best configuration {best['config']} (weight set {best['weight_set']}): "
             f"{best['accuracy']:.2f}% val; method's own pick {format_config(method.found_config())}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "barrier", "broadcast_object"]
+__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "barrier", "broadcast_object", "broadcast_buffers"]
 
 
 @dataclass(frozen=True)
@@ -66,3 +66,12 @@ def broadcast_object(obj, info: DistInfo):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (batch-norm statistics) to every rank. DDP does this before each
+    forward; the engine does it once more after an epoch so that every rank evaluates and saves
+    the same model."""
+    if info.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)

@@ -40,7 +40,7 @@ from ..layers.base import learnable_resizers
 from .budget import GmacsBudget, has_learnable_resizers
 from .checkpoint import atomic_torch_save, atomic_write_text, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
-from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed
+from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, init_distributed
 from .method import Method, create_method, list_methods
 from .schedule import lr_factor
 from .task import Task, create_task
@@ -192,12 +192,18 @@ def measure_gmacs(model: nn.Module, example: Tensor) -> float:
         model.train(was_training)
 
 
-def architecture_summary(model: nn.Module) -> tuple[str, str]:
-    """``(sizes, scales)`` as short strings, e.g. ``("32x32 21x14", "0.66x0.44 0.50x0.50")``:
-    the output size of every resizing layer after the last forward and each learnable scale."""
+def architecture_summary(model: nn.Module, example: Tensor) -> tuple[str, str]:
+    """``(sizes, scales)`` as short strings, e.g. ``("32x32 21x14 10x7", "0.66x0.44 0.50x0.50")``:
+    the input size and the output size of every resizing layer (learned or fixed: pools, strided
+    convolutions) at ``example``, as paper 000 Table 1 lists them, and each learnable scale."""
     from ..complexity import feature_map_sizes
 
-    sizes = " ".join("x".join(str(int(v)) for v in size) for _, size in feature_map_sizes(model))
+    was_training = model.training
+    try:
+        found = feature_map_sizes(model, example)
+    finally:
+        model.train(was_training)
+    sizes = " ".join("x".join(str(int(v)) for v in size) for _, size in found)
     scales = []
     for _, module in learnable_resizers(model):
         scale = module.scale() if callable(module.scale) else module.scale
@@ -343,12 +349,12 @@ class Trainer:
 
         self.budget: GmacsBudget | None = None
         if cfg.target_gmacs is not None:
-            if not has_learnable_resizers(self.model) or self.method.current_gmacs() is None:
+            if not has_learnable_resizers(self.model) or getattr(self.method, "complexity", None) is None:
                 raise ValueError(
                     f"target_gmacs needs learnable resizers (e.g. pool 'dynopool'); model {cfg.model!r} "
                     f"with pool {cfg.pool!r} has none"
                 )
-            initial = cfg.lambda_ if cfg.lambda_ > 0 else 1e-3 / cfg.target_gmacs
+            initial = cfg.lambda_ if cfg.lambda_ > 0 else 1.0 / cfg.target_gmacs  # lambda * GMACs ~ 1
             self.budget = GmacsBudget(cfg.target_gmacs, self.total_steps, cfg.target_tolerance, initial)
             self.method.lambda_ = self.budget.lambda_
 
@@ -515,6 +521,7 @@ class Trainer:
                 bar.close()
             train_time = time.perf_counter() - started
 
+            broadcast_buffers(self.model, self.dist)
             all_reduce_sum(self._train_acc.state, self.dist)
             record: dict[str, Any] = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
             totals = torch.tensor([sums.get(k, 0.0) for k in sorted(sums)], dtype=torch.float64)
@@ -527,7 +534,7 @@ class Trainer:
                 if loader is not None:
                     record[f"{split}_{metric}"] = self.evaluate(loader)
             record["gmacs"] = measure_gmacs(self.model, self.example)  # also sets the last sizes
-            record["sizes"], record["scales"] = architecture_summary(self.model)
+            record["sizes"], record["scales"] = architecture_summary(self.model, self.example)
             record["lambda"] = self.method.lambda_
             if self.budget is not None:
                 record["budget_frozen"] = self.budget.frozen
@@ -637,5 +644,5 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best") -> dict[str, Any
             out[f"{split}_{task.metric}"] = acc.compute()
     example = example_input(data, device)
     out["gmacs"] = measure_gmacs(model, example)
-    out["sizes"], out["scales"] = architecture_summary(model)
+    out["sizes"], out["scales"] = architecture_summary(model, example)
     return out

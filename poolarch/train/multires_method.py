@@ -18,7 +18,9 @@ Method kwargs (``method_args`` / CLI):
   0-based ``epoch == prune_epoch - 1``). ``None``: prune before the first training step -- for
   fine-tuning a model initialised from a finished search run (its alphas must not be uniform);
 * ``arch_lr``, ``arch_betas``, ``arch_weight_decay``: the Adam of the mixing weights;
-* ``lr``, ``weight_decay``, ...: as :class:`~poolarch.train.method.Method`.
+* ``lr``, ``weight_decay``, ...: as :class:`~poolarch.train.method.Method`;
+* ``resolutions``, ``learn_depth``: optional, only checked against the model in ``setup`` (they are
+  model arguments; a mismatch raises ``ValueError``).
 
 Model kwargs (``model_args``; ``multires_net`` / ``multires_effconv``): ``resolutions`` (R),
 ``learn_depth`` (bool), ``channels``, ``num_layers``, ... -- see :mod:`poolarch.models.multires`.
@@ -56,9 +58,13 @@ class MultiResMethod(Method):
         arch_lr: float = 1e-4,
         arch_betas: Sequence[float] = (0.5, 0.999),
         arch_weight_decay: float = 3e-4,
+        resolutions: int | None = None,
+        learn_depth: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.expected_resolutions = resolutions
+        self.expected_learn_depth = learn_depth
         if prune_threshold is not None and not (0.0 < float(prune_threshold) <= 1.0):
             raise ValueError(f"prune_threshold must be in (0, 1] or None, got {prune_threshold!r}")
         if prune_threshold is not None and one_res:
@@ -89,6 +95,17 @@ class MultiResMethod(Method):
         if not any(isinstance(m, MultiResBlock) for m in net.modules()):
             raise ValueError(
                 "method 'multires' needs a model with MultiResBlock layers (e.g. multires_net, multires_effconv)"
+            )
+        if self.expected_resolutions is not None:
+            found = max(m.resolutions for m in net.modules() if isinstance(m, MultiResBlock))
+            if found != self.expected_resolutions:
+                raise ValueError(
+                    f"resolutions={self.expected_resolutions} but the model was built with {found}; "
+                    "pass resolutions in model_args (it is a model argument)"
+                )
+        if self.expected_learn_depth is not None and bool(getattr(net, "depth", None) is not None) != bool(self.expected_learn_depth):
+            raise ValueError(
+                f"learn_depth={self.expected_learn_depth} does not match the model; pass learn_depth in model_args"
             )
         if learnable_resizers(net):  # a hybrid with learnable resizers also gets the complexity loss
             super().setup(net, example_input)

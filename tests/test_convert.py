@@ -1,0 +1,306 @@
+"""convert() on torchvision and zoo networks, freeze(), export, architecture files."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from poolarch.convert import (
+    apply_architecture,
+    convert,
+    freeze,
+    load_architecture,
+    save_architecture,
+)
+from poolarch.layers import DynOPool2d, LearnableResize, StaticResizePool, learnable_resizers, list_pools
+from poolarch.models import create_model
+
+torch.set_num_threads(1)
+
+
+def conv_input_sizes(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
+    """Input shape of every Conv2d call, in call order, plus the output shape (eval mode)."""
+    sizes: list[tuple[int, ...]] = []
+    hooks = [m.register_forward_pre_hook(lambda m, i: sizes.append(tuple(i[0].shape)))
+             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    was_training = model.training
+    with torch.no_grad():
+        sizes.append(tuple(model.eval()(x).shape))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    return sizes
+
+
+def randomise_scales(model: nn.Module, generator: torch.Generator) -> None:
+    with torch.no_grad():
+        for _, m in learnable_resizers(model):
+            m.alpha.copy_(torch.rand(m.alpha.shape, generator=generator) * 1.7 + 1.3)
+
+
+def check_training_step(model: nn.Module, x: torch.Tensor) -> None:
+    """Forward + backward in train mode: finite loss, a finite gradient on every parameter, a
+    non-zero gradient on every alpha."""
+    model.train()
+    model.zero_grad()
+    out = model(x)
+    loss = nn.functional.cross_entropy(out, torch.arange(x.shape[0]) % out.shape[1])
+    loss.backward()
+    assert torch.isfinite(loss)
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    for name, m in learnable_resizers(model):
+        assert m.alpha.grad.abs().sum() > 0, name
+
+
+# name -> (constructor, expected sites, expected share groups); counts from the architectures:
+# ResNet-50: stem conv+maxpool merged, 3 downsampling blocks x (main conv, shortcut conv);
+# VGG-16: 5 max pools; MobileNetV2 / EfficientNet-B0: stem conv + 4 stride-2 depthwise convs.
+TORCHVISION = {
+    "resnet50": (torchvision.models.resnet50, 7, 4),
+    "vgg16": (torchvision.models.vgg16, 5, 5),
+    "mobilenet_v2": (torchvision.models.mobilenet_v2, 5, 5),
+    "efficientnet_b0": (torchvision.models.efficientnet_b0, 5, 5),
+}
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION))
+def test_torchvision_models(name):
+    ctor, n_sites, n_groups = TORCHVISION[name]
+    torch.manual_seed(0)
+    original = ctor(num_classes=4)
+    if name == "vgg16":  # the 25088x4096 classifier only costs time; the features are what converts
+        original.classifier = nn.Linear(512 * 7 * 7, 4)
+    x = torch.randn(2, 3, 64, 64)
+    model, report = convert(original)
+    assert len(report.sites) == n_sites and len(report.groups) == n_groups
+    assert all(s.init_scale == tuple(1 / v for v in s.stride) for s in report.sites)
+    assert not learnable_resizers(original)  # the input model is untouched
+    assert conv_input_sizes(model, x) == conv_input_sizes(original, x)
+    check_training_step(model, x)
+    randomise_scales(model, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.isfinite(model.eval()(x)).all()
+
+
+def test_timm_model_if_installed():
+    timm = pytest.importorskip("timm")
+    original = timm.create_model("resnet18", num_classes=4, pretrained=False)
+    model, report = convert(original)
+    x = torch.randn(2, 3, 64, 64)
+    assert len(report.sites) == 7 and len(report.groups) == 4
+    assert conv_input_sizes(model, x) == conv_input_sizes(original, x)
+    check_training_step(model, x)
+
+
+def test_resnet50_stem_merge_and_shared_shortcuts():
+    model, report = convert(torchvision.models.resnet50(num_classes=4))
+    stem = report.sites[0]
+    assert (stem.kind, stem.name, stem.merged, stem.stride, stem.init_scale) == (
+        "strided_conv+pool", "conv1", "maxpool", (4, 4), (0.25, 0.25))
+    assert model.conv1.stride == (1, 1) and isinstance(model.maxpool, DynOPool2d)
+    for layer in ("layer2", "layer3", "layer4"):
+        group = next(g for g in report.groups if g[0].startswith(layer))
+        main, shortcut = (model.get_submodule(p) for p in group)
+        assert group == [f"{layer}.0.bn2.1", f"{layer}.0.downsample.1.1"] and main.alpha is shortcut.alpha
+        assert model.get_submodule(f"{layer}.0.conv2").stride == (1, 1)
+    text = str(report)
+    assert "strided_conv+pool" in text and "layer2.0.downsample.0" in text
+
+
+def test_exclude_and_init_scale_overrides():
+    base = torchvision.models.resnet50(num_classes=4)
+    model, report = convert(base, exclude=["maxpool", "layer4"], init_scales={"layer2.0.conv2": 0.75})
+    assert isinstance(model.maxpool, nn.MaxPool2d) and model.layer4[0].conv2.stride == (2, 2)
+    assert report.sites[0].kind == "strided_conv" and report.sites[0].init_scale == (0.5, 0.5)
+    assert ("maxpool", "excluded") in report.skipped
+    scales = {s.name: s.init_scale for s in report.sites}
+    assert scales["layer2.0.conv2"] == scales["layer2.0.downsample.0"] == (0.75, 0.75)
+    with pytest.raises(ValueError, match="init_scales"):
+        convert(base, init_scales={"no.such.layer": 0.5})
+    with pytest.raises(ValueError, match="init_scales"):
+        convert(base, init_scales=[0.5])
+
+
+def test_converting_a_learnable_model_changes_nothing():
+    model = create_model("resnet20_cifar", pool="dynopool")
+    converted, report = convert(model)
+    assert report.sites == [] and len(learnable_resizers(converted)) == 4
+
+
+def test_bad_arguments():
+    model = create_model("vgg_small")
+    with pytest.raises(ValueError, match="method"):
+        convert(model, method="max")
+    with pytest.raises(ValueError, match="rule"):
+        convert(model, rule="D")
+    with pytest.raises(TypeError, match="model"):
+        convert("vgg")
+
+    class Untraceable(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x
+
+    with pytest.raises(ValueError, match="traceable"):
+        convert(Untraceable())
+
+
+ZOO = [("vgg16_cifar", {"width": 0.125}), ("resnet50_cifar", {}), ("mobilenetv2_cifar", {"width": 0.25}),
+       ("resnet20_cifar", {}), ("resnet18_cifar", {}), ("plainnet10", {}), ("vgg_small", {})]
+
+
+@pytest.mark.parametrize("name,kwargs", ZOO)
+@pytest.mark.parametrize("pool", ["max", "strided"])
+def test_zoo_models(name, kwargs, pool):
+    torch.manual_seed(0)
+    original = create_model(name, pool=pool, **kwargs)
+    x = torch.randn(2, 3, 32, 32)
+    model, report = convert(original)
+    native = create_model(name, pool="dynopool", **kwargs)  # the zoo's own DynOPool version
+    assert len(learnable_resizers(model)) == len(report.sites) == len(learnable_resizers(native))
+    assert len(report.groups) == len({id(m.alpha) for _, m in learnable_resizers(native)})
+    assert conv_input_sizes(model, x) == conv_input_sizes(original, x)
+    check_training_step(model, x)
+    randomise_scales(model, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.isfinite(model.eval()(x)).all()
+
+
+def test_rule_a_at_half_scale_equals_max_pooling():
+    # DynOPool(0.5) on even sizes == MaxPool2d(2): converting a max-pool net keeps its function
+    torch.manual_seed(0)
+    original = create_model("vgg16_cifar", pool="max", width=0.125).eval()
+    model, report = convert(original)
+    assert {s.kind for s in report.sites} == {"pool"}
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model.eval()(x), original(x))
+
+
+def test_rule_c_places_the_resizer_before_the_stride_1_conv():
+    original = create_model("resnet20_cifar", pool="strided")
+    model, report = convert(original, rule="C")
+    site = report.sites[0]
+    assert site.placement == f"before {site.name}" and site.resizer == f"{site.name}.0"
+    wrapped = model.get_submodule(site.name)
+    assert isinstance(wrapped[0], DynOPool2d) and wrapped[1].stride == (1, 1)
+    x = torch.randn(2, 3, 32, 32)
+    assert conv_input_sizes(model, x)[-1] == conv_input_sizes(original, x)[-1]
+    check_training_step(model, x)
+
+
+class TwoBranch(nn.Module):
+    """Two strided branches joined by concatenation, then a pool on odd sizes."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(3, 4, 1, stride=2), nn.BatchNorm2d(4))
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+
+    def forward(self, x):
+        return self.head(self.pool(torch.cat([self.a(x), self.b(x)], dim=1)))
+
+
+def test_concatenated_branches_share_a_scale():
+    model, report = convert(TwoBranch())
+    assert report.groups[0] == ["a.1.1", "b.1.1"]
+    assert model.a[1][1].alpha is model.b[1][1].alpha
+    randomise_scales(model, torch.Generator().manual_seed(3))
+    assert model(torch.randn(2, 3, 20, 20)).shape == (2, 3)
+
+
+def test_example_input_matches_floor_rounding_of_odd_sizes():
+    # 14 -> 7 (stride-2 convs) -> MaxPool2d(2) floors to 3; round(7 / 2) would give 4
+    original = TwoBranch()
+    x = torch.randn(1, 3, 14, 14)
+    plain, _ = convert(original)
+    assert conv_input_sizes(plain, x) == conv_input_sizes(original, x)  # no conv after the pool
+    plain.eval()(x)
+    assert plain.pool.last_out_size == (4, 4)
+    matched, report = convert(original, example_input=x)
+    matched.eval()(x)
+    assert matched.pool.last_out_size == (3, 3)
+    assert report.sites[-1].init_scale == (3 / 7, 3 / 7)
+
+
+@pytest.mark.parametrize("kind", [k for k in ("shape_adaptor", "diffstride") if k in list_pools()])
+def test_convert_to_baseline_resizers(kind):
+    model, report = convert(create_model("resnet20_cifar", pool="strided"), method=kind)
+    assert len(report.sites) == 4 and all(isinstance(m, LearnableResize) for _, m in learnable_resizers(model))
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def trained_like(name="vgg_small", **kwargs) -> nn.Module:
+    """A DynOPool zoo model with arbitrary learned scales (as after training)."""
+    torch.manual_seed(0)
+    model = create_model(name, pool="dynopool", **kwargs)
+    randomise_scales(model, torch.Generator().manual_seed(4))
+    return model
+
+
+def test_freeze_equals_trained_model_and_is_a_plain_cnn():
+    model = trained_like("resnet20_cifar")
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    expected = model(x)
+    frozen = freeze(model)
+    assert not learnable_resizers(frozen) and learnable_resizers(model)
+    assert sum(isinstance(m, StaticResizePool) for m in frozen.modules()) == 4
+    n_alpha = len({id(m.alpha) for _, m in learnable_resizers(model)})
+    assert sum(p.numel() for p in frozen.parameters()) == sum(p.numel() for p in model.parameters()) - 2 * n_alpha
+    torch.testing.assert_close(frozen.eval()(x), expected)
+    # fine-tunable as a plain CNN
+    frozen.train()
+    opt = torch.optim.SGD(frozen.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in frozen.parameters()]
+    nn.functional.cross_entropy(frozen(x), torch.tensor([0, 1])).backward()
+    opt.step()
+    assert all(torch.isfinite(p).all() for p in frozen.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, frozen.parameters()))
+
+
+def test_export_round_trip(tmp_path):
+    model = trained_like("vgg_small", width=0.5)
+    x = torch.randn(2, 3, 32, 32)
+    frozen = freeze(model, example_input=x).eval()
+    expected = frozen(x)
+    exported = torch.export.export(frozen, (x,))
+    torch.testing.assert_close(exported.module()(x), expected)
+    traced = torch.jit.trace(frozen, x)
+    torch.testing.assert_close(traced(x), expected)
+    onnx = pytest.importorskip("onnx")
+    path = tmp_path / "frozen.onnx"
+    torch.onnx.export(frozen, (x,), str(path), dynamo=False)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    from onnx.reference import ReferenceEvaluator
+
+    (onnx_out,) = ReferenceEvaluator(proto).run(None, {proto.graph.input[0].name: x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(onnx_out), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_architecture_file_rebuilds_the_network(tmp_path):
+    model = trained_like("resnet20_cifar")
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    expected = model(x)
+    path = tmp_path / "architecture.yaml"
+    save_architecture(model, path)
+    arch = load_architecture(path)
+    assert [r.name for r in arch.resizers] == [n for n, _ in learnable_resizers(model)]
+    assert len(arch.groups) == 2 and all(len(g) == 2 for g in arch.groups)
+    for record, (_, m) in zip(arch.resizers, learnable_resizers(model)):
+        assert record.out_size == list(m.last_out_size)
+        torch.testing.assert_close(torch.tensor(record.scale, dtype=torch.float64), m.scale.detach().double())
+    # rebuilt without the checkpoint: same sizes; with the weights: same outputs
+    rebuilt = apply_architecture(create_model("resnet20_cifar", pool="dynopool"), path)
+    rebuilt.load_state_dict(model.state_dict())
+    torch.testing.assert_close(rebuilt.eval()(x), expected)
+    static = apply_architecture(create_model("resnet20_cifar", pool="dynopool"), arch, static=True)
+    assert not learnable_resizers(static)
+    static.load_state_dict(freeze(model).state_dict())
+    torch.testing.assert_close(static.eval()(x), expected)
+    with pytest.raises(ValueError, match="arch"):
+        apply_architecture(create_model("vgg_small", pool="dynopool"), arch)

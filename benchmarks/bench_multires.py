@@ -4,7 +4,7 @@ For R = 1, 2, 3 resolutions: MACs (``poolarch.complexity.count_macs``: conv/line
 max/avg pooling is reported separately, not in the total) and forward+backward wall time, each as a
 ratio to the plain block, for the Conv-ReLU-BN block and the MBConv6+SE ("Eff-Conv") block.
 
-    python benchmarks/bench_multires.py [--channels 64] [--size 32] [--batch 32] [--threads 2]
+    python benchmarks/bench_multires.py [--channels 64] [--size 32] [--batch 16] [--threads 1] [--clock cpu]
 """
 from __future__ import annotations
 
@@ -19,11 +19,14 @@ from poolarch.layers.multires import MultiResBlock
 from poolarch.models.multires import make_block
 
 
+CLOCK = time.perf_counter
+
+
 def fwd_bwd_s(module: nn.Module, x: torch.Tensor) -> float:
     module.zero_grad(set_to_none=True)
-    start = time.perf_counter()
+    start = CLOCK()
     module(x).sum().backward()
-    return time.perf_counter() - start
+    return CLOCK() - start
 
 
 def timed_ratio(base: nn.Module, multi: nn.Module, x: torch.Tensor, repeats: int) -> tuple[float, float]:
@@ -45,14 +48,20 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--clock", choices=("cpu", "wall"), default="cpu",
+        help="cpu: process CPU time (robust on a shared machine; use with --threads 1); wall: elapsed time",
+    )
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.manual_seed(0)
     c, s = args.channels, args.size
     x = torch.randn(args.batch, c, s, s)
-    print(f"C={c}, {s}x{s}, batch {args.batch}, {args.threads} threads; ratios to the block at full resolution alone")
+    print(f"C={c}, {s}x{s}, batch {args.batch}, {args.threads} thread(s), {args.clock} clock; ratios to the block at full resolution alone")
     print(f"{'block':8s} {'upsample':9s} {'R':>2s} {'MACs':>12s} {'ratio':>6s} {'pool MACs':>10s} {'fwd+bwd ms':>10s} {'ratio':>6s}")
     for kind in ("conv", "mbconv"):
         block = make_block(kind, c, c)

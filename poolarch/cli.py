@@ -1,6 +1,7 @@
 """``poolarch`` command line: ``train``, ``eval``, ``report`` and the commands other packages add.
 
-``poolarch train`` with no arguments runs the embedded demo (DynOPool vs max-pooling on MNIST-5k).
+``poolarch train`` with no arguments runs the embedded demo (DynOPool vs max-pooling on MNIST-5k at
+the same GMACs).
 Bad input (unknown names, lambda < 0, unknown config keys, missing folders, unwritable output)
 prints one line ``poolarch <command>: error: ...`` and exits with status 2.
 """
@@ -158,7 +159,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     given = _given_train_options(args)
     if not given:
-        return run_demo()
+        run_demo()
+        return 0
     log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     if args.resume:
         extra = [d for d in given if d not in ("resume", "stop_after_epochs", "quiet")]
@@ -203,8 +205,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def run_demo(out_root: str | Path = "runs/demo", epochs: int | None = None, quiet: bool = False) -> dict[str, Any]:
-    """The embedded demo: the same small VGG with DynOPool and with fixed max-pooling on MNIST-5k;
-    prints accuracy, GMACs and the feature-map sizes of both side by side."""
+    """The embedded demo: a small VGG on MNIST-5k, first with fixed max-pooling, then with DynOPool
+    trained to the same GMACs budget (``target_gmacs`` = the max-pooling net's GMACs), so the two
+    differ only in where and how much they downsample. Prints accuracy, GMACs and the feature-map
+    sizes of both side by side; returns their final metrics rows."""
     import torch
 
     from .train import TrainConfig, train
@@ -213,20 +217,24 @@ def run_demo(out_root: str | Path = "runs/demo", epochs: int | None = None, quie
     settings = dict(DEMO_CONFIG)
     if epochs is not None:
         settings["epochs"] = epochs
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
-    for label, pool in (("DynOPool", "dynopool"), ("max-pool", "max")):
+    for label, pool in (("max-pool", "max"), ("DynOPool", "dynopool")):
         cfg = TrainConfig(**settings, pool=pool, out=str(Path(out_root) / pool))
+        if pool == "dynopool":
+            cfg.target_gmacs = results["max-pool"]["gmacs"]
         if not quiet:
-            print(f"== {label}: {cfg.model} on {cfg.dataset}, {cfg.epochs} epochs ->  {cfg.out}", flush=True)
+            budget = f", budget {cfg.target_gmacs:.5f} GMACs" if cfg.target_gmacs else ""
+            print(f"== {label}: {cfg.model} on {cfg.dataset}, {cfg.epochs} epochs{budget} -> {cfg.out}", flush=True)
         log = (lambda line: None) if quiet else (lambda line: print("  " + line, flush=True))
         results[label] = train(cfg, overwrite=True, log=log).final
     wall = time.perf_counter() - started
-    lines = [f"{'model':<10} {'test top-1 %':>12} {'GMACs':>9}  feature-map sizes (after each resizing)"]
-    for label, row in results.items():
+    lines = ["", f"{'':<10} {'test top-1 %':>12} {'GMACs':>9}  feature-map sizes (input, then after each resizing)"]
+    for label in ("max-pool", "DynOPool"):
+        row = results[label]
         lines.append(f"{label:<10} {row['test_top1']:>12.2f} {row['gmacs']:>9.5f}  {row['sizes']}")
-    lines.append(f"learned scales (DynOPool): {results['DynOPool']['scales']}")
-    lines.append(f"wall time {wall:.1f} s")
+    lines.append(f"learned DynOPool scales (r_h x r_w per layer): {results['DynOPool']['scales']}")
+    lines.append(f"wall time {wall:.1f} s; run directories under {out_root}")
     print("\n".join(lines), flush=True)
     return results
 

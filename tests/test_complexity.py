@@ -7,7 +7,6 @@ resizers feed which layer is written by hand here; the library finds it by pertu
 from __future__ import annotations
 
 import math
-import os
 import socket
 import warnings
 
@@ -467,3 +466,33 @@ def test_loss_without_resizers_and_untracked_functional_op():
     model(torch.randn(1, 2, 8, 8))
     loss_fn().backward()
     assert model.pool.alpha.grad.abs().min() > 0
+
+
+def test_loss_value_exact_for_formula_not_proportional_to_output():
+    class InputCostPool(DynOPool2d):  # e.g. DiffStride: cost follows the input size
+        pass
+
+    @register_macs(InputCostPool)
+    def input_cost(module, inputs, output):
+        return 3 * inputs[0].numel() + output.numel()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p1, self.conv, self.p2 = DynOPool2d(0.5), nn.Conv2d(2, 3, 3, padding=1), InputCostPool(0.5)
+
+        def forward(self, x):
+            return self.p2(self.conv(self.p1(x)))
+
+    model = Net()
+    x = torch.randn(4, 2, 24, 24)
+    loss_fn = ComplexityLoss(model, x)
+    _set_alphas([model.p1, model.p2], [[1.4, 2.6], [2.2, 3.1]])
+    model(x)
+    h, w = model.p1.last_out_size
+    assert count_macs(model, x).per_module["p2"] == 3 * 3 * h * w + 3 * math.prod(model.p2.last_out_size)  # and the
+    # measuring pass of count_macs does not replace the training forward seen by the loss
+    loss = loss_fn()
+    assert loss.item() == pytest.approx(count_macs(model, x).gmacs, rel=1e-6)
+    loss.backward()
+    assert model.p1.alpha.grad.abs().min() > 0

@@ -336,12 +336,10 @@ def test_baselines():
     assert pre(x).shape == (1, 10)
 
 
-def test_registered_models_when_registry_exists():
-    models = pytest.importorskip("poolarch.models.registry")
-    names = set(models.list_models()) if hasattr(models, "list_models") else set()
+def test_registered_models():
     from poolarch.models import create_model, list_models
 
-    names |= set(list_models())
+    names = set(list_models())
     for name in ("multires_net", "multires_effconv", "multires_scale_invariant", "multires_no_pool", "multires_predefined"):
         assert name in names
         net = create_model(name, num_classes=4, channels=4, num_layers=2)
@@ -424,6 +422,11 @@ def test_method_prunes_at_prune_epoch_then_freezes_alpha(kwargs):
     before = [p.detach().clone() for p in architecture_parameters(net)]
     method.val_step(net, torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2,)), F.cross_entropy)
     assert all(torch.equal(p, b) for p, b in zip(architecture_parameters(net), before))
+
+
+def test_prune_epoch_defaults_to_half_of_the_epochs():
+    assert create_method("multires", one_res=True, epochs=10).prune_epoch == 5
+    assert create_method("multires", epochs=10).prune_epoch is None
 
 
 def test_prune_before_training_needs_learned_alphas():

@@ -17,7 +17,8 @@ TINY = dict(dataset="random", image_size=8, num_classes=3, limit=48, batch_size=
 
 def tiny_search(tmp_path, method, **kwargs):
     cfg = search_config(method, "resnet20", epochs=1, model_args={"widths": [2, 4, 4]},
-                        out=str(tmp_path / method), **{"num_models": 2, **TINY, **kwargs})
+                        out=str(tmp_path / method),
+                        **{"num_models": 2 if method == "balanced-mixture" else None, **TINY, **kwargs})
     rows = run_search(cfg, recalibration_batches=1)
     return cfg, rows
 
@@ -145,3 +146,47 @@ def test_search_resume_matches_uninterrupted(tmp_path):
     resumed.fit()
     np.testing.assert_allclose(resumed.method.accuracy, full.method.accuracy)
     np.testing.assert_array_equal(resumed.method.visits, full.method.visits)
+
+
+def test_cli_search_darts_not_shared_and_retrain_config(tmp_path, capsys):
+    from poolarch.cli import main
+
+    common = ["--dataset", "random", "--image-size", "8", "--num-classes", "3", "--limit", "32",
+              "--batch-size", "16", "--epochs", "1", "--widths", "2,2,4", "--quiet"]
+    assert main(["search", "--method", "darts", "--model-arg", "share_weights=false", "--model-arg",
+                 "same_init=false", "--recalibration-batches", "0", "--top-k", "3",
+                 "--out", str(tmp_path / "darts"), *common]) == 0
+    cfg = yaml.safe_load((tmp_path / "darts" / "config.yaml").read_text())
+    assert cfg["model"] == "resnet20_multires_supernet" and cfg["model_args"]["share_weights"] is False
+    assert cfg["val_fraction"] == 0.5
+    summary = yaml.safe_load((tmp_path / "darts" / "search.yaml").read_text())
+    assert len(summary["darts_argmax_resolutions"]) == 10
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+    # retrain the chosen configuration from scratch through `poolarch train`
+    assert main(["train", "--model", "resnet20_blocks", "--pool", "max", "--config-blocks", "5,3,2",
+                 "--dataset", "random", "--image-size", "8", "--num-classes", "3",
+                 "--limit", "32", "--batch-size", "16", "--epochs", "1", "--quiet",
+                 "--out", str(tmp_path / "retrain")]) == 0
+    cfg = yaml.safe_load((tmp_path / "retrain" / "config.yaml").read_text())
+    assert cfg["model_args"]["config_blocks"] == [5, 3, 2]
+    assert main(["search", "--method", "nope", "--out", str(tmp_path / "x"), *common]) == 2
+    assert main(["search", "--method", "bse", "-M", "3", "--out", str(tmp_path / "x"), *common]) == 2
+
+
+def test_val_step_running_statistics_option():
+    torch.manual_seed(0)
+    model = PoolingSupernet("resnet20", num_classes=3, num_weight_sets=1, widths=(2, 4, 4))
+    method = BalancedMixture(total_steps=10, beta=0.0, val_batch_norm="running")
+    method.setup(model, torch.zeros(1, 3, 8, 8))
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
+    model.train()
+    method.forward(model, x)
+    c, m = method.last
+    method.val_step(model, x, y, torch.nn.functional.cross_entropy)
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        acc = (model(x, config=method.configs[c], weight_set=m).argmax(1) == y).float().mean().item()
+    assert method.accuracy[c, m] == pytest.approx(acc)
+    with pytest.raises(ValueError, match="val_batch_norm"):
+        BalancedMixture(val_batch_norm="eval")

@@ -144,3 +144,17 @@ def test_bse_schedule_and_warmup():
     method.step = 100
     logits = 50 * method.accuracy[:, 0]
     np.testing.assert_allclose(method.probabilities(), np.exp(logits) / np.exp(logits).sum())
+
+
+def test_warm_started_ipf_reaches_the_same_balanced_matrix():
+    from poolarch.search.mixture import ipf_log
+
+    rng = np.random.default_rng(5)
+    a = rng.uniform(0.5, 0.95, size=(36, 4))
+    _, offsets = ipf_log(a / 0.01, tol=1e-10)
+    a2 = a.copy()
+    a2[3, 1] += 0.02
+    cold, _ = ipf_log(a2 / 0.0099, tol=1e-10)
+    warm, _ = ipf_log(a2 / 0.0099, tol=1e-10, column_offsets=offsets)
+    np.testing.assert_allclose(warm, cold, rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(cross_ratios(warm[:5]), cross_ratios(np.exp(a2[:5] / 0.0099 - 50)), rtol=1e-8)

@@ -118,3 +118,13 @@ def test_registered_models():
     assert sn.num_weight_sets == 2
     with pytest.raises(ValueError, match="pool"):
         create_model("resnet20_blocks", pool="dynopool")
+
+
+@pytest.mark.parametrize("backbone,reference", [("resnet18_imagenet", "resnet18"), ("resnet50_imagenet", "resnet50")])
+def test_imagenet_backbones_have_torchvision_parameter_counts(backbone, reference):
+    """Strided convolutions replaced by pooling: same layers, hence exactly torchvision's parameters."""
+    import torchvision
+
+    ours = PoolingResNet(backbone, num_classes=101)
+    theirs = getattr(torchvision.models, reference)(weights=None, num_classes=101)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())

@@ -16,7 +16,17 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CallRecord", "ModuleCallTracer", "first_tensor", "spatial_shape", "unwrap_model", "evaluation"]
+__all__ = [
+    "CallRecord", "ModuleCallTracer", "first_tensor", "spatial_shape", "unwrap_model", "evaluation", "tracing_active",
+]
+
+_ACTIVE_TRACERS = [0]
+
+
+def tracing_active() -> bool:
+    """True while a :class:`ModuleCallTracer` runs (our own measuring passes), so that training-time
+    hooks (:class:`~poolarch.complexity.ComplexityLoss`) can ignore those forward passes."""
+    return _ACTIVE_TRACERS[0] > 0
 
 CallKey = tuple[int, int]  # (id(module), call_index)
 
@@ -90,6 +100,7 @@ class CallRecord:
     # counted ops issued by this call itself (counting only): (category, MACs, op output spatial
     # shape or None when the op output is not a (N, C, *spatial) map, e.g. a matmul)
     ops: list[tuple[str, int, tuple[int, ...] | None]] = field(default_factory=list)
+    formula_op: int | None = None  # index in ``ops`` of the module formula's cost, if any
 
     @property
     def key(self) -> CallKey:
@@ -161,6 +172,7 @@ class ModuleCallTracer:
         in_spatial = pending.pop() if pending else None
         macs: dict[str, int] = {}
         ops: list[tuple[str, int, tuple[int, ...] | None]] = []
+        formula_op = None
         if self.counting and self._stack:
             frame = self._stack.pop()
             if frame.suppresses:
@@ -174,6 +186,7 @@ class ModuleCallTracer:
                     extra = int(fn(module, args, output))
                     macs[category] = macs.get(category, 0) + extra
                     ops = ops + [(category, extra, None)]
+                    formula_op = len(ops) - 1
         self.records.append(
             CallRecord(
                 name=self._names.get(mid, type(module).__name__),
@@ -184,6 +197,7 @@ class ModuleCallTracer:
                 out_spatial=spatial_shape(module, output),
                 macs=macs,
                 ops=ops,
+                formula_op=formula_op,
             )
         )
 
@@ -195,9 +209,11 @@ class ModuleCallTracer:
             seen.add(id(module))
             self._handles.append(module.register_forward_pre_hook(self._pre))
             self._handles.append(module.register_forward_hook(self._post))
+        _ACTIVE_TRACERS[0] += 1
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        _ACTIVE_TRACERS[0] -= 1
         for handle in self._handles:
             handle.remove()
         self._handles.clear()

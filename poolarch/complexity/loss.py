@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers.base import LearnableResize, learnable_resizers
-from ._trace import CallKey, CallRecord, spatial_shape, unwrap_model
-from .macs import TOTAL_CATEGORIES, make_example_input, trace_macs
+from ._trace import CallKey, CallRecord, first_tensor, spatial_shape, tracing_active, unwrap_model
+from .macs import TOTAL_CATEGORIES, macs_formula, make_example_input, trace_macs
 
 __all__ = ["ComplexityLoss"]
 
@@ -154,8 +154,9 @@ class ComplexityLoss:
         self._resizer_ids = {id(m) for m in resizers}
         self._records = {r.key: r for r in records}
         self._units = [r for r in records if id(r.module) in self._resizer_ids]
+        self._formula_calls: set[CallKey] = set()
         self._set_up(example, records, resizers)
-        self._numel: dict[CallKey, int] = {}
+        self._numel: dict[Any, float] = {}  # call -> output numel; ("formula", call) -> MACs per image
         self._surrogates: dict[CallKey, Tensor] = {}
         self._counts: dict[int, int] = defaultdict(int)
         self._handles: list[Any] = []
@@ -236,24 +237,31 @@ class ComplexityLoss:
         for r in records:
             if r.out_spatial is not None:
                 by_signature[signature_call(r.key)].append(r.key)
-        terms: dict[tuple[CallKey | None, tuple[CallKey, ...]], float] = defaultdict(float)
+        # a term's size source: a module call (its output size), ("formula", call) (the module
+        # formula re-evaluated on the call: exact MACs), or None (initial size kept)
+        terms: dict[tuple[Any, tuple[CallKey, ...]], float] = defaultdict(float)
         untracked: set[str] = set()
         self.upstream: dict[CallKey, list[CallKey]] = defaultdict(list)
         for key, i, macs in units:
             u = (key, i)
+            found = tuple(upstream[u])
             signature = (base_ops[u],) + tuple(p[1].get(u, "missing") for p in passes)
-            if signature_call(key) == signature:
-                proxy: CallKey | None = key
+            if i == self._records[key].formula_op:
+                self._formula_calls.add(key)
+                terms[(("formula", key), found)] += 1e-9
+                proxy = None
+            elif signature_call(key) == signature:
+                proxy = key
             else:
                 candidates = by_signature.get(signature, [])
                 before = [c for c in candidates if seq[c] <= seq[key]]
                 proxy = max(before, key=lambda c: seq[c]) if before else (candidates[0] if candidates else None)
-            if proxy is None:
-                if upstream[u]:  # (without upstream resizers only a new input size could change it)
-                    untracked.add(self._name(key))
-                terms[(None, tuple(upstream[u]))] += macs / 1e9
-            else:
-                terms[(proxy, tuple(upstream[u]))] += macs / 1e9 / max(_numel(base_calls[proxy]), 1)
+                if proxy is None:
+                    if found:  # (without upstream resizers only a new input size could change it)
+                        untracked.add(self._name(key))
+                    terms[(None, found)] += macs / 1e9
+            if proxy is not None:
+                terms[(proxy, found)] += macs / 1e9 / max(_numel(base_calls[proxy]), 1)
             for c in upstream[u]:
                 if c not in self.upstream[key]:
                     self.upstream[key].append(c)
@@ -264,8 +272,8 @@ class ComplexityLoss:
                 RuntimeWarning,
                 stacklevel=3,
             )
-        self._proxies = {k for (k, _) in terms if k is not None}
-        grouped: dict[tuple[CallKey, ...], list[tuple[CallKey | None, float]]] = defaultdict(list)
+        self._proxies = {k for (k, _) in terms if k is not None and k[0] != "formula"}
+        grouped: dict[tuple[CallKey, ...], list[tuple[Any, float]]] = defaultdict(list)
         for (proxy, found), coefficient in terms.items():
             grouped[found].append((proxy, coefficient))
         self._terms = list(grouped.items())
@@ -278,6 +286,8 @@ class ComplexityLoss:
 
     def _install_hooks(self) -> None:
         watched = {id(r.module): r.module for r in self._units}
+        for key in self._formula_calls:
+            watched[key[0]] = self._records[key].module
         for key in self._proxies:
             watched[key[0]] = self._records[key].module
         self._handles.append(self.model.register_forward_pre_hook(self._reset))
@@ -286,15 +296,25 @@ class ComplexityLoss:
 
     # -- training-time hooks (sizes only) -----------------------------------------------------
     def _reset(self, module: nn.Module, args: Any) -> None:
+        if tracing_active():  # count_macs / feature_map_sizes passes do not replace the last forward
+            return
         self._numel.clear()
         self._surrogates.clear()
         self._counts.clear()
 
     def _record(self, module: nn.Module, args: Any, output: Any) -> None:
+        if tracing_active():
+            return
         mid = id(module)
         key = (mid, self._counts[mid])
         self._counts[mid] += 1
         self._numel[key] = _numel(spatial_shape(module, output))
+        if key in self._formula_calls:
+            formula = macs_formula(module)
+            if formula is not None:
+                out = first_tensor(output)
+                batch = int(out.shape[0]) if out is not None and out.dim() > 0 else 1
+                self._numel[("formula", key)] = formula[0](module, args, output) / max(batch, 1)  # per image
         if mid in self._resizer_ids:
             surrogate = module.last_size_surrogate
             if surrogate is not None:
@@ -318,7 +338,7 @@ class ComplexityLoss:
 
         total: Tensor | float = 0.0
         for units, layers in self._terms:
-            coefficient = sum(g * (1 if k is None else self._numel.get(k, 0)) for k, g in layers)
+            coefficient = sum(g * (1 if k is None else self._numel.get(k, 0)) for k, g in layers)  # type: ignore[call-overload]
             term: Tensor | float = coefficient
             for unit in units:
                 f = factor(unit)

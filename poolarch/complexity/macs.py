@@ -148,13 +148,19 @@ def _grid_sampler(x_shape, grid_shape, interpolation_mode=0, *args, out_shape=No
     return 2 * _numel(out_shape) * taps
 
 
+def _first_shape(out_shape: Any) -> Sequence[int]:
+    """The shape of an op's (first) output: ops like ``native_batch_norm`` return several."""
+    if isinstance(out_shape, (tuple, list)) and out_shape and isinstance(out_shape[0], (tuple, list)):
+        return out_shape[0]
+    return out_shape
+
+
 def _per_output(*args, out_shape=None, **kwargs) -> int:
-    shape = out_shape[0] if isinstance(out_shape, (tuple, list)) and isinstance(out_shape[0], (tuple, list, torch.Size)) else out_shape
-    return 2 * _numel(shape)
+    return 2 * _numel(_first_shape(out_shape))
 
 
 def _pool_window(x_shape, kernel_size, *args, out_shape=None, **kwargs) -> int:
-    shape = out_shape[0] if isinstance(out_shape, (tuple, list)) and isinstance(out_shape[0], (tuple, list, torch.Size)) else out_shape
+    shape = _first_shape(out_shape)
     ndim = len(shape) - 2
     kernel = list(kernel_size) if isinstance(kernel_size, (tuple, list)) else [kernel_size]
     if len(kernel) == 1:

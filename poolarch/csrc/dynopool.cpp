@@ -128,31 +128,38 @@ inline void aggregate(scalar_t v00, scalar_t v01, scalar_t v10, scalar_t v11, sc
   }
 }
 
-// One output row from the two (vertically blended) lattice rows Ra (k = 2i) and Rb (k = 2i+1).
-template <typename scalar_t, int64_t kMode, bool kIdW, bool kPlanar>
-inline void forward_row(const scalar_t* Ra, const scalar_t* Rb, const AxisTaps<scalar_t>& tw, int64_t Wo,
-                        int64_t Q_dyn, scalar_t* orow, int8_t* crow) {
+// Horizontal resample of a (vertically blended) row R (W*Q) to lattice columns L (Lw*Q):
+// L[l*Q + q] = w0[l] * R[i0[l]*Q + q] + w1[l] * R[i1[l]*Q + q].
+template <typename scalar_t, bool kPlanar>
+inline void resample_columns(const scalar_t* __restrict R, const AxisTaps<scalar_t>& tw, int64_t Q_dyn,
+                             scalar_t* __restrict L) {
+  const int64_t Q = kPlanar ? 1 : Q_dyn, Lw = static_cast<int64_t>(tw.i0.size());
+  const int64_t* i0 = tw.i0.data();
+  const int64_t* i1 = tw.i1.data();
+  const scalar_t* w0 = tw.w0.data();
+  const scalar_t* w1 = tw.w1.data();
+  for (int64_t l = 0; l < Lw; ++l) {
+    const scalar_t a = w0[l], b = w1[l];
+    const scalar_t* A = R + i0[l] * Q;
+    const scalar_t* B = R + i1[l] * Q;
+    scalar_t* out = L + l * Q;
+    for (int64_t q = 0; q < Q; ++q) out[q] = a * A[q] + b * B[q];
+  }
+}
+
+// One output row from the two lattice rows La (k = 2i) and Lb (k = 2i+1), both (2*Wo)*Q long.
+template <typename scalar_t, int64_t kMode, bool kPlanar>
+inline void aggregate_row(const scalar_t* __restrict La, const scalar_t* __restrict Lb, int64_t Wo, int64_t Q_dyn,
+                          scalar_t* __restrict orow, int8_t* __restrict crow) {
   const int64_t Q = kPlanar ? 1 : Q_dyn;
   int8_t unused = 0;
   for (int64_t j = 0; j < Wo; ++j) {
-    const int64_t l0 = 2 * j, l1 = 2 * j + 1;
+    const scalar_t *A0 = La + (2 * j) * Q, *A1 = La + (2 * j + 1) * Q;
+    const scalar_t *C0 = Lb + (2 * j) * Q, *C1 = Lb + (2 * j + 1) * Q;
     scalar_t* o = orow + j * Q;
-    int8_t* c = kMode == kMax ? crow + j * Q : nullptr;
-    if (kIdW) {
-      const scalar_t *A0 = Ra + l0 * Q, *A1 = Ra + l1 * Q, *C0 = Rb + l0 * Q, *C1 = Rb + l1 * Q;
-      for (int64_t q = 0; q < Q; ++q)
-        aggregate<scalar_t, kMode>(A0[q], A1[q], C0[q], C1[q], o[q], kMode == kMax ? c[q] : unused);
-    } else {
-      const scalar_t a0 = tw.w0[l0], b0 = tw.w1[l0], a1 = tw.w0[l1], b1 = tw.w1[l1];
-      const int64_t j00 = tw.i0[l0] * Q, j01 = tw.i1[l0] * Q, j10 = tw.i0[l1] * Q, j11 = tw.i1[l1] * Q;
-      for (int64_t q = 0; q < Q; ++q) {
-        const scalar_t v00 = a0 * Ra[j00 + q] + b0 * Ra[j01 + q];
-        const scalar_t v01 = a1 * Ra[j10 + q] + b1 * Ra[j11 + q];
-        const scalar_t v10 = a0 * Rb[j00 + q] + b0 * Rb[j01 + q];
-        const scalar_t v11 = a1 * Rb[j10 + q] + b1 * Rb[j11 + q];
-        aggregate<scalar_t, kMode>(v00, v01, v10, v11, o[q], kMode == kMax ? c[q] : unused);
-      }
-    }
+    int8_t* c = kMode == kMax ? crow + j * Q : &unused;
+    for (int64_t q = 0; q < Q; ++q)
+      aggregate<scalar_t, kMode>(A0[q], A1[q], C0[q], C1[q], o[q], kMode == kMax ? c[q] : unused);
   }
 }
 
@@ -161,13 +168,14 @@ void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const
                   const AxisTaps<scalar_t>& tw) {
   const Layout lay = layout_of(x);
   const int64_t H = x.size(2), W = x.size(3), Ho = out.size(2), Wo = out.size(3);
-  const int64_t P = lay.P, Q = lay.Q, WQ = W * Q;
+  const int64_t P = lay.P, Q = lay.Q, WQ = W * Q, LQ = 2 * Wo * Q;
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
   scalar_t* od = out.mutable_data_ptr<scalar_t>();
   int8_t* cd = kMode == kMax ? codes.mutable_data_ptr<int8_t>() : nullptr;
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, Wo * Q * 8 + WQ * 2));
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, 3 * LQ + 2 * WQ));
   at::parallel_for(0, P * Ho, grain, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> row_a(kIdH ? 0 : WQ), row_b(kIdH ? 0 : WQ);
+    std::vector<scalar_t> lat_a(kIdW ? 0 : LQ), lat_b(kIdW ? 0 : LQ);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t p = task / Ho, i = task % Ho;
       const scalar_t* plane = xd + p * H * WQ;
@@ -181,8 +189,14 @@ void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const
         Ra = row_a.data();
         Rb = row_b.data();
       }
+      if (!kIdW) {
+        resample_columns<scalar_t, kPlanar>(Ra, tw, Q, lat_a.data());
+        resample_columns<scalar_t, kPlanar>(Rb, tw, Q, lat_b.data());
+        Ra = lat_a.data();
+        Rb = lat_b.data();
+      }
       const int64_t o = (p * Ho + i) * Wo * Q;
-      forward_row<scalar_t, kMode, kIdW, kPlanar>(Ra, Rb, tw, Wo, Q, od + o, cd ? cd + o : nullptr);
+      aggregate_row<scalar_t, kMode, kPlanar>(Ra, Rb, Wo, Q, od + o, cd ? cd + o : nullptr);
     }
   });
 }
@@ -206,96 +220,6 @@ void forward_impl(const at::Tensor& x, at::Tensor& out, at::Tensor& codes) {
     else POOLARCH_FWD(false, false, false);
   }
 #undef POOLARCH_FWD
-}
-
-// Gradient of one lattice point (k, l) with upstream gradient g: scatter to the 4 taps of the
-// input and accumulate the coordinate-derivative terms of the two size gradients.
-template <typename scalar_t, bool kInputGrad, bool kSizeGrad>
-inline void lattice_point_backward(const scalar_t* xp, scalar_t* gp, int64_t WQ, int64_t Q,
-                                   const AxisTaps<scalar_t>& th, const AxisTaps<scalar_t>& tw,
-                                   int64_t k, int64_t l, scalar_t g, double& acc_h, double& acc_w) {
-  const int64_t r0 = th.i0[k] * WQ, r1 = th.i1[k] * WQ, c0 = tw.i0[l] * Q, c1 = tw.i1[l] * Q;
-  const scalar_t wh0 = th.w0[k], wh1 = th.w1[k], ww0 = tw.w0[l], ww1 = tw.w1[l];
-  if (kInputGrad) {
-    gp[r0 + c0] += g * (wh0 * ww0);
-    gp[r0 + c1] += g * (wh0 * ww1);
-    gp[r1 + c0] += g * (wh1 * ww0);
-    gp[r1 + c1] += g * (wh1 * ww1);
-  }
-  if (kSizeGrad) {
-    const scalar_t x00 = xp[r0 + c0], x01 = xp[r0 + c1], x10 = xp[r1 + c0], x11 = xp[r1 + c1];
-    const scalar_t dv_du = ww0 * (x10 - x00) + ww1 * (x11 - x01);  // along rows
-    const scalar_t dv_dv = wh0 * (x01 - x00) + wh1 * (x11 - x10);  // along columns
-    acc_h += static_cast<double>(g * dv_du) * th.du_ds[k];
-    acc_w += static_cast<double>(g * dv_dv) * tw.du_ds[l];
-  }
-}
-
-template <typename scalar_t, bool kInputGrad, bool kSizeGrad>
-void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& codes,
-                   at::Tensor& grad_x, double* grad_sizes, int64_t mode) {
-  const Layout lay = layout_of(x);
-  const int64_t H = x.size(2), W = x.size(3), Ho = grad_out.size(2), Wo = grad_out.size(3);
-  const int64_t P = lay.P, Q = lay.Q, WQ = W * Q;
-  const auto th = axis_taps<scalar_t>(H, 2 * Ho, static_cast<double>(Ho));
-  const auto tw = axis_taps<scalar_t>(W, 2 * Wo, static_cast<double>(Wo));
-  const scalar_t* xd = x.const_data_ptr<scalar_t>();
-  const scalar_t* god = grad_out.const_data_ptr<scalar_t>();
-  const int8_t* cd = mode == kMax ? codes.const_data_ptr<int8_t>() : nullptr;
-  scalar_t* gxd = kInputGrad ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
-  // Tasks write disjoint parts of grad_x: one (p, block of q) each.
-  const int64_t q_block = Q == 1 ? 1 : 16;
-  const int64_t q_blocks = (Q + q_block - 1) / q_block;
-  const int64_t tasks = P * q_blocks;
-  std::vector<double> partial(2 * tasks, 0.0);
-  const int64_t per_task = std::max<int64_t>(1, H * WQ / q_blocks + Ho * Wo * std::min(Q, q_block) * 8);
-  const int64_t grain = std::max<int64_t>(1, 32768 / per_task);
-  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t p = task / q_blocks, qb = task % q_blocks;
-      const int64_t q0 = qb * q_block, q1 = std::min(Q, q0 + q_block);
-      const scalar_t* xp = xd + p * H * WQ;
-      scalar_t* gp = kInputGrad ? gxd + p * H * WQ : nullptr;
-      if (kInputGrad) {
-        if (Q == 1) {
-          std::memset(gp, 0, sizeof(scalar_t) * H * W);
-        } else {
-          for (int64_t e = 0; e < H * W; ++e) std::fill(gp + e * Q + q0, gp + e * Q + q1, scalar_t(0));
-        }
-      }
-      double acc_h = 0.0, acc_w = 0.0;
-      for (int64_t i = 0; i < Ho; ++i) {
-        for (int64_t j = 0; j < Wo; ++j) {
-          const int64_t o = ((p * Ho + i) * Wo + j) * Q;
-          for (int64_t q = q0; q < q1; ++q) {
-            const scalar_t g = god[o + q];
-            if (mode == kMax) {
-              const int8_t code = cd[o + q];
-              lattice_point_backward<scalar_t, kInputGrad, kSizeGrad>(
-                  xp + q, kInputGrad ? gp + q : nullptr, WQ, Q, th, tw, 2 * i + (code >> 1), 2 * j + (code & 1), g,
-                  acc_h, acc_w);
-            } else {
-              const scalar_t gq = g / static_cast<scalar_t>(4);
-              for (int64_t a = 0; a < 2; ++a)
-                for (int64_t b = 0; b < 2; ++b)
-                  lattice_point_backward<scalar_t, kInputGrad, kSizeGrad>(
-                      xp + q, kInputGrad ? gp + q : nullptr, WQ, Q, th, tw, 2 * i + a, 2 * j + b, gq, acc_h, acc_w);
-            }
-          }
-        }
-      }
-      partial[2 * task] = acc_h;
-      partial[2 * task + 1] = acc_w;
-    }
-  });
-  // Fixed-order reduction: the result does not depend on the number of threads.
-  double gh = 0.0, gw = 0.0;
-  for (int64_t t = 0; t < tasks; ++t) {
-    gh += partial[2 * t];
-    gw += partial[2 * t + 1];
-  }
-  grad_sizes[0] = gh;
-  grad_sizes[1] = gw;
 }
 
 // Backward when both axes are the identity (r = 1/2 on even sizes): every input element belongs to
@@ -400,6 +324,122 @@ void backward_identity(const at::Tensor& grad_out, const at::Tensor& x, const at
   grad_sizes[1] = gw;
 }
 
+// General backward, the transpose of the separable forward. Per plane p (all Q channels of it):
+// for every lattice row k, GL = gradient of the lattice row (expand_grad_row); the input gradient
+// scatters GL to the column taps (GR, input width) and then to rows i0[k], i1[k]. The size terms:
+// d value / d u_k at (k, l) = horizontal resample of D = x[i1[k]] - x[i0[k]] at l, and
+// d value / d u_l = R[i1[l]] - R[i0[l]] with R the vertical blend of row k.
+template <typename scalar_t, int64_t kMode, bool kInputGrad, bool kSizeGrad, bool kPlanar>
+void backward_general(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& codes,
+                      at::Tensor& grad_x, const AxisTaps<scalar_t>& th, const AxisTaps<scalar_t>& tw,
+                      double* grad_sizes) {
+  const Layout lay = layout_of(x);
+  const int64_t H = x.size(2), W = x.size(3), Ho = grad_out.size(2), Wo = grad_out.size(3);
+  const int64_t P = lay.P, Q = kPlanar ? 1 : lay.Q, WQ = W * Q, Lw = 2 * Wo, LQ = Lw * Q;
+  const scalar_t* xd = x.const_data_ptr<scalar_t>();
+  const scalar_t* god = grad_out.const_data_ptr<scalar_t>();
+  const int8_t* cd = kMode == kMax ? codes.const_data_ptr<int8_t>() : nullptr;
+  scalar_t* gxd = kInputGrad ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
+  std::vector<double> fw(LQ);
+  for (int64_t e = 0; e < LQ; ++e) fw[e] = tw.du_ds[e / Q];
+  const int64_t* ci0 = tw.i0.data();
+  const int64_t* ci1 = tw.i1.data();
+  const scalar_t* cw0 = tw.w0.data();
+  const scalar_t* cw1 = tw.w1.data();
+  constexpr int64_t kFlushEvery = 16;  // lattice rows summed in scalar_t before adding to double
+  std::vector<double> partial(kSizeGrad ? 2 * P : 0, 0.0);
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, 2 * Ho * (3 * LQ + 4 * WQ)));
+  at::parallel_for(0, P, grain, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> GL(LQ), GR(kInputGrad ? WQ : 0), D(kSizeGrad ? WQ : 0), R(kSizeGrad ? WQ : 0);
+    std::vector<scalar_t> acc_h(kSizeGrad ? LQ : 0), acc_w(kSizeGrad ? LQ : 0);
+    std::vector<double> dacc_h(kSizeGrad ? LQ : 0), dacc_w(kSizeGrad ? LQ : 0);
+    for (int64_t p = begin; p < end; ++p) {
+      const scalar_t* xp = xd + p * H * WQ;
+      scalar_t* gp = kInputGrad ? gxd + p * H * WQ : nullptr;
+      if (kInputGrad) std::memset(gp, 0, sizeof(scalar_t) * H * WQ);
+      if (kSizeGrad) {
+        std::fill(acc_h.begin(), acc_h.end(), scalar_t(0));
+        std::fill(acc_w.begin(), acc_w.end(), scalar_t(0));
+        std::fill(dacc_h.begin(), dacc_h.end(), 0.0);
+        std::fill(dacc_w.begin(), dacc_w.end(), 0.0);
+      }
+      int64_t rows = 0;
+      for (int64_t i = 0; i < Ho; ++i) {
+        const scalar_t* go = god + (p * Ho + i) * Wo * Q;
+        const int8_t* co = cd ? cd + (p * Ho + i) * Wo * Q : nullptr;
+        for (int64_t a = 0; a < 2; ++a) {
+          const int64_t k = 2 * i + a;
+          const scalar_t wh0 = th.w0[k], wh1 = th.w1[k];
+          const scalar_t* x0 = xp + th.i0[k] * WQ;
+          const scalar_t* x1 = xp + th.i1[k] * WQ;
+          expand_grad_row<scalar_t, kMode, kPlanar>(go, co, Wo, Q, a, GL.data());
+          if (kInputGrad) {
+            scalar_t* gr = GR.data();
+            const scalar_t* gl = GL.data();
+            std::fill(GR.begin(), GR.end(), scalar_t(0));
+            for (int64_t l = 0; l < Lw; ++l) {
+              const scalar_t a0 = cw0[l], a1 = cw1[l];
+              scalar_t* A = gr + ci0[l] * Q;
+              scalar_t* B = gr + ci1[l] * Q;
+              const scalar_t* src = gl + l * Q;
+              for (int64_t q = 0; q < Q; ++q) A[q] += a0 * src[q];
+              for (int64_t q = 0; q < Q; ++q) B[q] += a1 * src[q];
+            }
+            scalar_t* g0 = gp + th.i0[k] * WQ;
+            for (int64_t e = 0; e < WQ; ++e) g0[e] += wh0 * gr[e];
+            scalar_t* g1 = gp + th.i1[k] * WQ;
+            for (int64_t e = 0; e < WQ; ++e) g1[e] += wh1 * gr[e];
+          }
+          if (kSizeGrad) {
+            scalar_t* d = D.data();
+            scalar_t* r = R.data();
+            for (int64_t e = 0; e < WQ; ++e) d[e] = x1[e] - x0[e];
+            for (int64_t e = 0; e < WQ; ++e) r[e] = wh0 * x0[e] + wh1 * x1[e];
+            const scalar_t fh = static_cast<scalar_t>(th.du_ds[k]);
+            const scalar_t* gl = GL.data();
+            scalar_t* ah = acc_h.data();
+            scalar_t* aw = acc_w.data();
+            for (int64_t l = 0; l < Lw; ++l) {
+              const scalar_t a0 = cw0[l], a1 = cw1[l];
+              const scalar_t *dA = d + ci0[l] * Q, *dB = d + ci1[l] * Q;
+              const scalar_t *rA = r + ci0[l] * Q, *rB = r + ci1[l] * Q;
+              const scalar_t* g = gl + l * Q;
+              for (int64_t q = 0; q < Q; ++q) {
+                ah[l * Q + q] += (g[q] * (a0 * dA[q] + a1 * dB[q])) * fh;
+                aw[l * Q + q] += g[q] * (rB[q] - rA[q]);
+              }
+            }
+            if (++rows % kFlushEvery == 0) {
+              for (int64_t e = 0; e < LQ; ++e) {
+                dacc_h[e] += static_cast<double>(acc_h[e]);
+                dacc_w[e] += static_cast<double>(acc_w[e]) * fw[e];
+                acc_h[e] = 0;
+                acc_w[e] = 0;
+              }
+            }
+          }
+        }
+      }
+      if (kSizeGrad) {
+        double sh = 0.0, sw = 0.0;
+        for (int64_t e = 0; e < LQ; ++e) {
+          sh += dacc_h[e] + static_cast<double>(acc_h[e]);
+          sw += dacc_w[e] + static_cast<double>(acc_w[e]) * fw[e];
+        }
+        partial[2 * p] = sh;
+        partial[2 * p + 1] = sw;
+      }
+    }
+  });
+  double gh = 0.0, gw = 0.0;
+  for (int64_t t = 0; t < static_cast<int64_t>(partial.size()) / 2; ++t) {
+    gh += partial[2 * t];
+    gw += partial[2 * t + 1];
+  }
+  grad_sizes[0] = gh;
+  grad_sizes[1] = gw;
+}
+
 template <typename scalar_t, bool kInputGrad, bool kSizeGrad>
 void backward_dispatch(const at::Tensor& g, const at::Tensor& x, const at::Tensor& codes, at::Tensor& grad_x,
                        double* grad_sizes, int64_t mode) {
@@ -417,7 +457,14 @@ void backward_dispatch(const at::Tensor& g, const at::Tensor& x, const at::Tenso
 #undef POOLARCH_BWD
     return;
   }
-  backward_impl<scalar_t, kInputGrad, kSizeGrad>(g, x, codes, grad_x, grad_sizes, mode);
+  const bool planar = layout_of(x).Q == 1;
+#define POOLARCH_BWD(M, PL) backward_general<scalar_t, M, kInputGrad, kSizeGrad, PL>(g, x, codes, grad_x, th, tw, grad_sizes)
+  if (mode == kMax) {
+    if (planar) POOLARCH_BWD(kMax, true); else POOLARCH_BWD(kMax, false);
+  } else {
+    if (planar) POOLARCH_BWD(kAvg, true); else POOLARCH_BWD(kAvg, false);
+  }
+#undef POOLARCH_BWD
 }
 
 void check_args(const at::Tensor& x, int64_t out_h, int64_t out_w, int64_t mode) {

@@ -3,7 +3,7 @@
 The C++ source ``poolarch/csrc/dynopool.cpp`` is compiled on first use with
 :func:`torch.utils.cpp_extension.load` (ninja) into ``$POOLARCH_EXTENSIONS_DIR``, else
 ``$TORCH_EXTENSIONS_DIR/poolarch``, else ``~/.cache/poolarch/torch_extensions`` (one sub-directory per
-Python/torch version; torch rebuilds when the source changes). :func:`fused_dynopool` returns
+Python/torch version and SIMD level; torch rebuilds when the source changes). :func:`fused_dynopool` returns
 ``None`` -- meaning "use the reference path" -- when ``POOLARCH_DISABLE_EXT=1`` is set, the build
 failed (warned once), the input is not a plain CPU float32/float64 4-d tensor, or the call is being
 traced/compiled.
@@ -47,18 +47,40 @@ def build_directory() -> Path:
     else:
         base = Path.home() / ".cache" / "poolarch" / "torch_extensions"
     tag = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__.split('+')[0]}"
-    return base / tag / _LIB_NAME
+    return base / tag / f"{_LIB_NAME}_{_simd_level()}"
+
+
+def _simd_level() -> str:
+    """``avx2`` when torch reports an AVX2-or-better CPU, else ``baseline``.
+
+    With ``avx2`` the kernel is compiled with ``-mavx2``, which only widens its vector loops (no FMA
+    contraction, ``-ffp-contract=off``): the arithmetic, hence every result, is the same.
+    """
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001 - older torch: stay portable
+        return "baseline"
+    return "avx2" if capability in ("AVX2", "AVX512") else "baseline"
 
 
 def _load() -> bool:
-    from torch.utils import cpp_extension
+    import logging
+
+    # Importing cpp_extension logs a CUDA_HOME notice on CPU-only machines; it is irrelevant here.
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        logger.setLevel(level)
 
     directory = build_directory()
     directory.mkdir(parents=True, exist_ok=True)
     cpp_extension.load(
         name=_LIB_NAME,
         sources=[str(_SOURCE)],
-        extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off"],
+        extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off"] + (["-mavx2"] if _simd_level() == "avx2" else []),
         extra_ldflags=["-fopenmp"],
         build_directory=str(directory),
         is_python_module=False,
@@ -121,12 +143,13 @@ def _is_plain_cpu_tensor(x: Tensor) -> bool:
     return type(x) is Tensor and x.device.type == "cpu" and not x.is_sparse and not x.is_quantized
 
 
-def fused_dynopool(x: Tensor, surrogate: Tensor, sizes: Sequence[int], aggregation: str) -> Tensor | None:
+def fused_dynopool(x: Tensor, surrogate: Tensor | None, sizes: Sequence[int], aggregation: str) -> Tensor | None:
     """Fused forward/backward of 2-d DynOPool; ``None`` means: use the reference path.
 
     Args:
         x: ``(N, C, H, W)`` input (contiguous or channels_last; other strides are copied).
-        surrogate: continuous output sizes, shape ``(2,)``, value ``== sizes``; receives the size gradient.
+        surrogate: continuous output sizes, shape ``(2,)``, value ``== sizes``; receives the size
+            gradient. ``None`` for a fixed output size (:class:`StaticResizePool`).
         sizes: integer output size ``(H_out, W_out)``.
         aggregation: ``"max"`` or ``"avg"``.
     """

@@ -109,6 +109,23 @@ class _LatticeGrad(torch.autograd.Function):
         return grad_z, None, grad_sizes
 
 
+def _tap_difference(a: Tensor, dim: int, i0: Tensor, i1: Tensor, lattice_len: int) -> Tensor:
+    """``a[i1] - a[i0]`` along ``dim`` (``i1`` is ``i0 + 1`` or, at the border, ``i0``).
+
+    When the lattice is at least as long as the input, the forward difference of ``a`` is formed
+    once (zero at the last index) and gathered -- one gather instead of two, bit-identical values.
+    """
+    length = a.shape[dim]
+    if lattice_len < length:
+        return a.index_select(dim, i1) - a.index_select(dim, i0)
+    forward_diff = a.narrow(dim, 1, length - 1) - a.narrow(dim, 0, length - 1)
+    pad = [0, 0] * (a.dim() - 1 - dim) + [0, 1]
+    forward_diff = F.pad(forward_diff, pad)
+    if lattice_len == length:  # identity resize: i0 == arange
+        return forward_diff
+    return forward_diff.index_select(dim, i0)
+
+
 def _lattice_size_grad(x: Tensor, grad_z: Tensor, sizes: Tensor) -> Tensor:
     """d loss / d (continuous output size) for every spatial axis, shape ``(ndim,)``.
 
@@ -126,10 +143,13 @@ def _lattice_size_grad(x: Tensor, grad_z: Tensor, sizes: Tensor) -> Tensor:
     for d in range(ndim):
         other = list(lattice)
         other[d] = in_size[d]
-        along_others = F.interpolate(x, size=tuple(other), mode=mode, align_corners=False)
+        if tuple(other) == tuple(in_size):
+            along_others = x
+        else:
+            along_others = F.interpolate(x, size=tuple(other), mode=mode, align_corners=False)
         k, i0, i1, inside = _source_coordinates(in_size[d], lattice[d], x.device)
         dim = 2 + d
-        diff = along_others.index_select(dim, i1) - along_others.index_select(dim, i0)
+        diff = _tap_difference(along_others, dim, i0, i1, lattice[d])
         reduce_dims = [i for i in range(grad_z.dim()) if i != dim]
         grad_u = (grad_z * diff).sum(dim=reduce_dims, dtype=torch.float64)
         du_ds = -k * in_size[d] / (2.0 * s_values[d] ** 2) * inside
@@ -295,6 +315,11 @@ class StaticResizePool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x, len(self.out_size))
+        from . import _dynopool_ext
+
+        fused = _dynopool_ext.fused_dynopool(x, None, self.out_size, self.aggregation)
+        if fused is not None:
+            return fused
         return _resample_and_pool(x, None, self.out_size, self.aggregation)
 
     def extra_repr(self) -> str:

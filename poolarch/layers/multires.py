@@ -30,7 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["multi_resolution", "mixing_weights", "pyramid", "add_upsampled", "downsample", "upsample", "MultiResBlock", "POOL_MODES", "UPSAMPLE_MODES", "MIXING_MODES"]
+__all__ = [
+    "multi_resolution",
+    "mixing_weights",
+    "pyramid",
+    "add_upsampled",
+    "downsample",
+    "upsample",
+    "MultiResBlock",
+    "POOL_MODES",
+    "UPSAMPLE_MODES",
+    "MIXING_MODES",
+]
 
 POOL_MODES = ("max", "avg")
 UPSAMPLE_MODES = ("nearest", "bilinear")
@@ -69,9 +80,10 @@ def mixing_weights(logits: Tensor, active: Tensor, temperature: float = 1.0) -> 
 
 
 def pyramid(x: Tensor, levels: Sequence[int], pool: str = "max") -> dict[int, Tensor]:
-    """``{level: x pooled by 2**level}`` for the requested levels, built coarse from fine (pooling
-    by 2 repeatedly; equal to pooling by ``2**level`` at once for max pooling, and for average
-    pooling whenever the sizes halve exactly -- otherwise the direct pooling is used)."""
+    """``{level: x pooled by 2**level}`` for the requested levels. Each level is pooled from the
+    previous (finer) one, which reads less memory and equals pooling ``x`` by ``2**level`` at once
+    for max pooling, and for average pooling when the sizes divide exactly (otherwise -- partial
+    ``ceil_mode`` windows -- ``x`` is pooled directly)."""
     out: dict[int, Tensor] = {}
     current, current_level = x, 0
     for level in sorted(set(levels)):

@@ -4,7 +4,7 @@ Two branches resize the input by fixed ratios ``r1 < r2`` (default: 2x2 max-pool
 and the identity, ``r2 = 1``). Both are resized with bilinear interpolation to the *mixed* size and
 mixed by ``sigmoid(alpha)``::
 
-    s(alpha) = r1 + (r2 - r1) * sigmoid(alpha)                                   (paper Eq. 1)
+    s(alpha) = r1 + (r2 - r1) * sigmoid(alpha)
     out_size = max(round(in_size * s(alpha)), 1)
     y = (1 - sigmoid(alpha)) * resize(branch_r1(x), out_size) + sigmoid(alpha) * resize(branch_r2(x), out_size)
 
@@ -12,7 +12,7 @@ mixed by ``sigmoid(alpha)``::
 ``alpha`` is trained through the mixing weight; the output size is piecewise constant in ``alpha``
 (its straight-through surrogate ``in_size * s(alpha)`` is exposed for ``ComplexityLoss``).
 
-Memory bound (paper Sec. 3.3): when the continuous final feature size exceeds a limit, every
+Memory bound (as in the paper): when the continuous final feature size exceeds a limit, every
 adaptor's ratio is multiplied by the same ``penalty p < 1`` so the product meets the limit; the
 mixing weight becomes ``(p s - r1) / (r2 - r1) = p sigmoid(alpha) + r1 (p - 1) / (r2 - r1)``.
 See :func:`apply_memory_bound`. Automatic initialisation: :func:`init_shape_adaptors`.

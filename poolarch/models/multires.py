@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers.multires import POOL_MODES, UPSAMPLE_MODES, MultiResBlock
+from .registry import register_model
 
 __all__ = [
     "conv_relu_bn",
@@ -516,16 +517,5 @@ REGISTERED_MODELS = {
 }
 
 
-def _register_all() -> None:
-    try:
-        from .registry import register_model
-    except ImportError:  # the registry is optional at import time; builders stay usable directly
-        return
-    for name, fn in REGISTERED_MODELS.items():
-        try:
-            register_model(name)(fn)
-        except ValueError:  # already registered (module re-imported)
-            pass
-
-
-_register_all()
+for _name, _builder in REGISTERED_MODELS.items():
+    register_model(_name)(_builder)

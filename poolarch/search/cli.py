@@ -64,7 +64,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("search", help="pooling-configuration search (paper 003) and ranking")
     p.add_argument("--method", default="balanced-mixture",
                    help="balanced-mixture | spos | darts | mcts-ucb | bse (default balanced-mixture)")
-    p.add_argument("-M", "--num-models", type=int, default=4, help="weight sets of the balanced mixture (default 4)")
+    p.add_argument("-M", "--num-models", type=int,
+                   help="weight sets (balanced-mixture: default 4; spos: default 1, >1 = uniform mixture)")
     p.add_argument("--no-scale-epochs", action="store_true", help="do not multiply the epochs by M")
     p.add_argument("--beta", type=float, help="moving-average smoothing of a[c, m] (default 0.9)")
     p.add_argument("--method-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE",

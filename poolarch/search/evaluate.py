@@ -177,13 +177,13 @@ def plot_model_assignment(conditional: np.ndarray, configs: Sequence[Config], pa
     height = max(3.0, 0.18 * len(configs))
     fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + 1.6 * len(panels) * max(1, panels[0].shape[1] / 4), height),
                              squeeze=False)
-    for ax, panel, title in zip(axes[0], panels, titles):
+    for i, (ax, panel, title) in enumerate(zip(axes[0], panels, titles)):
         image = ax.imshow(panel, aspect="auto", vmin=0.0, vmax=1.0, cmap="viridis")
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("model m")
         ax.set_xticks(range(panel.shape[1]))
         ax.set_yticks(range(len(configs)))
-        ax.set_yticklabels([format_config(c) for c in configs], fontsize=5)
+        ax.set_yticklabels([format_config(c) for c in configs] if i == 0 else [], fontsize=5)
     axes[0][0].set_ylabel("configuration c")
     fig.colorbar(image, ax=axes[0].tolist(), label="p(m | c)")
     fig.savefig(path, dpi=120)

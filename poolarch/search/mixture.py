@@ -20,6 +20,7 @@ import numpy as np
 __all__ = [
     "balance",
     "balance_logits",
+    "ipf_log",
     "joint_probabilities",
     "conditional_model_probabilities",
     "kl_to_uniform",
@@ -45,25 +46,33 @@ def kl_to_uniform(marginal: np.ndarray) -> float:
 def balance_logits(logits: Any, tol: float = 1e-4, max_iter: int = 10_000) -> np.ndarray:
     """IPF on ``p ∝ exp(logits)`` (C, M): returns ``p`` (C, M) summing to 1 with row sums exactly
     ``1/C`` and ``KL(column sums || uniform) < tol``."""
-    log_p = np.array(logits, dtype=np.float64, copy=True)
-    if log_p.ndim != 2 or log_p.size == 0:
-        raise ValueError(f"p must be a non-empty 2-D (configurations, models) matrix, got shape {log_p.shape}")
-    if not np.all(np.isfinite(log_p)):
+    return ipf_log(logits, tol=tol, max_iter=max_iter)[0]
+
+
+def ipf_log(logits: Any, tol: float = 1e-4, max_iter: int = 10_000,
+            column_offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """IPF in the log domain: ``p = exp(logits + r_c + s_m)`` with row offsets ``r`` and column
+    offsets ``s`` found by alternating normalisation. Returns ``(p, s)``. ``column_offsets`` (M,)
+    warm-starts ``s`` (the balanced result depends only on the cross-ratios of ``logits``, so a
+    previous solution's ``s`` is a valid start and saves iterations when ``logits`` change little)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.size == 0:
+        raise ValueError(f"p must be a non-empty 2-D (configurations, models) matrix, got shape {logits.shape}")
+    if not np.all(np.isfinite(logits)):
         raise ValueError("p must be finite and strictly positive (logits finite)")
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol}")
-    rows, cols = log_p.shape
+    rows, cols = logits.shape
     log_row, log_col = -np.log(rows), -np.log(cols)
-    log_p -= _logsumexp(log_p, axis=1) - log_row  # rows first: the configuration marginal is exact
+    s = np.zeros((1, cols)) if column_offsets is None else np.asarray(column_offsets, dtype=np.float64).reshape(1, cols)
     for _ in range(max_iter):
-        column_marginal = np.exp(_logsumexp(log_p, axis=0)).ravel()
-        if kl_to_uniform(column_marginal) < tol:
-            break
-        log_p -= _logsumexp(log_p, axis=0) - log_col
-        log_p -= _logsumexp(log_p, axis=1) - log_row
-    else:
-        raise RuntimeError(f"IPF did not reach KL < {tol} in {max_iter} iterations")
-    return np.exp(log_p)
+        shifted = logits + s
+        log_p = shifted - (_logsumexp(shifted, axis=1) - log_row)  # rows: exactly 1/C each
+        log_column = _logsumexp(log_p, axis=0)
+        if kl_to_uniform(np.exp(log_column).ravel()) < tol:
+            return np.exp(log_p), s.ravel().copy()
+        s = s - (log_column - log_col)
+    raise RuntimeError(f"IPF did not reach KL < {tol} in {max_iter} iterations")
 
 
 def balance(p: Any, tol: float = 1e-4, max_iter: int = 10_000) -> np.ndarray:

@@ -25,17 +25,23 @@ SEARCH_METHODS = ("spos", "balanced-mixture", "darts", "mcts-ucb", "bse")
 SEARCH_FILE = "search.yaml"
 
 
-def search_config(method: str = "balanced-mixture", backbone: str = "resnet20", *, num_models: int = 4,
+def search_config(method: str = "balanced-mixture", backbone: str = "resnet20", *, num_models: int | None = None,
                   epochs: int = 10, scale_epochs: bool = True, model_args: Mapping[str, Any] | None = None,
                   method_args: Mapping[str, Any] | None = None, **overrides: Any) -> TrainConfig:
     """A :class:`TrainConfig` for a search. ``epochs`` is per weight set: the balanced mixture runs
     ``epochs * num_models`` epochs when ``scale_epochs`` (paper app. B.1). ``overrides`` are any
-    other ``TrainConfig`` fields (``dataset``, ``batch_size``, ``lr``, ``out``, ...)."""
+    other ``TrainConfig`` fields (``dataset``, ``batch_size``, ``lr``, ``out``, ...). ``num_models``
+    (weight sets) defaults to 4 for the balanced mixture and 1 for SPOS; the other methods train one
+    supernet."""
     if method not in SEARCH_METHODS:
         raise ValueError(f"method must be one of {list(SEARCH_METHODS)}, got {method!r}")
     get_backbone(backbone)
+    if num_models is None:
+        num_models = 4 if method == "balanced-mixture" else 1
     if isinstance(num_models, bool) or not isinstance(num_models, int) or num_models < 1:
         raise ValueError(f"num_models must be a positive int, got {num_models!r}")
+    if num_models != 1 and method not in ("balanced-mixture", "spos"):
+        raise ValueError(f"num_models applies to balanced-mixture and spos only, got {num_models} for {method!r}")
     margs = dict(model_args or {})
     aargs = dict(method_args or {})
     model = f"{backbone}_supernet"

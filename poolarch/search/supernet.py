@@ -33,7 +33,7 @@ __all__ = [
     "PoolingSupernet",
     "resnet_from_blocks",
     "create_supernet",
-    "downsample",
+    "pool2x",
 ]
 
 
@@ -89,13 +89,11 @@ _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 _POOLS = ("max", "avg")
 
 
-def downsample(x: Tensor, factor: int, pool: str = "max") -> Tensor:
-    """Pool ``x`` (N, C, H, W) by ``factor`` (a power of two) with ``ceil_mode`` (odd sizes round up)."""
-    if factor == 1:
-        return x
-    if pool == "max":
-        return F.max_pool2d(x, factor, factor, ceil_mode=True)
-    return F.avg_pool2d(x, factor, factor, ceil_mode=True, count_include_pad=False)
+def pool2x(kind: str = "max") -> nn.Module:
+    """The 2x downsampling placed before a layer (``ceil_mode``: odd sizes round up)."""
+    if kind == "max":
+        return nn.MaxPool2d(2, 2, ceil_mode=True)
+    return nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)
 
 
 @lru_cache(maxsize=4096)
@@ -170,6 +168,8 @@ class PoolingResNet(nn.Module):
             layers.append(block(previous, channels))
             previous = channels
         self.layers = nn.ModuleList(layers)
+        # the k-th pooling of any configuration (parameter-free; modules so that size tracers see them)
+        self.pools = nn.ModuleList(pool2x(pool) for _ in range(self.space.num_pools))
         self.head = nn.Linear(previous, num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -179,9 +179,10 @@ class PoolingResNet(nn.Module):
         config = self.config if config is None else tuple(config)
         flags = _pool_flags(self.space, config)
         x = self.stem(x)
+        pools = iter(self.pools)
         for layer, pool_before in zip(self.layers, flags):
             if pool_before:
-                x = downsample(x, 2, self.pool)
+                x = next(pools)(x)
             x = layer(x)
         return x
 

@@ -4,10 +4,11 @@ Paper 000 (appendix D) controls the model size only indirectly through lambda. `
 turns the target into a feedback loop, in two phases over ``total_steps`` optimiser steps:
 
 1. **Control** (all but the last ``final_fraction`` of the steps): after every step, a
-   proportional-integral controller on the error ``e = log(GMACs / target)`` updates
-   ``log(lambda) += k_i * e + k_p * (e - e_prev)`` (clipped to ``max_log_step`` per step). More
-   MACs than wanted raise lambda, fewer lower it; the gains are per fraction of training, so the
-   loop settles in the same share of any run length.
+   proportional-integral controller on the error ``e = log(GMACs / target)`` updates the signed
+   ``lambda = u / target`` by ``u += k_i * e + k_p * (e - e_prev)`` (clipped per step). More MACs
+   than wanted raise lambda; fewer lower it, below zero if needed (then the loss rewards MACs and
+   the scales grow back). The integral gain is per whole run, so the loop settles in the same share
+   of any run length.
 2. **Final phase**: the exact GMACs of the network (``count_macs``) are measured; if they miss
    the target by more than half the tolerance, every DynOPool's ``alpha`` is multiplied by one
    common factor found by bisection (GMACs fall monotonically as every alpha grows) so that the
@@ -85,14 +86,19 @@ def project_to_budget(
 class GmacsBudget:
     """Lambda controller + final projection; see the module docstring.
 
+    The controller works on a *signed* lambda ``lambda = u / target``: ``u = 1`` makes the penalty
+    ``lambda * GMACs`` about 1 at the target (the size of a cross-entropy loss). Above the target
+    ``u`` grows (penalise MACs); below it ``u`` may turn negative, which rewards MACs and lets the
+    scales grow back -- a non-negative lambda could only stop shrinking, never undo it.
+
     Args:
         target: GMACs per image to land on.
         total_steps: optimiser steps of the whole run.
         tolerance: relative tolerance of the final GMACs (0.05 = within 5%).
-        initial_lambda: starting lambda (``> 0``; the config's lambda when given).
+        initial_lambda: starting lambda (the config's lambda; 0 starts neutral).
         final_fraction: share of the steps spent with the architecture pinned.
-        k_i, k_p: integral gain (per whole run) and proportional gain of the controller.
-        max_log_step: largest change of ``log(lambda)`` in one step.
+        k_i, k_p: integral gain (per whole run) and proportional gain of ``u`` on ``log(GMACs/target)``.
+        max_step: largest change of ``u`` in one step.
     """
 
     def __init__(
@@ -100,31 +106,30 @@ class GmacsBudget:
         target: float,
         total_steps: int,
         tolerance: float = 0.05,
-        initial_lambda: float = 1e-3,
+        initial_lambda: float = 0.0,
         final_fraction: float = 0.1,
-        k_i: float = 40.0,
-        k_p: float = 1.0,
-        max_log_step: float = 0.2,
+        k_i: float = 20.0,
+        k_p: float = 2.0,
+        max_step: float = 0.05,
     ) -> None:
         if target <= 0:
             raise ValueError(f"target_gmacs must be > 0, got {target}")
-        if initial_lambda <= 0:
-            raise ValueError(f"initial_lambda must be > 0, got {initial_lambda}")
         self.target = float(target)
         self.total_steps = int(total_steps)
         self.tolerance = float(tolerance)
         self.final_start = self.total_steps - max(1, round(final_fraction * self.total_steps))
         self.k_i = k_i / max(1, self.total_steps)
         self.k_p = k_p
-        self.max_log_step = max_log_step
-        self.log_lambda = math.log(initial_lambda)
+        self.max_step = max_step
+        self.base_lambda = 1.0 / self.target
+        self.u = float(initial_lambda) / self.base_lambda
         self.prev_error: float | None = None
         self.frozen = False
         self.projection_factor: float | None = None
 
     @property
     def lambda_(self) -> float:
-        return math.exp(self.log_lambda)
+        return self.u * self.base_lambda
 
     def update(self, gmacs: float) -> float:
         """Controller step after an optimiser step with the network at ``gmacs``; returns lambda."""
@@ -132,8 +137,7 @@ class GmacsBudget:
             return self.lambda_
         error = math.log(max(gmacs, 1e-12) / self.target)
         delta = self.k_i * error + (0.0 if self.prev_error is None else self.k_p * (error - self.prev_error))
-        delta = max(-self.max_log_step, min(self.max_log_step, delta))
-        self.log_lambda = max(math.log(1e-12), min(math.log(1e6), self.log_lambda + delta))
+        self.u += max(-self.max_step, min(self.max_step, delta))
         self.prev_error = error
         return self.lambda_
 
@@ -152,15 +156,11 @@ class GmacsBudget:
         return gmacs
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "log_lambda": self.log_lambda,
-            "prev_error": self.prev_error,
-            "frozen": self.frozen,
-            "projection_factor": self.projection_factor,
-        }
+        return {"u": self.u, "prev_error": self.prev_error, "frozen": self.frozen,
+                "projection_factor": self.projection_factor}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.log_lambda = state["log_lambda"]
+        self.u = state["u"]
         self.prev_error = state["prev_error"]
         self.frozen = state["frozen"]
         self.projection_factor = state["projection_factor"]

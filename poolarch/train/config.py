@@ -23,7 +23,7 @@ _ALIASES = {"lambda": "lambda_"}
 _REVERSE_ALIASES = {v: k for k, v in _ALIASES.items()}
 _FLOAT_FIELDS = {
     "lr", "scale_lr", "weight_decay", "momentum", "gamma", "poly_power", "lambda_",
-    "target_gmacs", "target_tolerance", "val_fraction",
+    "target_gmacs", "target_tolerance", "val_fraction", "max_scale",
 }
 
 
@@ -48,6 +48,8 @@ class TrainConfig:
     in epochs, ``gamma``) | poly (``poly_power``) | constant, applied per step.
     Complexity: ``lambda`` (weight of the GMACs loss, Eq. 8) or ``target_gmacs`` (lambda adapted so
     that the final GMACs land within ``target_tolerance`` of it, see :mod:`poolarch.train.budget`).
+    ``max_scale``: after every step each DynOPool ``alpha`` is clamped to ``>= 1/max_scale``, so one
+    large architecture gradient cannot make a scale negative or blow a map up (``null``: no clamp).
     Method: ``method`` (:func:`poolarch.train.list_methods`) and its ``method_args``.
     Run: ``out`` (run directory), ``seed``, ``amp`` (bfloat16 autocast on CPU, float16 + scaler on
     CUDA), ``device`` (``auto`` | ``cpu`` | ``cuda``), ``max_steps_per_epoch`` / ``max_eval_steps``
@@ -85,6 +87,7 @@ class TrainConfig:
     lambda_: float = 0.0
     target_gmacs: float | None = None
     target_tolerance: float = 0.05
+    max_scale: float | None = 4.0
     # method
     method: str = "plain"
     method_args: dict = field(default_factory=dict)
@@ -173,6 +176,10 @@ class TrainConfig:
             _check_number("target_gmacs", self.target_gmacs, minimum=0.0)
             if self.target_gmacs <= 0:
                 raise ValueError(f"target_gmacs must be > 0, got {self.target_gmacs}")
+        if self.max_scale is not None:
+            _check_number("max_scale", self.max_scale, minimum=0.0)
+            if self.max_scale <= 0:
+                raise ValueError(f"max_scale must be > 0 or null, got {self.max_scale}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if self.task is not None and self.task not in TASKS:

@@ -37,7 +37,7 @@ import yaml
 from torch import Tensor, nn
 
 from ..layers.base import learnable_resizers
-from .budget import GmacsBudget, has_learnable_resizers
+from .budget import GmacsBudget, has_learnable_resizers, scalable_alphas
 from .checkpoint import atomic_torch_save, atomic_write_text, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, init_distributed
@@ -99,8 +99,8 @@ def check_registries(cfg: TrainConfig) -> None:
 
     load_plugins()
     models = list_models()
-    if cfg.model not in models:
-        raise ValueError(f"model must be one of {models}, got {cfg.model!r}")
+    if cfg.model not in models and not (cfg.model.startswith(TORCHVISION_PREFIX) and cfg.model in torchvision_models()):
+        raise ValueError(f"model must be one of {models} or torchvision.<name> (a torchvision classifier), got {cfg.model!r}")
     datasets = list_datasets()
     if cfg.dataset not in datasets:
         raise ValueError(f"dataset must be one of {datasets}, got {cfg.dataset!r}")
@@ -144,6 +144,37 @@ def build_data(cfg: TrainConfig, info: DistInfo, device: torch.device):
     return load_data(cfg.dataset, cfg.data_root, **kwargs)
 
 
+TORCHVISION_PREFIX = "torchvision."
+HUMAN_POOLS = ("max", "strided")  # "keep the network's own resizing" for torchvision models
+
+
+def torchvision_models() -> list[str]:
+    """Model names ``torchvision.<name>`` accepted by the engine (torchvision classifiers)."""
+    import torchvision
+
+    return sorted(TORCHVISION_PREFIX + n for n in torchvision.models.list_models(module=torchvision.models))
+
+
+def build_torchvision_model(name: str, num_classes: int, pool: str, in_chans: int, init_scales: Any = None,
+                            **kwargs: Any) -> nn.Module:
+    """``torchvision.<name>`` without pretrained weights; with a learnable ``pool`` its resizing
+    layers are replaced by :func:`poolarch.convert.convert` (rules A/B of paper 000); with ``max`` or
+    ``strided`` it stays the human-designed network."""
+    import torchvision
+
+    if in_chans != 3:
+        raise ValueError(f"torchvision models take in_chans 3, got {in_chans}")
+    model = torchvision.models.get_model(name[len(TORCHVISION_PREFIX):], weights=None, num_classes=num_classes, **kwargs)
+    if pool in HUMAN_POOLS:
+        if init_scales is not None:
+            raise ValueError(f"init_scales needs a learnable pool, got pool={pool!r}")
+        return model
+    from ..convert import convert
+
+    model, _ = convert(model, method=pool, init_scales=init_scales)
+    return model
+
+
 def build_model(cfg: TrainConfig, data) -> nn.Module:
     from ..models import create_model
 
@@ -151,6 +182,8 @@ def build_model(cfg: TrainConfig, data) -> nn.Module:
     kwargs.setdefault("in_chans", data.in_chans)
     if cfg.init_scales is not None:
         kwargs["init_scales"] = cfg.init_scales
+    if cfg.model.startswith(TORCHVISION_PREFIX):
+        return build_torchvision_model(cfg.model, num_classes=data.num_classes, pool=cfg.pool, **kwargs)
     return create_model(cfg.model, num_classes=data.num_classes, pool=cfg.pool, **kwargs)
 
 
@@ -354,10 +387,10 @@ class Trainer:
                     f"target_gmacs needs learnable resizers (e.g. pool 'dynopool'); model {cfg.model!r} "
                     f"with pool {cfg.pool!r} has none"
                 )
-            initial = cfg.lambda_ if cfg.lambda_ > 0 else 1.0 / cfg.target_gmacs  # lambda * GMACs ~ 1
-            self.budget = GmacsBudget(cfg.target_gmacs, self.total_steps, cfg.target_tolerance, initial)
+            self.budget = GmacsBudget(cfg.target_gmacs, self.total_steps, cfg.target_tolerance, cfg.lambda_)
             self.method.lambda_ = self.budget.lambda_
 
+        self._alphas = scalable_alphas(self.model)
         groups = self.method.param_groups(self.model)
         for group in groups:
             group["initial_lr"] = group["lr"]
@@ -448,6 +481,10 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.cfg.max_scale is not None:
+            with torch.no_grad():
+                for alpha in self._alphas:
+                    alpha.clamp_(min=1.0 / self.cfg.max_scale)
         if self.method.uses_val_step:
             val_inputs, val_targets = next(val_batches)
             self.method.val_step(self.ddp_model, val_inputs.to(self.device), val_targets.to(self.device), self.task.loss)

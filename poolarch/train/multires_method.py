@@ -15,8 +15,10 @@ Method kwargs (``method_args`` / CLI):
 * ``one_res`` (bool): keep only the largest-weight resolution per layer (the "one resolution"
   model; :func:`poolarch.models.multires.export_one_resolution` turns it into a plain CNN);
 * ``prune_epoch`` (int >= 1, default None): prune after that many epochs (``epoch_end`` with
-  0-based ``epoch == prune_epoch - 1``). ``None``: prune before the first training step -- for
-  fine-tuning a model initialised from a finished search run (its alphas must not be uniform);
+  0-based ``epoch == prune_epoch - 1``). ``None``: half of ``epochs`` when the engine passes
+  ``epochs`` (search the first half, fine-tune the second), else prune before the first training
+  step -- for fine-tuning a model initialised from a finished search run (``train(cfg,
+  model=trained)``; its alphas must not be uniform, else ``ValueError``);
 * ``arch_lr``, ``arch_betas``, ``arch_weight_decay``: the Adam of the mixing weights;
 * ``lr``, ``weight_decay``, ...: as :class:`~poolarch.train.method.Method`;
 * ``resolutions``, ``learn_depth``: optional, only checked against the model in ``setup`` (they are
@@ -60,6 +62,7 @@ class MultiResMethod(Method):
         arch_weight_decay: float = 3e-4,
         resolutions: int | None = None,
         learn_depth: bool | None = None,
+        epochs: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -77,6 +80,8 @@ class MultiResMethod(Method):
             raise ValueError(f"arch_betas must be a pair of floats, got {arch_betas!r}")
         self.prune_threshold = None if prune_threshold is None else float(prune_threshold)
         self.one_res = bool(one_res)
+        if prune_epoch is None and (prune_threshold is not None or one_res) and epochs is not None and epochs >= 2:
+            prune_epoch = epochs // 2  # search the first half, fine-tune the second
         self.prune_epoch = prune_epoch
         self.arch_lr = float(arch_lr)
         self.arch_betas = tuple(float(b) for b in arch_betas)

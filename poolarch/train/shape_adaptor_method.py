@@ -1,4 +1,4 @@
-"""Shape Adaptor's optimisation (Liu et al., ECCV 2020, Sec. 3.3) as a :class:`Method`.
+"""Shape Adaptor's optimisation (Liu et al., ECCV 2020) as a :class:`Method`.
 
 * ``alpha`` lives in its own parameter group (``scale_lr``, no weight decay) and is updated only
   every ``update_every`` training steps (paper: 20); on the other steps the adaptors' ``alpha``

@@ -16,7 +16,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from ...train.method import register_method
-from ..mixture import conditional_model_probabilities, joint_probabilities, tau_schedule
+from ..mixture import conditional_model_probabilities, ipf_log, tau_schedule
 from .base import SamplingSearchMethod
 
 __all__ = ["BalancedMixture"]
@@ -46,6 +46,7 @@ class BalancedMixture(SamplingSearchMethod):
         self.history: list[list[list[float]]] = []
         self._joint: np.ndarray | None = None
         self._joint_key: tuple[int, float] | None = None
+        self._column_offsets: np.ndarray | None = None
 
     def setup(self, model: nn.Module, example_input: Tensor) -> None:
         super().setup(model, example_input)
@@ -56,6 +57,10 @@ class BalancedMixture(SamplingSearchMethod):
             )
 
     @property
+    def needs_schedule(self) -> bool:
+        return True
+
+    @property
     def tau(self) -> float:
         return tau_schedule(self.progress, self.num_models, self.tau_start, self.tau_end)
 
@@ -64,7 +69,9 @@ class BalancedMixture(SamplingSearchMethod):
         tau = self.tau
         key = (self._version, tau)
         if self._joint is None or self._joint_key != key:
-            self._joint = joint_probabilities(self.accuracy, tau, tol=self.tol)
+            # Eq. 3 + IPF, warm-started from the previous column offsets (same fixed point)
+            self._joint, self._column_offsets = ipf_log(self.accuracy / tau, tol=self.tol,
+                                                        column_offsets=self._column_offsets)
             self._joint_key = key
         return self._joint
 

@@ -65,15 +65,22 @@ class SamplingSearchMethod(Method):
         total_steps: training length in steps (takes precedence).
         beta: smoothing of the moving average ``a[c, m]`` (Eq. 2), in ``[0, 1)``.
         seed: seed of the sampler (independent of the engine's RNG).
+        val_batch_norm: batch norm on the validation mini-batch: ``"batch"`` (default: batch
+            statistics, running statistics untouched -- the running statistics of a weight set mix
+            all configurations) or ``"running"`` (eval mode: cheaper, biased estimate).
     """
 
     def __init__(self, lr: float = 0.1, weight_decay: float = 5e-4, epochs: int | None = None,
-                 total_steps: int | None = None, beta: float = 0.9, seed: int = 0, **kwargs: Any) -> None:
+                 total_steps: int | None = None, beta: float = 0.9, seed: int = 0, val_batch_norm: str = "batch",
+                 **kwargs: Any) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, **kwargs)
         _check_positive_int("epochs", epochs)
         _check_positive_int("total_steps", total_steps)
         if not 0.0 <= float(beta) < 1.0:
             raise ValueError(f"beta must be in [0, 1), got {beta}")
+        if val_batch_norm not in ("batch", "running"):
+            raise ValueError(f"val_batch_norm must be one of ['batch', 'running'], got {val_batch_norm!r}")
+        self.val_batch_norm = val_batch_norm
         self.epochs = epochs
         self.total_steps = total_steps
         self.beta = float(beta)
@@ -124,6 +131,11 @@ class SamplingSearchMethod(Method):
         return 0.0
 
     # -- sampling ----------------------------------------------------------------------------
+    @property
+    def needs_schedule(self) -> bool:
+        """Whether sampling depends on training progress (temperature schedule, warm-up)."""
+        return False
+
     def sample(self) -> tuple[int, int]:
         """``(configuration index, weight set)`` for the next training step."""
         raise NotImplementedError
@@ -136,6 +148,11 @@ class SamplingSearchMethod(Method):
         """Sample the next training path and count it (the engine-free part of :meth:`forward`)."""
         if self.accuracy is None:
             raise RuntimeError("call setup(model, example_input) (or bind) before sampling")
+        if self.step == 0 and self.needs_schedule and self.total_steps is None and self.epochs is None:
+            raise ValueError(
+                f"method {self.name!r} needs the training length for its schedule: pass method_args "
+                "total_steps or epochs (poolarch search sets it)"
+            )
         c, m = self.sample()
         self.visits[c, m] += 1
         self.step += 1
@@ -154,8 +171,15 @@ class SamplingSearchMethod(Method):
         if self.last is None:
             return
         c, m = self.last
-        with batch_statistics(model.subnet(m)):
+        model = getattr(model, "module", model)  # a DDP wrapper: bookkeeping runs on the module
+        if self.val_batch_norm == "batch":
+            with batch_statistics(model.subnet(m)):
+                logits = model(inputs, config=self.configs[c], weight_set=m)
+        else:
+            was_training = model.training
+            model.eval()
             logits = model(inputs, config=self.configs[c], weight_set=m)
+            model.train(was_training)
         accuracy = (logits.argmax(dim=1) == targets).float().mean().item()
         self.record(c, m, accuracy)
 

@@ -35,6 +35,10 @@ class BoltzmannExploration(SamplingSearchMethod):
         self.warmup = float(warmup)
 
     @property
+    def needs_schedule(self) -> bool:
+        return True
+
+    @property
     def inverse_temperature(self) -> float:
         return linear_schedule(self.inv_temp_start, self.inv_temp_end, self.progress)
 

@@ -49,6 +49,10 @@ class MCTSUCB(SamplingSearchMethod):
         self.num_pools = len(configs[0]) - 1
         super().bind(configs, num_models)
 
+    @property
+    def needs_schedule(self) -> bool:
+        return self.warmup > 0
+
     def children(self, node: Node) -> list[Node]:
         """Feasible children of a node: same level and/or one level lower."""
         layer, level = len(node), node[-1]

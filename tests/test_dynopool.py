@@ -1,0 +1,502 @@
+"""DynOPool against slow, obviously-correct references (grid_sample on the full 4-point grid).
+
+Every numerical check runs for both implementations: the fused C++ CPU kernel ("fused") and the
+pure-PyTorch reference path ("fallback", forced with ``POOLARCH_DISABLE_EXT=1``).
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from poolarch.layers import DynOPool1d, DynOPool2d, DynOPool3d, StaticResizePool, dynopool, dynopool2d
+
+dyn = importlib.import_module("poolarch.layers.dynopool")
+ext = importlib.import_module("poolarch.layers._dynopool_ext")
+
+BACKENDS = ["fused", "fallback"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, monkeypatch):
+    if request.param == "fallback":
+        monkeypatch.setenv("POOLARCH_DISABLE_EXT", "1")
+    else:
+        if os.environ.get("POOLARCH_DISABLE_EXT", "") == "1":
+            pytest.skip("POOLARCH_DISABLE_EXT=1 is set for this run")
+        monkeypatch.delenv("POOLARCH_DISABLE_EXT", raising=False)
+        assert ext.extension_available(), "the fused DynOPool kernel failed to build"
+    return request.param
+
+
+def _used_fused(y: torch.Tensor) -> bool:
+    return y.grad_fn is not None and "Fused" in type(y.grad_fn).__name__
+
+
+def _check_backend(y: torch.Tensor, backend: str) -> None:
+    if y.requires_grad:
+        assert _used_fused(y) == (backend == "fused")
+
+
+# ----------------------------------------------------------------------------------------------
+# Slow references
+# ----------------------------------------------------------------------------------------------
+def _ste_sizes(in_size, alpha: torch.Tensor, min_size: float = 1.5) -> torch.Tensor:
+    """Straight-through output sizes: value round(max(L/alpha, min)), gradient of the continuous one."""
+    cont = torch.clamp(torch.tensor(list(in_size), dtype=alpha.dtype) / alpha, min=min_size)
+    return torch.floor(cont.detach() + 0.5) + (cont - cont.detach())
+
+
+def _lattice_coords(n_cells: int, s: torch.Tensor) -> torch.Tensor:
+    """Normalised [-1, 1] coordinates of the 2 query points per cell (+-1/4 cell around centres)."""
+    centres = -1 + (2 * torch.arange(n_cells, dtype=s.dtype) + 1) / s  # cell width 2/s
+    quarter = 0.5 / s
+    return torch.stack([centres - quarter, centres + quarter], dim=-1).reshape(-1)
+
+
+def reference_dynopool(x: torch.Tensor, alpha: torch.Tensor, aggregation: str = "max", s=None) -> torch.Tensor:
+    """grid_sample on the full 2^d-point grid (border padding, align_corners=False) + pooling; 1-3 d.
+
+    ``s`` (continuous output sizes) defaults to the straight-through sizes from ``alpha``; the
+    integer sizes are always the rounded ones.
+    """
+    ndim = x.dim() - 2
+    in_size = x.shape[2:]
+    s = _ste_sizes(in_size, alpha) if s is None else s
+    sizes = [int(v) for v in torch.floor(s.detach() + 0.5).tolist()]
+    coords = [_lattice_coords(n, s[d]) for d, n in enumerate(sizes)]
+    if ndim == 1:  # as a 2-d image of height 1: normalised y = 0 is exactly row 0
+        coords = [torch.zeros(1, dtype=x.dtype)] + coords
+        x = x.unsqueeze(2)
+    mesh = torch.meshgrid(*coords, indexing="ij")
+    grid = torch.stack(mesh[::-1], dim=-1)  # grid_sample wants (x, y[, z]) order
+    grid = grid.unsqueeze(0).expand(x.shape[0], *grid.shape)
+    z = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if ndim == 1:
+        z = z.squeeze(2)
+    pool = {("max", 1): F.max_pool1d, ("max", 2): F.max_pool2d, ("max", 3): F.max_pool3d,
+            ("avg", 1): F.avg_pool1d, ("avg", 2): F.avg_pool2d, ("avg", 3): F.avg_pool3d}[(aggregation, ndim)]
+    return pool(z, 2)
+
+
+def _run(fn, x: torch.Tensor, alpha: torch.Tensor, weight: torch.Tensor | None = None):
+    x = x.detach().clone().requires_grad_(True)
+    alpha = alpha.detach().clone().requires_grad_(True)
+    y = fn(x, alpha)
+    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype) if weight is None else weight
+    (y * w).sum().backward()
+    return y, x.grad, alpha.grad
+
+
+SCALES = [
+    pytest.param((0.5, 0.5), (8, 10), id="half-even"),
+    pytest.param((0.5, 0.5), (7, 9), id="half-odd"),
+    pytest.param((0.66, 0.44), (9, 11), id="aniso-down"),
+    pytest.param((1.2, 1.2), (6, 7), id="up"),
+    pytest.param((0.37, 1.6), (11, 5), id="down-up"),
+    pytest.param((0.05, 0.9), (8, 8), id="min-size"),
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Agreement with the grid_sample reference
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("aggregation", ["max", "avg"])
+@pytest.mark.parametrize("scale,hw", SCALES)
+def test_matches_grid_sample_reference_float32(backend, aggregation, scale, hw):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, *hw)
+    alpha = torch.tensor([1 / scale[0], 1 / scale[1]])
+    y, gx, ga = _run(lambda x, a: dynopool2d(x, a, aggregation), x, alpha)
+    _check_backend(y, backend)
+    y_ref, gx_ref, ga_ref = _run(lambda x, a: reference_dynopool(x, a, aggregation), x, alpha)
+    expected_size = tuple(math.floor(max(n * r, 1.5) + 0.5) for n, r in zip(hw, scale))
+    assert tuple(y.shape[2:]) == expected_size
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
+    if scale == (0.5, 0.5) and all(n % 2 == 0 for n in hw):
+        # Lattice points sit exactly on pixels: the size derivative is one-sided there and
+        # grid_sample's float coordinates land on either side; see the finite-difference test.
+        return
+    torch.testing.assert_close(ga, ga_ref, rtol=1e-4, atol=1e-4 * ga_ref.abs().max().item() + 1e-6)
+
+
+@pytest.mark.parametrize("aggregation", ["max", "avg"])
+def test_alpha_gradient_float64_tight(backend, aggregation):
+    torch.manual_seed(1)
+    x = torch.randn(3, 2, 10, 13, dtype=torch.float64)
+    alpha = torch.tensor([1 / 0.7, 1 / 0.45], dtype=torch.float64)
+    y, gx, ga = _run(lambda x, a: dynopool2d(x, a, aggregation), x, alpha)
+    _check_backend(y, backend)
+    y_ref, gx_ref, ga_ref = _run(lambda x, a: reference_dynopool(x, a, aggregation), x, alpha)
+    torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(gx, gx_ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(ga, ga_ref, atol=1e-10, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# gradcheck (float64)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("aggregation", ["max", "avg"])
+@pytest.mark.parametrize("scale", [(0.5, 0.5), (0.7, 0.45), (1.3, 0.8)])
+def test_gradcheck_input(backend, aggregation, scale):
+    torch.manual_seed(2)
+    x = torch.randn(1, 2, 6, 5, dtype=torch.float64, requires_grad=True)
+    alpha = torch.tensor([1 / scale[0], 1 / scale[1]], dtype=torch.float64)
+    _check_backend(dynopool2d(x, alpha, aggregation), backend)
+    assert torch.autograd.gradcheck(lambda t: dynopool2d(t, alpha, aggregation), (x,), eps=1e-6, atol=1e-7)
+
+
+def definition_size_grad(x: torch.Tensor, weight: torch.Tensor, aggregation: str) -> list[float]:
+    """d sum(weight * out) / d (output sizes) written out from the definition with explicit loops
+    (float64, tiny shapes): lattice point k sits at u_k = (k + 1/2) L / (2 s) - 1/2, clamped at 0;
+    du_k/ds = -(k + 1/2) L / (2 s^2) where unclamped; d value/d u_k = tap difference x[i1] - x[i0]
+    (the slope towards the next pixel, also where u_k is an integer), resampled along the other axis."""
+    _, _, H, W = x.shape
+    Ho, Wo = weight.shape[2:]
+
+    def taps(n_in: int, n_lat: int, s: float):
+        out = []
+        for k in range(n_lat):
+            u = (k + 0.5) * n_in / n_lat - 0.5
+            du_ds = -(k + 0.5) * n_in / (2 * s * s) if u > 0 else 0.0
+            u = max(u, 0.0)
+            i0 = min(int(math.floor(u)), n_in - 1)
+            out.append((i0, min(i0 + 1, n_in - 1), u - i0, du_ds))
+        return out
+
+    th, tw = taps(H, 2 * Ho, Ho), taps(W, 2 * Wo, Wo)
+
+    def blend(a, b, lam):
+        return (1 - lam) * a + lam * b
+
+    def value(k, l):
+        i0, i1, lh, _ = th[k]
+        j0, j1, lw, _ = tw[l]
+        return blend(blend(x[:, :, i0, j0], x[:, :, i0, j1], lw), blend(x[:, :, i1, j0], x[:, :, i1, j1], lw), lh)
+
+    def slope_h(k, l):
+        i0, i1, _, _ = th[k]
+        j0, j1, lw, _ = tw[l]
+        return blend(x[:, :, i1, j0], x[:, :, i1, j1], lw) - blend(x[:, :, i0, j0], x[:, :, i0, j1], lw)
+
+    def slope_w(k, l):
+        i0, i1, lh, _ = th[k]
+        j0, j1, _, _ = tw[l]
+        return blend(x[:, :, i0, j1], x[:, :, i1, j1], lh) - blend(x[:, :, i0, j0], x[:, :, i1, j0], lh)
+
+    gh = torch.zeros((), dtype=torch.float64)
+    gw = torch.zeros((), dtype=torch.float64)
+    for i in range(Ho):
+        for j in range(Wo):
+            points = [(2 * i + a, 2 * j + b) for a in (0, 1) for b in (0, 1)]
+            values = torch.stack([value(k, l) for k, l in points])  # (4, N, C)
+            if aggregation == "max":
+                share = F.one_hot(values.argmax(0), 4).permute(2, 0, 1).to(x.dtype)  # first maximum wins
+            else:
+                share = torch.full_like(values, 0.25)
+            for p, (k, l) in enumerate(points):
+                g = weight[:, :, i, j] * share[p]
+                gh = gh + (g * slope_h(k, l)).sum() * th[k][3]
+                gw = gw + (g * slope_w(k, l)).sum() * tw[l][3]
+    return [gh.item(), gw.item()]
+
+
+@pytest.mark.parametrize("aggregation", ["max", "avg"])
+@pytest.mark.parametrize("in_hw,out_hw", [((9, 11), (6, 4)), ((8, 10), (4, 5)), ((5, 5), (7, 6))])
+def test_size_gradient_definition_and_finite_differences(backend, aggregation, in_hw, out_hw):
+    """The gradient w.r.t. the continuous output sizes (what reaches alpha) equals the written-out
+    definition; away from pixel-aligned lattices it also equals the central finite difference of
+    the grid_sample reference with the lattice moved continuously. (At r = 1/2 on even sizes the
+    lattice sits on pixels, a kink of the interpolation, so only the definition applies there.)"""
+    torch.manual_seed(3)
+    x = torch.randn(1, 2, *in_hw, dtype=torch.float64)
+    alpha = torch.tensor([in_hw[0] / out_hw[0], in_hw[1] / out_hw[1]], dtype=torch.float64)
+    weight = torch.randn(1, 2, *out_hw, dtype=torch.float64)
+    pool = DynOPool2d(aggregation=aggregation).double()
+    with torch.no_grad():
+        pool.alpha.copy_(alpha)
+    y = pool(x)
+    _check_backend(y, backend)
+    assert pool.last_out_size == out_hw
+    (grad_s,) = torch.autograd.grad((y * weight).sum(), pool.last_size_surrogate)
+    expected = torch.tensor(definition_size_grad(x, weight, aggregation), dtype=torch.float64)
+    torch.testing.assert_close(grad_s, expected, rtol=1e-10, atol=1e-10)
+    if all(2 * o == i for o, i in zip(out_hw, in_hw)):
+        return
+    eps = 1e-6
+    s0 = torch.tensor([float(v) for v in out_hw], dtype=torch.float64)
+    numeric = []
+    for d in range(2):
+        step = torch.zeros(2, dtype=torch.float64)
+        step[d] = eps
+        plus = (reference_dynopool(x, alpha, aggregation, s=s0 + step) * weight).sum()
+        minus = (reference_dynopool(x, alpha, aggregation, s=s0 - step) * weight).sum()
+        numeric.append(((plus - minus) / (2 * eps)).item())
+    torch.testing.assert_close(grad_s, torch.tensor(numeric, dtype=torch.float64), rtol=1e-5, atol=1e-7)
+
+
+def test_gradcheck_size_gradient_of_fused_kernel():
+    """The kernel's size gradient through the surrogate equals autograd of the continuous reference."""
+    if not ext.extension_enabled():
+        pytest.skip("POOLARCH_DISABLE_EXT=1")
+    assert ext.extension_available()
+    torch.manual_seed(4)
+    x = torch.randn(2, 1, 7, 7, dtype=torch.float64, requires_grad=True)
+    s = torch.tensor([5.0, 3.0], dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 1, 5, 3, dtype=torch.float64)
+    y = ext.fused_dynopool(x, s, (5, 3), "max")
+    gx, gs = torch.autograd.grad((y * weight).sum(), (x, s))
+    s_ref = s.detach().clone().requires_grad_(True)
+    y_ref = reference_dynopool(x, torch.ones(2, dtype=torch.float64), "max", s=s_ref)
+    gx_ref, gs_ref = torch.autograd.grad((y_ref * weight).sum(), (x, s_ref))
+    torch.testing.assert_close(gx, gx_ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(gs, gs_ref, atol=1e-10, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact properties
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 6), (1, 5, 4, 4), (3, 1, 4, 10)])
+def test_half_scale_even_sizes_is_maxpool_exactly(backend, shape, channels_last):
+    torch.manual_seed(5)
+    x = torch.randn(shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x1 = x.clone().requires_grad_(True)
+    x2 = x.clone().requires_grad_(True)
+    pool = DynOPool2d(0.5)
+    y = pool(x1)
+    _check_backend(y, backend)
+    y_ref = nn.MaxPool2d(2)(x2)
+    assert torch.equal(y, y_ref)
+    g = torch.randn_like(y_ref)
+    y.backward(g)
+    y_ref.backward(g)
+    assert torch.equal(x1.grad, x2.grad)
+
+
+@pytest.mark.parametrize(
+    "length,scale", [(32, 0.5), (7, 0.5), (5, 0.3), (3, 0.1), (10, 0.25), (10, 0.15), (9, 1.7), (1, 3.0)]
+)
+def test_output_size_formula(length, scale):
+    expected = math.floor(max(length * scale, 1.5) + 0.5)
+    pool = DynOPool2d((scale, scale))
+    assert pool.output_size((length, length)) == (expected, expected)
+    y = pool(torch.randn(1, 1, length, length))
+    assert tuple(y.shape[2:]) == (expected, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_dtypes(backend, dtype):
+    torch.manual_seed(6)
+    x64 = torch.randn(2, 3, 9, 8, dtype=torch.float64)
+    alpha = torch.tensor([1 / 0.6, 1 / 0.8])
+    x = x64.to(dtype).requires_grad_(True)
+    a = alpha.to(dtype).requires_grad_(True)
+    y = dynopool2d(x, a)
+    assert y.dtype == dtype and tuple(y.shape) == (2, 3, 5, 6)
+    y.float().square().sum().backward()
+    assert x.grad.dtype == dtype and a.grad is not None and torch.isfinite(a.grad.float()).all()
+    y_ref = reference_dynopool(x.detach().double(), alpha.double())
+    tol = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 3e-2}[dtype]
+    torch.testing.assert_close(y.double(), y_ref, atol=tol * 4, rtol=tol)
+
+
+@pytest.mark.parametrize("aggregation", ["max", "avg"])
+@pytest.mark.parametrize("scale", [(0.5, 0.5), (0.66, 0.44), (1.2, 1.2)])
+def test_channels_last_identical(backend, aggregation, scale):
+    torch.manual_seed(7)
+    x = torch.randn(2, 5, 9, 8)
+    alpha = torch.tensor([1 / scale[0], 1 / scale[1]])
+    results = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        xx = x.contiguous(memory_format=fmt)
+        y, gx, ga = _run(lambda t, a: dynopool2d(t, a, aggregation), xx, alpha)
+        _check_backend(y, backend)
+        results.append((y.contiguous(), gx.contiguous(), ga))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("n,c", [(1, 1), (3, 5), (2, 17)])
+def test_any_batch_and_channels(backend, n, c):
+    torch.manual_seed(8)
+    x = torch.randn(n, c, 7, 9)
+    alpha = torch.tensor([1 / 0.6, 1 / 0.7])
+    y, gx, ga = _run(dynopool2d, x, alpha)
+    _check_backend(y, backend)
+    y_ref, gx_ref, ga_ref = _run(reference_dynopool, x, alpha)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ga, ga_ref, rtol=1e-4, atol=1e-4 * ga_ref.abs().max().item() + 1e-6)
+
+
+def test_non_contiguous_input(backend):
+    x = torch.randn(2, 3, 10, 12)[:, :, ::2, 1:]
+    alpha = torch.tensor([1 / 0.7, 1 / 0.5])
+    y, _, ga = _run(dynopool2d, x, alpha)
+    y_ref, _, ga_ref = _run(reference_dynopool, x, alpha)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ga, ga_ref, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# 1-d and 3-d
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("aggregation", ["max", "avg"])
+@pytest.mark.parametrize("length,scale", [(12, 0.45), (11, 0.6), (7, 1.4)])
+def test_dynopool1d_matches_reference(aggregation, length, scale):
+    torch.manual_seed(9)
+    x = torch.randn(2, 3, length, dtype=torch.float64)
+    alpha = torch.tensor([1 / scale], dtype=torch.float64)
+    y, gx, ga = _run(lambda t, a: dynopool(t, a, aggregation), x, alpha)
+    y_ref, gx_ref, ga_ref = _run(lambda t, a: reference_dynopool(t, a, aggregation), x, alpha)
+    assert y.shape[-1] == math.floor(max(length * scale, 1.5) + 0.5)
+    torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(gx, gx_ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(ga, ga_ref, atol=1e-10, rtol=1e-10)
+    module = DynOPool1d(scale, aggregation)
+    assert torch.equal(module(x.float()), dynopool(x.float(), module.alpha.detach(), aggregation))
+
+
+def test_dynopool1d_half_scale_is_maxpool1d():
+    x = torch.randn(2, 3, 10)
+    assert torch.equal(DynOPool1d(0.5)(x), F.max_pool1d(x, 2))
+
+
+@pytest.mark.parametrize("aggregation", ["max", "avg"])
+def test_dynopool3d_matches_reference(aggregation):
+    torch.manual_seed(10)
+    x = torch.randn(1, 2, 5, 6, 7, dtype=torch.float64)
+    alpha = torch.tensor([1 / 0.8, 1 / 0.6, 1 / 0.4], dtype=torch.float64)
+    y, gx, ga = _run(lambda t, a: dynopool(t, a, aggregation), x, alpha)
+    y_ref, gx_ref, ga_ref = _run(lambda t, a: reference_dynopool(t, a, aggregation), x, alpha)
+    assert tuple(y.shape[2:]) == (4, 4, 3)
+    torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(gx, gx_ref, atol=1e-12, rtol=0)
+    torch.testing.assert_close(ga, ga_ref, atol=1e-10, rtol=1e-10)
+
+
+def test_dynopool3d_half_scale_is_maxpool3d():
+    x = torch.randn(2, 3, 4, 6, 8)
+    assert torch.equal(DynOPool3d(0.5)(x), F.max_pool3d(x, 2))
+
+
+# ----------------------------------------------------------------------------------------------
+# Module contract
+# ----------------------------------------------------------------------------------------------
+def test_scale_sharing(backend):
+    torch.manual_seed(11)
+    a = DynOPool2d((0.6, 0.45))
+    b = DynOPool2d(share_scale_with=a)
+    assert b.alpha is a.alpha
+    x1, x2 = torch.randn(2, 3, 13, 9), torch.randn(2, 3, 13, 9)
+    y1, y2 = a(x1), b(x2)
+    assert y1.shape == y2.shape and a.last_out_size == b.last_out_size
+    w1, w2 = torch.randn_like(y1), torch.randn_like(y2)
+    (g1,) = torch.autograd.grad((y1 * w1).sum(), a.alpha, retain_graph=True)
+    (g2,) = torch.autograd.grad((y2 * w2).sum(), a.alpha, retain_graph=True)
+    ((y1 * w1).sum() + (y2 * w2).sum()).backward()
+    torch.testing.assert_close(a.alpha.grad, g1 + g2)
+    assert list(b.parameters())[0] is a.alpha
+
+
+def test_extra_repr_and_exposed_state():
+    pool = DynOPool2d((0.5, 0.25), aggregation="avg")
+    text = repr(pool)
+    assert "scale=(0.500, 0.250)" in text and "aggregation=avg" in text and "last=" not in text
+    torch.testing.assert_close(pool.scale, torch.tensor([0.5, 0.25]))
+    pool(torch.randn(1, 2, 8, 16))
+    assert pool.last_in_size == (8, 16) and pool.last_out_size == (4, 4)
+    assert "last=(8, 16)->(4, 4)" in repr(pool)
+    s = pool.last_size_surrogate
+    assert s.tolist() == [4.0, 4.0]
+    s.sum().backward()  # d(H / alpha_h)/d alpha_h = -H / alpha_h^2
+    torch.testing.assert_close(pool.alpha.grad, torch.tensor([-8 / 2.0**2, -16 / 4.0**2]))
+
+
+@pytest.mark.parametrize("aggregation", ["max", "avg"])
+@pytest.mark.parametrize("scale", [(0.5, 0.5), (0.62, 1.3)])
+def test_to_static_identical(backend, aggregation, scale):
+    torch.manual_seed(12)
+    pool = DynOPool2d(scale, aggregation)
+    x = torch.randn(2, 3, 10, 9)
+    y = pool(x)
+    static = pool.to_static()
+    assert isinstance(static, StaticResizePool) and not list(static.parameters())
+    assert static.out_size == pool.last_out_size
+    assert torch.equal(static(x), y.detach())
+
+
+def test_to_static_requires_forward():
+    with pytest.raises(RuntimeError):
+        DynOPool2d().to_static()
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [0.0, -0.5, float("nan"), float("inf"), (0.5, -1.0)])
+def test_bad_init_scale(value):
+    with pytest.raises(ValueError, match="init_scale"):
+        DynOPool2d(value)
+
+
+@pytest.mark.parametrize("value", [0.0, -2.0, float("nan"), float("inf")])
+def test_bad_alpha(value):
+    with pytest.raises(ValueError, match="alpha"):
+        dynopool2d(torch.randn(1, 1, 4, 4), torch.tensor([2.0, value]))
+
+
+@pytest.mark.parametrize("module,shape", [(DynOPool2d, (4, 4)), (DynOPool2d, (1, 1, 1, 4, 4)),
+                                          (DynOPool1d, (1, 4, 4, 4)), (DynOPool3d, (1, 1, 4, 4))])
+def test_wrong_rank(module, shape):
+    with pytest.raises(ValueError, match="dimensions"):
+        module()(torch.randn(shape))
+
+
+def test_unknown_aggregation():
+    with pytest.raises(ValueError, match="aggregation"):
+        DynOPool2d(aggregation="median")
+    with pytest.raises(ValueError, match="aggregation"):
+        dynopool2d(torch.randn(1, 1, 4, 4), torch.tensor([2.0, 2.0]), aggregation="sum")
+
+
+# ----------------------------------------------------------------------------------------------
+# Dispatch
+# ----------------------------------------------------------------------------------------------
+def test_dispatch_rules(monkeypatch):
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    alpha = torch.tensor([1 / 0.7, 1 / 0.7])
+    monkeypatch.setenv("POOLARCH_DISABLE_EXT", "1")
+    assert not _used_fused(dynopool2d(x, alpha))
+    monkeypatch.delenv("POOLARCH_DISABLE_EXT")
+    assert _used_fused(dynopool2d(x, alpha)) == ext.extension_available()
+    assert not _used_fused(dynopool2d(x.bfloat16(), alpha))  # unsupported dtype -> reference path
+    assert ext.fused_dynopool(torch.randn(1, 2, 6), alpha[:1], (4,), "max") is None  # 1-d
+
+
+def test_build_failure_warns_once_and_falls_back(monkeypatch):
+    monkeypatch.delenv("POOLARCH_DISABLE_EXT", raising=False)
+    monkeypatch.setitem(ext._state, "loaded", None)
+
+    def broken() -> bool:
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(ext, "_load", broken)
+    x = torch.randn(1, 1, 6, 6)
+    alpha = torch.tensor([1 / 0.7, 1 / 0.7])
+    with pytest.warns(RuntimeWarning, match="pure-PyTorch"):
+        y = dynopool2d(x, alpha)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y2 = dynopool2d(x, alpha)
+    torch.testing.assert_close(y, reference_dynopool(x, alpha))
+    assert torch.equal(y, y2)

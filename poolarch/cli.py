@@ -158,8 +158,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import Trainer
 
     given = _given_train_options(args)
-    if not given:
-        run_demo()
+    if not [d for d in given if d != "quiet"]:
+        run_demo(quiet=args.quiet)
         return 0
     log = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     if args.resume:
@@ -171,8 +171,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _build(lambda: config_from_args(args))
         trainer = _build(lambda: Trainer(cfg, overwrite=args.overwrite, log=log))
     result = trainer.fit(stop_after_epochs=args.stop_after_epochs)
-    state = "finished" if result.finished else "stopped (resume with --resume)"
-    print(f"run {state}: {result.run_dir}")
+    if trainer.dist.is_primary:
+        state = "finished" if result.finished else "stopped (resume with --resume)"
+        print(f"run {state}: {result.run_dir}")
     return 0
 
 

@@ -315,3 +315,29 @@ def test_segmentation_miou_from_confusion_matrix():
     small = torch.randn(1, 3, 1, 2)
     assert torch.isfinite(task.loss(small, target))
     assert mean_iou(torch.zeros(3, 3)) != mean_iou(torch.zeros(3, 3))  # nan when nothing present
+
+
+# -- the budget controller in isolation --------------------------------------------------------------
+def test_budget_controller_sign_and_projection():
+    from poolarch.complexity import count_macs
+    from poolarch.models import create_model
+    from poolarch.train.budget import GmacsBudget, project_to_budget, scalable_alphas
+
+    budget = GmacsBudget(target=1.0, total_steps=100)
+    assert budget.lambda_ == 0.0  # neutral start without a configured lambda
+    for _ in range(5):
+        budget.update(2.0)  # too many MACs: penalise them
+    assert budget.lambda_ > 0
+    for _ in range(60):
+        budget.update(0.5)  # too few: the controller ends up rewarding MACs
+    assert budget.lambda_ < 0
+
+    model = create_model("vgg_small", num_classes=10, pool="dynopool", in_chans=1, width=0.25).eval()
+    example = torch.zeros(1, 1, 28, 28)
+    measure = lambda: count_macs(model, example).total / 1e9  # noqa: E731
+    before = [a.detach().clone() for a in scalable_alphas(model)]
+    target = 0.4 * measure()
+    factor, gmacs = project_to_budget(model, measure, target, tolerance=0.05)
+    assert abs(gmacs / target - 1) <= 0.05 and gmacs == pytest.approx(measure())
+    for a0, a in zip(before, scalable_alphas(model)):  # one common factor on every alpha
+        torch.testing.assert_close(a.detach(), a0 * factor)

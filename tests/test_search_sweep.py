@@ -1,5 +1,4 @@
 """Brute-force sweeps: local workers, restart skips finished runs, Ray Tune in local mode."""
-import time
 
 import pytest
 import yaml

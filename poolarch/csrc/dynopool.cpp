@@ -18,10 +18,12 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace poolarch_dynopool {
@@ -105,6 +107,19 @@ bool is_identity(const AxisTaps<scalar_t>& t, int64_t in_len) {
   return true;
 }
 
+// Branch-free select (bit masks, so scalar remainder loops do not mispredict): s ? a : b.
+template <typename scalar_t>
+inline scalar_t select(bool s, scalar_t a, scalar_t b) {
+  using bits_t = std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint64_t>;
+  const bits_t m = bits_t(0) - static_cast<bits_t>(s);
+  return std::bit_cast<scalar_t>((std::bit_cast<bits_t>(a) & m) | (std::bit_cast<bits_t>(b) & ~m));
+}
+
+inline int8_t select_code(bool s, int8_t a, int8_t b) {
+  const int8_t m = static_cast<int8_t>(-static_cast<int8_t>(s));
+  return static_cast<int8_t>((a & m) | (b & ~m));
+}
+
 // Aggregate the 4 lattice values of a cell. max: same tie/NaN rule as max_pool2d (a later point
 // wins if strictly greater or NaN), code = 2a + b of the winner; avg: row-major sum / 4.
 template <typename scalar_t, int64_t kMode>
@@ -113,14 +128,14 @@ inline void aggregate(scalar_t v00, scalar_t v01, scalar_t v10, scalar_t v11, sc
     scalar_t best = v00;
     int8_t c = 0;
     bool t = (v01 > best) | (v01 != v01);
-    best = t ? v01 : best;
-    c = t ? int8_t(1) : c;
+    best = select(t, v01, best);
+    c = select_code(t, int8_t(1), c);
     t = (v10 > best) | (v10 != v10);
-    best = t ? v10 : best;
-    c = t ? int8_t(2) : c;
+    best = select(t, v10, best);
+    c = select_code(t, int8_t(2), c);
     t = (v11 > best) | (v11 != v11);
-    best = t ? v11 : best;
-    c = t ? int8_t(3) : c;
+    best = select(t, v11, best);
+    c = select_code(t, int8_t(3), c);
     out = best;
     code = c;
   } else {
@@ -138,12 +153,17 @@ inline void resample_columns(const scalar_t* __restrict R, const AxisTaps<scalar
   const int64_t* i1 = tw.i1.data();
   const scalar_t* w0 = tw.w0.data();
   const scalar_t* w1 = tw.w1.data();
-  for (int64_t l = 0; l < Lw; ++l) {
-    const scalar_t a = w0[l], b = w1[l];
-    const scalar_t* A = R + i0[l] * Q;
-    const scalar_t* B = R + i1[l] * Q;
-    scalar_t* out = L + l * Q;
-    for (int64_t q = 0; q < Q; ++q) out[q] = a * A[q] + b * B[q];
+  if constexpr (kPlanar) {
+#pragma omp simd
+    for (int64_t l = 0; l < Lw; ++l) L[l] = w0[l] * R[i0[l]] + w1[l] * R[i1[l]];
+  } else {
+    for (int64_t l = 0; l < Lw; ++l) {
+      const scalar_t a = w0[l], b = w1[l];
+      const scalar_t* A = R + i0[l] * Q;
+      const scalar_t* B = R + i1[l] * Q;
+      scalar_t* out = L + l * Q;
+      for (int64_t q = 0; q < Q; ++q) out[q] = a * A[q] + b * B[q];
+    }
   }
 }
 
@@ -151,15 +171,23 @@ inline void resample_columns(const scalar_t* __restrict R, const AxisTaps<scalar
 template <typename scalar_t, int64_t kMode, bool kPlanar>
 inline void aggregate_row(const scalar_t* __restrict La, const scalar_t* __restrict Lb, int64_t Wo, int64_t Q_dyn,
                           scalar_t* __restrict orow, int8_t* __restrict crow) {
-  const int64_t Q = kPlanar ? 1 : Q_dyn;
   int8_t unused = 0;
-  for (int64_t j = 0; j < Wo; ++j) {
-    const scalar_t *A0 = La + (2 * j) * Q, *A1 = La + (2 * j + 1) * Q;
-    const scalar_t *C0 = Lb + (2 * j) * Q, *C1 = Lb + (2 * j + 1) * Q;
-    scalar_t* o = orow + j * Q;
-    int8_t* c = kMode == kMax ? crow + j * Q : &unused;
-    for (int64_t q = 0; q < Q; ++q)
-      aggregate<scalar_t, kMode>(A0[q], A1[q], C0[q], C1[q], o[q], kMode == kMax ? c[q] : unused);
+  if constexpr (kPlanar) {
+#pragma omp simd
+    for (int64_t j = 0; j < Wo; ++j)
+      aggregate<scalar_t, kMode>(La[2 * j], La[2 * j + 1], Lb[2 * j], Lb[2 * j + 1], orow[j],
+                                 kMode == kMax ? crow[j] : unused);
+  } else {
+    const int64_t Q = Q_dyn;
+    for (int64_t j = 0; j < Wo; ++j) {
+      const scalar_t *A0 = La + (2 * j) * Q, *A1 = La + (2 * j + 1) * Q;
+      const scalar_t *C0 = Lb + (2 * j) * Q, *C1 = Lb + (2 * j + 1) * Q;
+      scalar_t* o = orow + j * Q;
+      int8_t* c = kMode == kMax ? crow + j * Q : &unused;
+#pragma omp simd
+      for (int64_t q = 0; q < Q; ++q)
+        aggregate<scalar_t, kMode>(A0[q], A1[q], C0[q], C1[q], o[q], kMode == kMax ? c[q] : unused);
+    }
   }
 }
 
@@ -175,7 +203,13 @@ void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, 3 * LQ + 2 * WQ));
   at::parallel_for(0, P * Ho, grain, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> row_a(kIdH ? 0 : WQ), row_b(kIdH ? 0 : WQ);
-    std::vector<scalar_t> lat_a(kIdW ? 0 : LQ), lat_b(kIdW ? 0 : LQ);
+    // Planar rows are short: pad them to whole vectors (aggregated into scratch, then copied) so
+    // the aggregation never runs a scalar remainder loop.
+    constexpr bool kPadded = kPlanar && !kIdW;
+    const int64_t Wo_pad = kPadded ? (Wo + 15) / 16 * 16 : Wo;
+    std::vector<scalar_t> lat_a(kIdW ? 0 : 2 * Wo_pad * Q, 0), lat_b(kIdW ? 0 : 2 * Wo_pad * Q, 0);
+    std::vector<scalar_t> out_pad(kPadded ? Wo_pad : 0);
+    std::vector<int8_t> code_pad(kPadded ? Wo_pad : 0);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t p = task / Ho, i = task % Ho;
       const scalar_t* plane = xd + p * H * WQ;
@@ -196,6 +230,12 @@ void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const
         Rb = lat_b.data();
       }
       const int64_t o = (p * Ho + i) * Wo * Q;
+      if (kPadded) {
+        aggregate_row<scalar_t, kMode, kPlanar>(Ra, Rb, Wo_pad, Q, out_pad.data(), code_pad.data());
+        std::memcpy(od + o, out_pad.data(), sizeof(scalar_t) * Wo);
+        if (cd) std::memcpy(cd + o, code_pad.data(), Wo);
+        continue;
+      }
       aggregate_row<scalar_t, kMode, kPlanar>(Ra, Rb, Wo, Q, od + o, cd ? cd + o : nullptr);
     }
   });
@@ -232,20 +272,26 @@ void forward_impl(const at::Tensor& x, at::Tensor& out, at::Tensor& codes) {
 template <typename scalar_t, int64_t kMode, bool kPlanar>
 inline void expand_grad_row(const scalar_t* __restrict go, const int8_t* __restrict co, int64_t Wo, int64_t Q_dyn,
                             int64_t a, scalar_t* __restrict G) {
-  const int64_t Q = kPlanar ? 1 : Q_dyn;
   const int8_t p0 = static_cast<int8_t>(2 * a), p1 = static_cast<int8_t>(2 * a + 1);
   const scalar_t zero = 0, quarter = static_cast<scalar_t>(4);
-  for (int64_t j = 0; j < Wo; ++j) {
-    for (int64_t q = 0; q < Q; ++q) {
-      const scalar_t g = go[j * Q + q];
-      if (kMode == kMax) {
-        const int8_t c = co[j * Q + q];
-        G[(2 * j) * Q + q] = c == p0 ? g : zero;
-        G[(2 * j + 1) * Q + q] = c == p1 ? g : zero;
-      } else {
-        G[(2 * j) * Q + q] = g / quarter;
-        G[(2 * j + 1) * Q + q] = g / quarter;
-      }
+  auto cell = [&](int64_t j, int64_t q, int64_t Q) {
+    const scalar_t g = go[j * Q + q];
+    if (kMode == kMax) {
+      const int8_t c = co[j * Q + q];
+      G[(2 * j) * Q + q] = select(c == p0, g, zero);
+      G[(2 * j + 1) * Q + q] = select(c == p1, g, zero);
+    } else {
+      G[(2 * j) * Q + q] = g / quarter;
+      G[(2 * j + 1) * Q + q] = g / quarter;
+    }
+  };
+  if constexpr (kPlanar) {
+#pragma omp simd
+    for (int64_t j = 0; j < Wo; ++j) cell(j, 0, 1);
+  } else {
+    for (int64_t j = 0; j < Wo; ++j) {
+#pragma omp simd
+      for (int64_t q = 0; q < Q_dyn; ++q) cell(j, q, Q_dyn);
     }
   }
 }
@@ -399,14 +445,22 @@ void backward_general(const at::Tensor& grad_out, const at::Tensor& x, const at:
             const scalar_t* gl = GL.data();
             scalar_t* ah = acc_h.data();
             scalar_t* aw = acc_w.data();
-            for (int64_t l = 0; l < Lw; ++l) {
-              const scalar_t a0 = cw0[l], a1 = cw1[l];
-              const scalar_t *dA = d + ci0[l] * Q, *dB = d + ci1[l] * Q;
-              const scalar_t *rA = r + ci0[l] * Q, *rB = r + ci1[l] * Q;
-              const scalar_t* g = gl + l * Q;
-              for (int64_t q = 0; q < Q; ++q) {
-                ah[l * Q + q] += (g[q] * (a0 * dA[q] + a1 * dB[q])) * fh;
-                aw[l * Q + q] += g[q] * (rB[q] - rA[q]);
+            if constexpr (kPlanar) {
+#pragma omp simd
+              for (int64_t l = 0; l < Lw; ++l) {
+                ah[l] += (gl[l] * (cw0[l] * d[ci0[l]] + cw1[l] * d[ci1[l]])) * fh;
+                aw[l] += gl[l] * (r[ci1[l]] - r[ci0[l]]);
+              }
+            } else {
+              for (int64_t l = 0; l < Lw; ++l) {
+                const scalar_t a0 = cw0[l], a1 = cw1[l];
+                const scalar_t *dA = d + ci0[l] * Q, *dB = d + ci1[l] * Q;
+                const scalar_t *rA = r + ci0[l] * Q, *rB = r + ci1[l] * Q;
+                const scalar_t* g = gl + l * Q;
+                for (int64_t q = 0; q < Q; ++q) {
+                  ah[l * Q + q] += (g[q] * (a0 * dA[q] + a1 * dB[q])) * fh;
+                  aw[l * Q + q] += g[q] * (rB[q] - rA[q]);
+                }
               }
             }
             if (++rows % kFlushEvery == 0) {

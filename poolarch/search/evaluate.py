@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -71,7 +72,7 @@ def evaluate_configuration(model: nn.Module, config: Sequence[int], weight_set: 
         _recalibrate(model, config, weight_set, recalibration_loader, recalibration_batches, device)
     model.eval()
     correct = total = 0
-    context = batch_statistics(model.subnet(weight_set)) if use_batch_stats else _null()
+    context = batch_statistics(model.subnet(weight_set)) if use_batch_stats else nullcontext()
     with context:
         for i, (inputs, targets) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
@@ -82,14 +83,6 @@ def evaluate_configuration(model: nn.Module, config: Sequence[int], weight_set: 
     if total == 0:
         raise ValueError("loader gave no batch to evaluate")
     return 100.0 * correct / total
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def rank_configurations(model: nn.Module, method: Any, loader: Iterable, *, eval_top: int | None = None,

@@ -5,7 +5,7 @@ turns the target into a feedback loop, in two phases over ``total_steps`` optimi
 
 1. **Control** (all but the last ``final_fraction`` of the steps): after every step, a
    proportional-integral controller on the error ``e = log(GMACs / target)`` updates the signed
-   ``lambda = u / target`` by ``u += k_i * e + k_p * (e - e_prev)`` (clipped per step). More MACs
+   ``lambda = u / GMACs`` by ``u += k_i * e + k_p * (e - e_prev)`` (clipped per step). More MACs
    than wanted raise lambda; fewer lower it, below zero if needed (then the loss rewards MACs and
    the scales grow back). The integral gain is per whole run, so the loop settles in the same share
    of any run length.
@@ -86,10 +86,12 @@ def project_to_budget(
 class GmacsBudget:
     """Lambda controller + final projection; see the module docstring.
 
-    The controller works on a *signed* lambda ``lambda = u / target``: ``u = 1`` makes the penalty
-    ``lambda * GMACs`` about 1 at the target (the size of a cross-entropy loss). Above the target
-    ``u`` grows (penalise MACs); below it ``u`` may turn negative, which rewards MACs and lets the
-    scales grow back -- a non-negative lambda could only stop shrinking, never undo it.
+    The controller works on a *signed* lambda ``lambda = u / GMACs_now``: the penalty
+    ``lambda * GMACs`` then has the value ``u`` and the gradient ``u * d log(GMACs)``, of the size of
+    a cross-entropy loss for ``|u| ~ 1`` whatever the network's current size (a fixed lambda would
+    make a reward for MACs grow with the MACs and run away). Above the target ``u`` grows
+    (penalise MACs); below it ``u`` may turn negative, which rewards MACs and lets the scales grow
+    back -- a non-negative lambda could only stop shrinking, never undo it.
 
     Args:
         target: GMACs per image to land on.
@@ -121,21 +123,22 @@ class GmacsBudget:
         self.k_i = k_i / max(1, self.total_steps)
         self.k_p = k_p
         self.max_step = max_step
-        self.base_lambda = 1.0 / self.target
-        self.u = float(initial_lambda) / self.base_lambda
+        self.gmacs = self.target
+        self.u = float(initial_lambda) * self.target
         self.prev_error: float | None = None
         self.frozen = False
         self.projection_factor: float | None = None
 
     @property
     def lambda_(self) -> float:
-        return self.u * self.base_lambda
+        return self.u / self.gmacs
 
     def update(self, gmacs: float) -> float:
         """Controller step after an optimiser step with the network at ``gmacs``; returns lambda."""
         if self.frozen:
             return self.lambda_
-        error = math.log(max(gmacs, 1e-12) / self.target)
+        self.gmacs = max(gmacs, 1e-12)
+        error = math.log(self.gmacs / self.target)
         delta = self.k_i * error + (0.0 if self.prev_error is None else self.k_p * (error - self.prev_error))
         self.u += max(-self.max_step, min(self.max_step, delta))
         self.prev_error = error
@@ -156,11 +159,12 @@ class GmacsBudget:
         return gmacs
 
     def state_dict(self) -> dict[str, Any]:
-        return {"u": self.u, "prev_error": self.prev_error, "frozen": self.frozen,
+        return {"u": self.u, "gmacs": self.gmacs, "prev_error": self.prev_error, "frozen": self.frozen,
                 "projection_factor": self.projection_factor}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.u = state["u"]
+        self.gmacs = state["gmacs"]
         self.prev_error = state["prev_error"]
         self.frozen = state["frozen"]
         self.projection_factor = state["projection_factor"]

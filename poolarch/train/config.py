@@ -87,7 +87,7 @@ class TrainConfig:
     lambda_: float = 0.0
     target_gmacs: float | None = None
     target_tolerance: float = 0.05
-    max_scale: float | None = 4.0
+    max_scale: float | None = 2.0
     # method
     method: str = "plain"
     method_args: dict = field(default_factory=dict)

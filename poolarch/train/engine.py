@@ -40,7 +40,7 @@ from ..layers.base import learnable_resizers
 from .budget import GmacsBudget, has_learnable_resizers, scalable_alphas
 from .checkpoint import atomic_torch_save, atomic_write_text, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
-from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, init_distributed
+from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, broadcast_object, init_distributed
 from .method import Method, create_method, list_methods
 from .schedule import lr_factor
 from .task import Task, create_task
@@ -349,7 +349,10 @@ class Trainer:
             check_registries(cfg)
         elif cfg.method not in list_methods():
             raise ValueError(f"method must be one of {list_methods()}, got {cfg.method!r}")
-        self.run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+        self.device = resolve_device(cfg)
+        self.dist = init_distributed(self.device.type)
+        # every rank uses rank 0's directory (the default name contains the start time)
+        self.run_dir = Path(broadcast_object(str(Path(cfg.out) if cfg.out else default_run_dir(cfg)), self.dist))
         if self.resume_dir is None:
             check_writable(self.run_dir)
             if run_status(self.run_dir) != "missing" and not overwrite:
@@ -357,8 +360,7 @@ class Trainer:
                     f"out {str(self.run_dir)!r} already holds a run; pass resume to continue it, "
                     "another out, or overwrite"
                 )
-        self.device = resolve_device(cfg)
-        self.dist = init_distributed(self.device.type)
+        barrier(self.dist)  # every rank has checked the directory before rank 0 writes into it
         seed_everything(cfg.seed)
 
         self.data = data if data is not None else build_data(cfg, self.dist, self.device)
@@ -616,7 +618,7 @@ def _yaml_safe(obj: Any) -> Any:
 
 
 def _format_row(record: dict[str, Any], metric: str) -> str:
-    parts = [f"epoch {record['epoch']}", f"loss {record.get('train_loss', float('nan')):.4f}"]
+    parts = [f"epoch {record['epoch']}", f"task loss {record.get('train_task_loss', float('nan')):.4f}"]
     for split in ("train", "val", "test"):
         if f"{split}_{metric}" in record:
             parts.append(f"{split} {metric} {record[f'{split}_{metric}']:.2f}")

@@ -37,6 +37,7 @@ _NESTED_FLAGS = {
     "config_blocks": ("model_args", "config_blocks"),
     "prune_threshold": ("method_args", "prune_threshold"),
     "one_res": ("method_args", "one_res"),
+    "prune_epoch": ("method_args", "prune_epoch"),
 }
 _RUN_FLAGS = ("config", "resume", "overwrite", "stop_after_epochs", "command", "func", "quiet")
 
@@ -98,6 +99,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("method")
     g.add_argument("--method", help="training method (poolarch.train.list_methods())")
     g.add_argument("--prune-threshold", type=float, help="multires: prune resolutions below this weight")
+    g.add_argument("--prune-epoch", type=int, help="multires: prune after this many epochs (default: half)")
     g.add_argument("--one-res", action="store_true", default=None, help="multires: keep one resolution per layer")
     g = p.add_argument_group("run")
     g.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/<name>-<time>)")
@@ -197,9 +199,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import make_report
 
-    for run_dir in args.run_dirs:
-        if not (Path(run_dir) / "config.yaml").is_file():
-            raise UsageError(f"{run_dir!r} is not a run directory (no config.yaml)")
+    for run_dir in map(Path, args.run_dirs):
+        is_run = (run_dir / "metrics.csv").is_file()
+        holds_runs = run_dir.is_dir() and any((c / "metrics.csv").is_file() for c in run_dir.iterdir())
+        if not (is_run or holds_runs):
+            raise UsageError(f"{str(run_dir)!r} is neither a run directory (metrics.csv) nor a folder of runs "
+                             "(e.g. a sweep)")
     out = _build(lambda: make_report([Path(d) for d in args.run_dirs], Path(args.out)))
     print(f"report written to {out if out is not None else args.out}")
     return 0

@@ -16,8 +16,9 @@ Schema read from each run directory (written by :mod:`poolarch.train.engine`)::
     result.yaml        optional; its presence marks a finished run
 
 A path without ``metrics.csv`` whose sub-directories are runs (e.g. a sweep folder) expands to
-those runs. :func:`make_report` writes ``report.md``, ``feature_maps.png``, ``acc_vs_gmacs.png``
-and ``scales_<run>.png`` into ``out_dir``; further figures plug in with :func:`register_figure`.
+those runs. :func:`make_report` writes ``report.md``, ``feature_maps.png``, ``acc_vs_gmacs.png``,
+``scales_<run>.png`` and, for multi-resolution runs, ``multires_<run>.png`` (mixing-weight
+heat-map and learned depth) into ``out_dir``; further figures plug in with :func:`register_figure`.
 """
 from __future__ import annotations
 
@@ -289,6 +290,23 @@ def _scales(runs: Sequence[RunSummary], out_dir: Path, select: str) -> list[Path
         epochs = [v if v is not None else i + 1 for i, v in enumerate(r.column("epoch"))]
         out.append(plots.plot_scales(epochs, scales, out_dir / f"scales_{_slug(r.label)}.png",
                                      title=f"Scales during training: {r.label}"))
+    return out
+
+
+@register_figure("multires")
+def _multires(runs: Sequence[RunSummary], out_dir: Path, select: str) -> list[Path]:
+    """Mixing weights (layers x resolutions, paper 002 Fig. 3) and learned depth of every
+    multi-resolution run, from the ``alpha/l{l}_r{r}`` and ``beta/l{l}`` columns. A run that was
+    pruned is drawn at its last epoch before pruning (what the search learned)."""
+    from .models.multires import plot_multires
+
+    out = []
+    for r in runs:
+        if not any(k.startswith("alpha/") for k in r.rows[-1]):
+            continue
+        searched = [row for row in r.rows if _num(row.get("multires/pruned")) in (None, 0.0)]
+        row = searched[-1] if searched else r.row(select)
+        out.append(Path(plot_multires(row, str(out_dir / f"multires_{_slug(r.label)}.png"))))
     return out
 
 

@@ -111,8 +111,12 @@ def test_train_eval_report_and_resume(tmp_path, capsys):
     status, out, err = run_cli(capsys, "report", str(run_dir), "--out", str(tmp_path / "rep"))
     assert status == 0, err
     assert (tmp_path / "rep" / "report.md").is_file()
+    # a folder of runs (e.g. a sweep) expands to its runs
+    status, out, err = run_cli(capsys, "report", str(tmp_path), "--out", str(tmp_path / "rep2"))
+    assert status == 0, err
+    assert "| run |" in (tmp_path / "rep2" / "report.md").read_text()
     status, _, err = run_cli(capsys, "report", str(tmp_path / "nothing"))
-    assert status == 2 and "not a run directory" in err
+    assert status == 2 and "neither a run directory" in err
 
 
 def test_existing_run_dir_needs_overwrite(tmp_path, capsys):

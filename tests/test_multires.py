@@ -464,3 +464,27 @@ def test_engine_run_searches_then_keeps_one_resolution(tmp_path):
         assert sorted(row) == [0.0, 1.0]
         assert row.index(1.0) == max(range(2), key=lambda r: first[f"alpha/l{layer}_r{r}"])
     assert last["gmacs"] < first["gmacs"]  # one branch per layer costs less than two
+
+
+def test_engine_passes_epochs_so_one_res_prunes_at_half(tmp_path):
+    """The CLI's ``--one-res`` alone: the engine tells the method the run length (4 epochs), so the
+    search runs for epochs 1-2 and the one-resolution network is fine-tuned in epochs 3-4."""
+    from poolarch.cli import main
+
+    out = tmp_path / "run"
+    config = tmp_path / "tiny.yaml"
+    config.write_text("image_size: 8\nnum_classes: 3\nlimit: 16\n"
+                      "model_args: {channels: 4, num_layers: 2, resolutions: 2}\n")
+    code = main(["train", "--config", str(config), "--model", "multires_net", "--pool", "max",
+                 "--method", "multires", "--one-res", "--dataset", "random", "--epochs", "4",
+                 "--batch-size", "8", "--max-steps-per-epoch", "1", "--max-eval-steps", "1",
+                 "--device", "cpu", "--quiet", "--out", str(out)])
+    assert code == 0
+    import csv
+
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(float(r["multires/pruned"])) for r in rows] == [0, 1, 1, 1]
+    # the report draws the searched mixing weights (last row before pruning) as a heat-map
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "multires_run.png").stat().st_size > 1000
+    assert "multires_run.png" in (tmp_path / "rep" / "report.md").read_text()

@@ -190,3 +190,26 @@ def test_val_step_running_statistics_option():
     assert method.accuracy[c, m] == pytest.approx(acc)
     with pytest.raises(ValueError, match="val_batch_norm"):
         BalancedMixture(val_batch_norm="eval")
+
+
+def test_config_blocks_retrains_from_backbone_or_supernet_names():
+    """``--model resnet20_cifar --config-blocks 5,3,2`` builds the same plain network as
+    ``resnet20_blocks``; a model without a block space is refused with the allowed names."""
+    from types import SimpleNamespace
+
+    from poolarch.complexity import count_macs
+    from poolarch.models import create_model
+    from poolarch.train import TrainConfig
+    from poolarch.train.engine import build_model
+
+    data = SimpleNamespace(in_chans=3, num_classes=3)
+    reference = create_model("resnet20_blocks", num_classes=3, pool="max", config_blocks=[5, 3, 2], widths=[2, 4, 4])
+    for name in ("resnet20_cifar", "resnet20_supernet", "resnet20_blocks"):
+        cfg = TrainConfig(model=name, pool="max", model_args={"config_blocks": [5, 3, 2], "widths": [2, 4, 4]})
+        net = build_model(cfg, data)
+        assert type(net) is type(reference)
+        assert {k: v.shape for k, v in net.state_dict().items()} == {
+            k: v.shape for k, v in reference.state_dict().items()}
+        assert count_macs(net, (1, 3, 16, 16)).total == count_macs(reference, (1, 3, 16, 16)).total
+    with pytest.raises(ValueError, match="config_blocks.*resnet20_blocks"):
+        build_model(TrainConfig(model="vgg16_cifar", pool="max", model_args={"config_blocks": [5, 3, 2]}), data)

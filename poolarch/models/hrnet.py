@@ -246,7 +246,8 @@ class HRNet(nn.Module):
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
         """Stream outputs, highest resolution first."""
-        x = self._stem_step(1, self._stem_step(0, x))
+        stem1 = self._stem_step(0, x)
+        x = self._stem_step(1, stem1)
         xs = [self.stage1(x)]
         for trans, modules in zip(self.transitions, self.stages):
             xs = [
@@ -255,6 +256,7 @@ class HRNet(nn.Module):
             ]
             for module in modules:
                 xs = module(xs, self.resizers)
+        self._last_sizes = [tuple(stem1.shape[2:])] + [tuple(f.shape[2:]) for f in xs]
         return xs
 
     def forward(self, x: Tensor) -> Tensor:
@@ -266,8 +268,10 @@ class HRNet(nn.Module):
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
     def stream_sizes(self) -> list[tuple[int, ...]]:
-        """Sizes of the stem outputs and every stream after the last forward (resizer outputs)."""
-        return [tuple(r.last_out_size) for r in self.resizers if getattr(r, "last_out_size", None) is not None]
+        """Spatial sizes after the last forward, as paper 000 Table 4 lists them: the first stem
+        step, then every stream (stream 1 = second stem step), highest resolution first.
+        Empty before the first forward."""
+        return list(getattr(self, "_last_sizes", []))
 
 
 def _build(name: str, num_classes: int = 21, pool: str = "strided", in_chans: int = 3, init_scales=None, **overrides) -> HRNet:

@@ -71,8 +71,6 @@ def run_search(cfg: TrainConfig | None = None, *, resume: str | Path | None = No
 
     trainer = Trainer(cfg, resume=resume, overwrite=overwrite, log=log, model=model, data=data)
     method = trainer.method
-    if hasattr(method, "total_steps") and method.total_steps is None:
-        method.total_steps = trainer.total_steps  # schedules (tau, warm-up) over the whole run
     trainer.fit()
     model, data, cfg = trainer.model, trainer.data, trainer.cfg
     if data.val is None:

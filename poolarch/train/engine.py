@@ -175,20 +175,42 @@ def build_torchvision_model(name: str, num_classes: int, pool: str, in_chans: in
     return model
 
 
+def blocks_model_name(model: str) -> str:
+    """The plain fixed-configuration model that ``config_blocks`` retrains for ``model``:
+    ``resnet20_cifar``, ``resnet20_supernet`` and ``resnet20_blocks`` all give ``resnet20_blocks``."""
+    from ..models import list_models
+
+    import poolarch.search  # noqa: F401  (registers the ``*_blocks`` models)
+
+    for suffix in ("_blocks", "_multires_supernet", "_supernet", "_cifar"):
+        if model.endswith(suffix):
+            candidate = model[: -len(suffix)] + "_blocks"
+            if candidate in list_models():
+                return candidate
+    allowed = sorted(m for m in list_models() if m.endswith("_blocks"))
+    raise ValueError(f"config_blocks retrains a searched ResNet; model must be one of {allowed} "
+                     f"(or their _cifar/_supernet names), got {model!r}")
+
+
 def build_model(cfg: TrainConfig, data) -> nn.Module:
     from ..models import create_model
 
     kwargs = dict(cfg.model_args)
+    name = cfg.model
+    if kwargs.get("config_blocks") is not None:
+        name = blocks_model_name(name)
     kwargs.setdefault("in_chans", data.in_chans)
     if cfg.init_scales is not None:
         kwargs["init_scales"] = cfg.init_scales
     if cfg.model.startswith(TORCHVISION_PREFIX):
         return build_torchvision_model(cfg.model, num_classes=data.num_classes, pool=cfg.pool, **kwargs)
-    return create_model(cfg.model, num_classes=data.num_classes, pool=cfg.pool, **kwargs)
+    return create_model(name, num_classes=data.num_classes, pool=cfg.pool, **kwargs)
 
 
 def build_method(cfg: TrainConfig) -> Method:
-    common = dict(lr=cfg.lr, scale_lr=cfg.scale_lr, weight_decay=cfg.weight_decay, lambda_=cfg.lambda_)
+    # the run's length is offered too: methods with schedules (pruning epoch, temperature) read it
+    common = dict(lr=cfg.lr, scale_lr=cfg.scale_lr, weight_decay=cfg.weight_decay, lambda_=cfg.lambda_,
+                  epochs=cfg.epochs)
     from .method import _METHODS  # the registered factory, to see which common arguments it takes
 
     factory = _METHODS.get(cfg.method)
@@ -230,12 +252,17 @@ def architecture_summary(model: nn.Module, example: Tensor) -> tuple[str, str]:
     the input size and the output size of every resizing layer (learned or fixed: pools, strided
     convolutions) at ``example``, as paper 000 Table 1 lists them, and each learnable scale."""
     from ..complexity import feature_map_sizes
+    from ..complexity._trace import unwrap_model
 
     was_training = model.training
     try:
         found = feature_map_sizes(model, example)
     finally:
         model.train(was_training)
+    net = unwrap_model(model)
+    if callable(getattr(net, "stream_sizes", None)) and net.stream_sizes():
+        # multi-stream networks (HRNet) report one size per stream, as paper 000 Table 4
+        found = found[:1] + [("stream", size) for size in net.stream_sizes()]
     sizes = " ".join("x".join(str(int(v)) for v in size) for _, size in found)
     scales = []
     for _, module in learnable_resizers(model):
@@ -379,6 +406,8 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise ValueError(f"dataset {cfg.dataset!r} gives no training batch at batch_size {cfg.batch_size}")
         self.total_steps = cfg.epochs * self.steps_per_epoch
+        if getattr(self.method, "total_steps", 0) is None:
+            self.method.total_steps = self.total_steps  # schedules (tau, warm-up) span the whole run
         if self.method.uses_val_step and self.data.val is None:
             raise ValueError(f"method {cfg.method!r} needs a validation split: set val_fraction > 0")
 

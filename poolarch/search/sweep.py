@@ -11,7 +11,6 @@ every configuration with its final validation and test metrics.
 from __future__ import annotations
 
 import csv
-import io
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from ..train.checkpoint import atomic_write_text
+from ..train.checkpoint import atomic_write_csv
 from ..train.config import TrainConfig
 from .space import Config, format_config, get_backbone, parse_config
 
@@ -142,19 +141,8 @@ def sweep(base: TrainConfig, backbone: str, sweep_dir: str | Path, *, configs: S
             _run_ray(jobs, workers, threads, address, sweep_dir, log)
     rows = [{"config": format_config(c), **_metrics(run_dir_for(sweep_dir, c)), "run_dir": str(run_dir_for(sweep_dir, c))}
             for c in chosen]
-    _write_rows(sweep_dir / SWEEP_FILE, rows)
+    atomic_write_csv(sweep_dir / SWEEP_FILE, rows)
     return rows
-
-
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
 
 
 def read_sweep(path: str | Path, metric: str = "test_top1") -> dict[str, float]:

@@ -18,9 +18,7 @@ same weights and metrics as an uninterrupted run.
 """
 from __future__ import annotations
 
-import csv
 import inspect
-import io
 import math
 import os
 import random
@@ -38,7 +36,7 @@ from torch import Tensor, nn
 
 from ..layers.base import learnable_resizers
 from .budget import GmacsBudget, has_learnable_resizers, scalable_alphas
-from .checkpoint import atomic_torch_save, atomic_write_text, load_checkpoint, rng_state, set_rng_state
+from .checkpoint import atomic_torch_save, atomic_write_csv, atomic_write_text, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, broadcast_object, init_distributed
 from .method import Method, create_method, list_methods
@@ -313,18 +311,6 @@ def check_writable(out: Path) -> None:
 def default_run_dir(cfg: TrainConfig) -> Path:
     name = cfg.name or "-".join(p for p in (cfg.model, cfg.pool, cfg.dataset, cfg.variant) if p)
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(row)
-    atomic_write_text(path, buffer.getvalue())
 
 
 def _plain(value: Any) -> Any:
@@ -619,7 +605,7 @@ class Trainer:
                 self.best = dict(record)
             state = self._state(epoch + 1)  # collective on DDP: every rank gathers RNG states
             if primary:
-                _write_csv(self.run_dir / METRICS_FILE, self.history)
+                atomic_write_csv(self.run_dir / METRICS_FILE, self.history)
                 write_architecture(self.model, self.run_dir / ARCH_FILE, {"epoch": epoch + 1, "gmacs": record["gmacs"]})
                 atomic_torch_save(state, self.run_dir / LAST)
                 if improved:

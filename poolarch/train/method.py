@@ -51,6 +51,7 @@ class Method:
         weight_decay: weight decay of the weights (never applied to architecture parameters).
         lambda_: coefficient of the complexity loss (GMACs); 0 disables it.
         local_complexity: the paper's local variant of the complexity gradient.
+        epochs: length of the run (the engine passes it), for methods with schedules.
     """
 
     name = "plain"
@@ -62,9 +63,13 @@ class Method:
         weight_decay: float = 5e-4,
         lambda_: float = 0.0,
         local_complexity: bool = False,
+        epochs: int | None = None,
     ) -> None:
         if lambda_ < 0:
             raise ValueError(f"lambda must be >= 0, got {lambda_}")
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+            raise ValueError(f"epochs must be an int >= 1 or None, got {epochs!r}")
+        self.epochs = epochs
         self.lr = lr
         self.scale_lr = scale_lr
         self.weight_decay = weight_decay

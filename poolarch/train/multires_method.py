@@ -65,7 +65,7 @@ class MultiResMethod(Method):
         epochs: int | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(epochs=epochs, **kwargs)
         self.expected_resolutions = resolutions
         self.expected_learn_depth = learn_depth
         if prune_threshold is not None and not (0.0 < float(prune_threshold) <= 1.0):

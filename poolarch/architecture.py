@@ -55,12 +55,6 @@ class Architecture:
         return cls([ResizerRecord(**r) for r in data.get("resizers", [])], [list(g) for g in data.get("groups", [])])
 
 
-def _set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
-    parent_path, _, child = path.rpartition(".")
-    parent = root.get_submodule(parent_path) if parent_path else root
-    setattr(parent, child, new)
-
-
 def copy_model(model: nn.Module) -> nn.Module:
     """``copy.deepcopy`` that also works after a forward pass: the resizers' ``last_size_surrogate``
     (a non-leaf tensor, which deepcopy refuses) is copied detached."""
@@ -98,7 +92,7 @@ def freeze(model: nn.Module, example_input: Tensor | None = None, inplace: bool 
         if isinstance(module, LearnableResize):
             if id(module) not in static:
                 static[id(module)] = module.to_static()
-            _set_submodule(model, name, static[id(module)])
+            model.set_submodule(name, static[id(module)])
     return model
 
 
@@ -178,5 +172,5 @@ def apply_architecture(model: nn.Module, arch: Architecture | str | Path, static
             module.last_out_size = tuple(record.out_size)
     if static:
         for record in arch.resizers:
-            _set_submodule(model, record.name, present[record.name].to_static())
+            model.set_submodule(record.name, present[record.name].to_static())
     return model

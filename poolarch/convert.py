@@ -146,12 +146,6 @@ def _excluded(name: str, exclude: Sequence[str]) -> bool:
     return any(name == e or name.startswith(e + ".") for e in exclude)
 
 
-def _set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
-    parent_path, _, child = path.rpartition(".")
-    parent = root.get_submodule(parent_path) if parent_path else root
-    setattr(parent, child, new)
-
-
 @dataclass
 class _Site:
     info: ReplacedSite
@@ -459,15 +453,15 @@ def _build(model: nn.Module, sites: list[_Site], groups: list[list[int]], method
             if site.conv is not None:
                 model.get_submodule(site.conv).stride = (1, 1)
             if site.pool is not None:
-                _set_submodule(model, site.pool, resizer)
+                model.set_submodule(site.pool, resizer)
                 site.info.resizer, site.info.placement = site.pool, f"replaces {site.pool}"
             elif rule == "B":
                 host = model.get_submodule(site.after)
-                _set_submodule(model, site.after, nn.Sequential(host, resizer))
+                model.set_submodule(site.after, nn.Sequential(host, resizer))
                 site.info.resizer, site.info.placement = f"{site.after}.1", f"after {site.after}"
             else:
                 conv = model.get_submodule(site.conv)
-                _set_submodule(model, site.conv, nn.Sequential(resizer, conv))
+                model.set_submodule(site.conv, nn.Sequential(resizer, conv))
                 site.info.resizer, site.info.placement = f"{site.conv}.0", f"before {site.conv}"
             site.info.group = gi
     report.sites = [s.info for s in sites]

@@ -1,6 +1,8 @@
 """convert() on torchvision and zoo networks, freeze(), export, architecture files."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torchvision
@@ -304,3 +306,54 @@ def test_architecture_file_rebuilds_the_network(tmp_path):
     torch.testing.assert_close(static.eval()(x), expected)
     with pytest.raises(ValueError, match="arch"):
         apply_architecture(create_model("vgg_small", pool="dynopool"), arch)
+
+
+def _scripted_vgg16():
+    return trained_like("vgg16_cifar", width=0.25)
+
+
+def _scripted_resnet18():
+    torch.manual_seed(0)
+    model, _ = convert(torchvision.models.resnet18(num_classes=10))
+    randomise_scales(model, torch.Generator().manual_seed(5))
+    return model
+
+
+def _scripted_baseline(kind):
+    def build():
+        if kind not in list_pools():
+            pytest.skip(f"pool {kind!r} is not registered")
+        torch.manual_seed(0)
+        return create_model("resnet20_cifar", pool=kind)
+    return build
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+@pytest.mark.parametrize("build", [_scripted_vgg16, _scripted_resnet18, _scripted_baseline("shape_adaptor"),
+                                   _scripted_baseline("diffstride")],
+                         ids=["vgg16_cifar", "torchvision_resnet18", "shape_adaptor", "diffstride"])
+def test_torchscript_of_frozen_model_equals_eager(build):
+    """``torch.jit.script(freeze(model))`` computes what the eager frozen model computes (issue 3,
+    sec. 3), and the eager model still rejects a wrong-rank input with ValueError."""
+    model = build().eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model(x)
+    frozen = freeze(model).eval()
+    assert not learnable_resizers(frozen)
+    scripted = torch.jit.script(frozen)
+    with torch.no_grad():
+        expected = frozen(x)
+        torch.testing.assert_close(scripted(x), expected, atol=1e-6, rtol=1e-5)
+    # a wrong-rank input to a frozen resizer: the same ValueError as before freezing (eager), and
+    # an error naming the rule from the scripted module
+    name = learnable_resizers(model)[0][0]
+    wrong_rank = torch.randn(2, 4, 8)
+    message = r"input must have 4 dimensions \(N, C, H, W\) .*got shape \(2, 4, 8\)"
+    with pytest.raises(ValueError, match=message):
+        model.get_submodule(name)(wrong_rank)
+    with pytest.raises(ValueError, match=message):
+        frozen.get_submodule(name)(wrong_rank)
+    scripted_resizer = functools.reduce(getattr, name.split("."), scripted)  # no get_submodule on ScriptModules
+    with pytest.raises(torch.jit.Error, match="ValueError: " + message):
+        scripted_resizer(wrong_rank)

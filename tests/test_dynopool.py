@@ -435,6 +435,32 @@ def test_to_static_identical(backend, aggregation, scale):
     assert torch.equal(static(x), y.detach())
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+@pytest.mark.parametrize("aggregation", ["max", "avg"])
+@pytest.mark.parametrize("in_size,out_size",
+                         [((9,), (5,)), ((7, 10), (3, 6)), ((4, 5), (6, 3)), ((5, 4, 6), (2, 3, 4))])
+def test_static_resize_pool_torchscript(backend, aggregation, in_size, out_size):
+    """``torch.jit.script(StaticResizePool)`` equals the grid_sample reference at the fixed size, and
+    a wrong-rank input gives the same ValueError message in eager and scripted mode."""
+    static = StaticResizePool(out_size, aggregation)
+    scripted = torch.jit.script(static)
+    x = torch.randn(2, 3, *in_size, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    expected = reference_dynopool(x, None, aggregation, s=torch.tensor(out_size, dtype=torch.float64))
+    torch.testing.assert_close(scripted(x), expected)
+    torch.testing.assert_close(static(x), expected)
+    torch.testing.assert_close(scripted(x.float()), static(x.float()), atol=1e-6, rtol=1e-6)
+    n = len(out_size)
+    for wrong in (torch.randn(5), torch.randn(2, 3, *in_size, 2)):
+        message = (f"input must have {n + 2} dimensions (N, C, {', '.join('DHW'[3 - n:])}) for {n}-d DynOPool, "
+                   f"got shape {tuple(wrong.shape)}")
+        with pytest.raises(ValueError) as eager_error:
+            static(wrong)
+        assert str(eager_error.value) == message
+        with pytest.raises(torch.jit.Error) as scripted_error:
+            scripted(wrong)
+        assert "ValueError: " + message in str(scripted_error.value)
+
+
 def test_to_static_requires_forward():
     with pytest.raises(RuntimeError):
         DynOPool2d().to_static()

@@ -41,6 +41,37 @@ def test_miou_from_logits_and_absent_classes():
     assert mean_iou(confusion_matrix(logits.argmax(1), target, 4)) == pytest.approx(100.0)
 
 
+def test_segmentation_task_accumulates_the_split_miou_of_poolarch_metrics():
+    """The engine's SegmentationTask reports the split mIoU (%) of a slow per-pixel count (255
+    ignored, logits upsampled to the mask), and rejects labels outside the classes."""
+    from poolarch.train.task import SegmentationTask
+
+    g = torch.Generator().manual_seed(0)
+    num_classes = 4
+    batches = []
+    for _ in range(3):
+        target = torch.randint(0, num_classes, (2, 6, 8), generator=g)
+        target[torch.rand(target.shape, generator=g) < 0.2] = IGNORE_INDEX
+        batches.append((torch.randn(2, num_classes, 3, 4, generator=g), target))
+    acc = SegmentationTask().accumulator(num_classes)
+    tp, fp, fn = [0] * num_classes, [0] * num_classes, [0] * num_classes
+    for logits, target in batches:
+        acc.update(logits, target)
+        pred = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False).argmax(1)
+        for t, p in zip(target.flatten().tolist(), pred.flatten().tolist()):
+            if t == IGNORE_INDEX:
+                continue
+            if t == p:
+                tp[t] += 1
+            else:
+                fn[t] += 1
+                fp[p] += 1
+    ious = [tp[c] / (tp[c] + fp[c] + fn[c]) for c in range(num_classes) if tp[c] + fp[c] + fn[c] > 0]
+    assert acc.compute() == pytest.approx(100 * sum(ious) / len(ious), rel=1e-12)
+    with pytest.raises(ValueError, match="target labels"):
+        acc.update(batches[0][0], torch.full((2, 6, 8), num_classes))
+
+
 def test_confusion_rejects_bad_labels():
     with pytest.raises(ValueError, match="target labels"):
         confusion_matrix(torch.tensor([0]), torch.tensor([7]), 3)

@@ -9,7 +9,7 @@ DynOPool, Shape Adaptor and DiffStride are interchangeable.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import List, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,14 @@ def to_tuple(value: float | Sequence[float], ndim: int, name: str) -> tuple[floa
 
 def to_pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
     return to_tuple(value, 2, name)  # type: ignore[return-value]
+
+
+def shape_repr(shape: List[int]) -> str:
+    """``str(tuple(shape))``, written so TorchScript compiles it (error messages of static layers)."""
+    text = ", ".join([str(s) for s in shape])
+    if len(shape) == 1:
+        text += ","
+    return "(" + text + ")"
 
 
 def check_positive_finite(values: Sequence[float], name: str) -> None:

@@ -47,13 +47,13 @@ real FLOPs, halved) plus the masking/placement products; ``"dense"`` counts its 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import LearnableResize, check_positive_finite, to_pair
+from .base import LearnableResize, check_positive_finite, shape_repr, to_pair
 from .factory import register_pool
 
 __all__ = [
@@ -91,12 +91,13 @@ def _check_smoothness(smoothness: float) -> None:
 
 
 def _check_input(x: Tensor) -> None:
+    """``TypeError``/``ValueError`` unless ``x`` is a 4-d float tensor (TorchScript compiles it: no f-strings)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
-        raise ValueError(f"input must have 4 dimensions (N, C, H, W) for DiffStride2d, got shape {tuple(x.shape)}")
-    if not (x.is_floating_point()):
-        raise TypeError(f"input must be a floating-point tensor, got {x.dtype}")
+        raise ValueError("input must have 4 dimensions (N, C, H, W) for DiffStride2d, got shape " + shape_repr(x.shape))
+    if not x.is_floating_point():
+        raise TypeError("input must be a floating-point tensor, got " + str(x.dtype))
 
 
 def adaptive_span_mask(freqs: Tensor, half_window: Tensor, smoothness: float) -> Tensor:
@@ -219,11 +220,24 @@ def diffstride2d(
     stride = stride.reshape(-1)
     _, sizes = diffstride_output_size(x.shape[2:], stride, smoothness, crop)
     if out_size is not None:
-        sizes = tuple(int(s) for s in out_size)  # type: ignore[assignment]
-        if len(sizes) != 2 or not all(1 <= s <= n for s, n in zip(sizes, x.shape[2:])):
-            raise ValueError(f"out_size must be 2 ints in [1, input size {tuple(x.shape[2:])}], got {out_size!r}")
-    stride = stride.to(x.dtype) if stride.dtype != x.dtype else stride
-    (h, w), dev = x.shape[2:], x.device
+        sizes = [int(s) for s in out_size]  # type: ignore[assignment]
+        _check_out_size(x, sizes)
+    return _diffstride_to_size(x, stride, [sizes[0], sizes[1]], smoothness, impl)
+
+
+def _check_out_size(x: Tensor, sizes: List[int]) -> None:
+    """``ValueError`` unless ``sizes`` are 2 ints in ``[1, input size]`` (TorchScript-able)."""
+    if len(sizes) != 2 or not (1 <= sizes[0] <= x.shape[2] and 1 <= sizes[1] <= x.shape[3]):
+        raise ValueError("out_size must be 2 ints in [1, input size " + shape_repr(x.shape[2:]) + "], got "
+                         + shape_repr(sizes))
+
+
+def _diffstride_to_size(x: Tensor, stride: Tensor, sizes: List[int], smoothness: float, impl: str) -> Tensor:
+    """:func:`diffstride2d` of a checked ``(N, C, H, W)`` input to the output size ``sizes``
+    (TorchScript-able: the frozen layer's scripted path)."""
+    if stride.dtype != x.dtype:
+        stride = stride.to(x.dtype)
+    h, w, dev = x.shape[2], x.shape[3], x.device
     if impl == "dense":
         op_h = _dense_axis(h, sizes[0], stride[0], smoothness, dev)
         op_w = _dense_axis(w, sizes[1], stride[1], smoothness, dev)
@@ -396,7 +410,12 @@ class StaticDiffStride2d(nn.Module):
         self.register_buffer("stride", torch.tensor(strides, dtype=torch.float64))
 
     def forward(self, x: Tensor) -> Tensor:
-        return diffstride2d(x, self.stride.to(x.dtype), self.smoothness, self.crop, self.out_size, self.impl)
+        if not torch.jit.is_scripting():
+            return diffstride2d(x, self.stride.to(x.dtype), self.smoothness, self.crop, self.out_size, self.impl)
+        _check_input(x)
+        sizes = [s for s in self.out_size]
+        _check_out_size(x, sizes)
+        return _diffstride_to_size(x, self.stride, sizes, self.smoothness, self.impl)
 
     def extra_repr(self) -> str:
         s = ", ".join(f"{v:.3f}" for v in self.stride.tolist())

@@ -15,13 +15,13 @@ available; this module is the reference fallback.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import LearnableResize, check_positive_finite, to_tuple
+from .base import LearnableResize, check_positive_finite, shape_repr, to_tuple
 
 __all__ = [
     "dynopool",
@@ -38,8 +38,6 @@ __all__ = [
 
 AGGREGATIONS = ("max", "avg")
 _INTERP_MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
-_MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
-_AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
 def _check_aggregation(aggregation: str) -> None:
@@ -48,12 +46,15 @@ def _check_aggregation(aggregation: str) -> None:
 
 
 def _check_input(x: Tensor, ndim: int) -> None:
+    """``TypeError``/``ValueError`` unless ``x`` is a ``(N, C, *spatial)`` tensor with ``ndim``
+    spatial axes. TorchScript compiles it (no f-strings), so scripted frozen models check too."""
     if not isinstance(x, Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != ndim + 2:
+        axes = ", ".join([axis for axis in "DHW"[3 - ndim:]])
         raise ValueError(
-            f"input must have {ndim + 2} dimensions (N, C, {', '.join('DHW'[3 - ndim:])}) for "
-            f"{ndim}-d DynOPool, got shape {tuple(x.shape)}"
+            "input must have " + str(ndim + 2) + " dimensions (N, C, " + axes + ") for "
+            + str(ndim) + "-d DynOPool, got shape " + shape_repr(x.shape)
         )
 
 
@@ -191,18 +192,38 @@ def dynopool(
     return _resample_and_pool(x, surrogate, sizes, aggregation)
 
 
+def _lattice_resize(x: Tensor, sizes: List[int]) -> Tensor:
+    """Resize the spatial axes of ``x`` to the query lattice ``2 * sizes`` (TorchScript-able)."""
+    ndim = x.dim() - 2
+    lattice = [2 * s for s in sizes]
+    if list(x.shape[2:]) == lattice:
+        return x
+    mode = "linear" if ndim == 1 else ("bilinear" if ndim == 2 else "trilinear")
+    return F.interpolate(x, size=lattice, mode=mode, align_corners=False)
+
+
+def _pool_cells(z: Tensor, aggregation: str) -> Tensor:
+    """Max/avg over the ``2^ndim`` query points of every lattice cell (TorchScript-able)."""
+    ndim = z.dim() - 2
+    if aggregation == "max":
+        if ndim == 1:
+            return F.max_pool1d(z, 2)
+        if ndim == 2:
+            return F.max_pool2d(z, 2)
+        return F.max_pool3d(z, 2)
+    if ndim == 1:
+        return F.avg_pool1d(z, 2)
+    if ndim == 2:
+        return F.avg_pool2d(z, 2)
+    return F.avg_pool3d(z, 2)
+
+
 def _resample_and_pool(x: Tensor, surrogate: Tensor | None, sizes: Sequence[int], aggregation: str) -> Tensor:
     """Reference path: lattice resize (``2 * sizes``) then ``2^ndim`` max/avg pooling."""
-    ndim = x.dim() - 2
-    lattice = tuple(2 * s for s in sizes)
-    if tuple(x.shape[2:]) == lattice:
-        z = x
-    else:
-        z = F.interpolate(x, size=lattice, mode=_INTERP_MODE[ndim], align_corners=False)
+    z = _lattice_resize(x, [int(s) for s in sizes])
     if surrogate is not None and surrogate.requires_grad:
         z = _LatticeGrad.apply(z, x, surrogate)
-    pool = _MAX_POOL[ndim] if aggregation == "max" else _AVG_POOL[ndim]
-    return pool(z, 2)
+    return _pool_cells(z, aggregation)
 
 
 def dynopool1d(x: Tensor, alpha: Tensor, aggregation: str = "max", min_size: float = 1.5) -> Tensor:
@@ -299,10 +320,19 @@ class DynOPool3d(_DynOPoolNd):
     ndim = 3
 
 
+@torch.jit.unused
+def _fused_static(x: Tensor, sizes: List[int], aggregation: str) -> Optional[Tensor]:
+    """The fused C++ kernel for a fixed output size (eager only); ``None``: use the reference path."""
+    from . import _dynopool_ext  # local import: the extension module imports this one
+
+    return _dynopool_ext.fused_dynopool(x, None, sizes, aggregation)
+
+
 class StaticResizePool(nn.Module):
     """A frozen DynOPool: resize to the fixed lattice ``2 * out_size`` and pool ``2^ndim`` cells.
 
-    No parameters and no data-dependent shapes, so it exports with ``torch.export``/ONNX.
+    No parameters and no data-dependent shapes, so it exports with ``torch.export``, TorchScript
+    (``torch.jit.script``) and ONNX.
     """
 
     def __init__(self, out_size: Sequence[int], aggregation: str = "max") -> None:
@@ -315,12 +345,12 @@ class StaticResizePool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x, len(self.out_size))
-        from . import _dynopool_ext
-
-        fused = _dynopool_ext.fused_dynopool(x, None, self.out_size, self.aggregation)
-        if fused is not None:
-            return fused
-        return _resample_and_pool(x, None, self.out_size, self.aggregation)
+        sizes = [s for s in self.out_size]
+        if not torch.jit.is_scripting():
+            fused = _fused_static(x, sizes, self.aggregation)
+            if fused is not None:
+                return fused
+        return _pool_cells(_lattice_resize(x, sizes), self.aggregation)
 
     def extra_repr(self) -> str:
         return f"out_size={self.out_size}, aggregation={self.aggregation}"

@@ -26,13 +26,13 @@ identity branch (the final bilinear resize does any upsampling).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import LearnableResize, learnable_resizers, to_pair
+from .base import LearnableResize, learnable_resizers, shape_repr, to_pair
 from .factory import register_pool
 
 __all__ = [
@@ -63,10 +63,13 @@ def _check_ratios(r1: float, r2: float) -> None:
 
 
 def _check_input(x: Tensor) -> None:
+    """``TypeError``/``ValueError`` unless ``x`` is a 4-d tensor (TorchScript compiles it: no f-strings)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
-        raise ValueError(f"input must have 4 dimensions (N, C, H, W) for ShapeAdaptor2d, got shape {tuple(x.shape)}")
+        raise ValueError(
+            "input must have 4 dimensions (N, C, H, W) for ShapeAdaptor2d, got shape " + shape_repr(x.shape)
+        )
 
 
 def shape_adaptor_ratio(alpha: Tensor, r1: float = 0.5, r2: float = 1.0, penalty: float = 1.0) -> Tensor:
@@ -92,19 +95,26 @@ def _branch(x: Tensor, ratio: float) -> Tensor:
         return x
     k = int(round(1.0 / ratio))
     if min(x.shape[2:]) < k:
-        raise ValueError(f"input spatial size {tuple(x.shape[2:])} is smaller than the pooling kernel {k} of ratio {ratio}")
+        raise ValueError(
+            "input spatial size " + shape_repr(x.shape[2:]) + " is smaller than the pooling kernel " + str(k)
+            + " of ratio " + str(ratio)
+        )
     return F.max_pool2d(x, k)
 
 
-def _resize(x: Tensor, size: tuple[int, ...], align_corners: bool) -> Tensor:
-    if tuple(x.shape[2:]) == tuple(size):
+def _resize(x: Tensor, size: List[int], align_corners: bool) -> Tensor:
+    if list(x.shape[2:]) == list(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
-def _mix(x: Tensor, weight: Tensor | float, size: tuple[int, ...], r1: float, r2: float, align_corners: bool) -> Tensor:
-    low = _resize(_branch(x, r1), size, align_corners)
-    high = _resize(_branch(x, r2), size, align_corners)
+def _branches(x: Tensor, size: List[int], r1: float, r2: float, align_corners: bool) -> Tuple[Tensor, Tensor]:
+    """``(resize(branch_r1(x), size), resize(branch_r2(x), size))`` (TorchScript-able)."""
+    return _resize(_branch(x, r1), size, align_corners), _resize(_branch(x, r2), size, align_corners)
+
+
+def _mix(x: Tensor, weight: Tensor, size: List[int], r1: float, r2: float, align_corners: bool) -> Tensor:
+    low, high = _branches(x, size, r1, r2, align_corners)
     return (1 - weight) * low + weight * high
 
 
@@ -251,7 +261,8 @@ class StaticShapeAdaptor2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x)
-        return _mix(x, self.weight, self.out_size, self.r1, self.r2, self.align_corners)
+        low, high = _branches(x, [s for s in self.out_size], self.r1, self.r2, self.align_corners)
+        return (1 - self.weight) * low + self.weight * high
 
     def extra_repr(self) -> str:
         return f"out_size={self.out_size}, weight={self.weight:.4f}, r1={self.r1:g}, r2={self.r2:g}"

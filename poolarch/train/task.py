@@ -5,7 +5,9 @@ their state in one tensor, so the engine can sum it across DDP ranks before comp
 
 * ``classification``: cross-entropy, top-1 accuracy (%);
 * ``segmentation``: cross-entropy ignoring label 255, mIoU (%) from the confusion matrix of the
-  whole split (not an average of per-batch IoUs); logits are resized bilinearly to the mask size.
+  whole split (not an average of per-batch IoUs; :func:`poolarch.metrics.confusion_matrix` and
+  :func:`poolarch.metrics.mean_iou`); logits are resized bilinearly to the mask size. Labels other
+  than 255 outside ``[0, num_classes)`` raise ``ValueError``.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..metrics import confusion_matrix, mean_iou
 
 __all__ = [
     "Task",
@@ -75,25 +79,6 @@ class ClassificationTask(Task):
         return MetricAccumulator(torch.zeros(2, dtype=torch.float64), compute, update)
 
 
-def confusion_matrix(prediction: Tensor, target: Tensor, num_classes: int) -> Tensor:
-    """``(num_classes, num_classes)`` int64 counts, rows = true class, columns = predicted;
-    pixels whose target is outside ``[0, num_classes)`` (e.g. 255) are ignored."""
-    valid = (target >= 0) & (target < num_classes)
-    index = target[valid].long() * num_classes + prediction[valid].long()
-    return torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def mean_iou(confusion: Tensor) -> float:
-    """Mean over classes present in the target or the prediction of ``TP / (TP + FP + FN)``, in %."""
-    confusion = confusion.double()
-    tp = confusion.diag()
-    union = confusion.sum(0) + confusion.sum(1) - tp
-    present = union > 0
-    if not present.any():
-        return float("nan")
-    return float(100.0 * (tp[present] / union[present]).mean())
-
-
 class SegmentationTask(Task):
     name = "segmentation"
     metric = "miou"
@@ -105,7 +90,7 @@ class SegmentationTask(Task):
     def accumulator(self, num_classes: int) -> MetricAccumulator:
         def update(output: Tensor, target: Tensor) -> Tensor:
             prediction = _resize_logits(output, target).argmax(dim=1)
-            return confusion_matrix(prediction, target, num_classes).double()
+            return confusion_matrix(prediction, target, num_classes, ignore_index=IGNORE_INDEX).double()
 
         return MetricAccumulator(torch.zeros(num_classes, num_classes, dtype=torch.float64), mean_iou, update)
 

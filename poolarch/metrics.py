@@ -8,10 +8,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["confusion_matrix", "iou_from_confusion", "mean_iou"]
+__all__ = ["IGNORE_INDEX", "confusion_matrix", "iou_from_confusion", "mean_iou"]
+
+IGNORE_INDEX = 255  # label of pixels that count nowhere (PASCAL VOC object borders)
 
 
-def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
+def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """``(num_classes, num_classes)`` int64 counts; row = target class, column = predicted class.
 
     Args:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..metrics import IGNORE_INDEX
 from .bundle import DataBundle, DataOptions, split_for_validation
 from .loader import StreamingLoader
 
@@ -51,7 +52,6 @@ __all__ = [
     "build_random_segmentation",
 ]
 
-IGNORE_INDEX = 255
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 VOC_CLASSES = (

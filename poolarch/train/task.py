@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..metrics import confusion_matrix, mean_iou
+from ..metrics import IGNORE_INDEX, confusion_matrix, mean_iou
 
 __all__ = [
     "Task",
@@ -30,7 +30,6 @@ __all__ = [
     "mean_iou",
 ]
 
-IGNORE_INDEX = 255
 
 
 class MetricAccumulator:

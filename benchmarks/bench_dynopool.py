@@ -11,7 +11,9 @@ profiler's allocation/free events, summed in time order), relative to MaxPool2d'
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 import statistics
 import time
 from typing import Callable
@@ -80,11 +82,26 @@ def make_step(method: str, x: torch.Tensor, scale: tuple[float, float]) -> Calla
     return step
 
 
+@contextlib.contextmanager
+def _quiet_native_output():
+    """Silence the profiler library's own start/stop lines (printed from C++, not via Python)."""
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1), os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
 def peak_bytes(step: Callable[[], None], x: torch.Tensor) -> int:
     """Peak of (allocated - freed) CPU bytes during one call of ``step``: the profiler records every
     allocation and free of the CPU allocator (including those inside the C++ kernel)."""
     x.grad = None
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_native_output(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     events.sort(key=lambda e: e.start_ns())

@@ -142,6 +142,23 @@ def _pair_int(v: int | Sequence[int]) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def _make_stride_one_same(conv: nn.Conv2d) -> None:
+    """Turn a strided conv into a stride-1 conv that keeps the spatial size, so the resizer does
+    all of the resizing: its padding stays when it already keeps the size (3x3 pad 1, 1x1 pad 0,
+    7x7 pad 3), else it becomes ``"same"`` (e.g. a 4x4 stride-4 patchify stem, 2x2 stride-2
+    downsampling convs, even kernels padded asymmetrically as ``padding="same"`` does)."""
+    conv.stride = (1, 1)
+    k, d = _pair_int(conv.kernel_size), _pair_int(conv.dilation)
+    pad = None if isinstance(conv.padding, str) else _pair_int(conv.padding)
+    if pad is not None and all(2 * p == dd * (kk - 1) for p, dd, kk in zip(pad, d, k)):
+        return
+    conv.padding = "same"
+    total = [dd * (kk - 1) for dd, kk in zip(d, k)]
+    # what nn.Conv2d(padding="same") precomputes for non-zero padding modes: (w_left, w_right, h_left, h_right)
+    conv._reversed_padding_repeated_twice = [
+        v for t in reversed(total) for v in (t // 2, t - t // 2)]
+
+
 def _excluded(name: str, exclude: Sequence[str]) -> bool:
     return any(name == e or name.startswith(e + ".") for e in exclude)
 
@@ -393,16 +410,10 @@ def _match_sizes(model: nn.Module, sites: list[_Site], example_input, rule: str)
         if final is None:
             continue
         if s.conv is not None:
-            conv = model.get_submodule(s.conv)
+            # the converted conv keeps the size (see _make_stride_one_same): the resizer maps the
+            # conv's input size to the original output size, before (rule C) or after (rule B) it
             (h, w), _ = record[s.conv]
-            pad = _pair_int(conv.padding) if not isinstance(conv.padding, str) else (0, 0)
-            k, d = _pair_int(conv.kernel_size), _pair_int(conv.dilation)
-            full = (h + 2 * pad[0] - d[0] * (k[0] - 1), w + 2 * pad[1] - d[1] * (k[1] - 1))
-            if rule == "B":
-                resize_in, resize_out = full, final[1]
-            else:  # resizer before the stride-1 conv, which then changes the size by full - in
-                resize_in = (h, w)
-                resize_out = (final[1][0] - (full[0] - h), final[1][1] - (full[1] - w))
+            resize_in, resize_out = (h, w), final[1]
         else:
             resize_in, resize_out = final
         if min(resize_out) >= 1:
@@ -451,7 +462,7 @@ def _build(model: nn.Module, sites: list[_Site], groups: list[list[int]], method
                                 channels=site.channels, share_with=leader)
             leader = leader or resizer
             if site.conv is not None:
-                model.get_submodule(site.conv).stride = (1, 1)
+                _make_stride_one_same(model.get_submodule(site.conv))
             if site.pool is not None:
                 model.set_submodule(site.pool, resizer)
                 site.info.resizer, site.info.placement = site.pool, f"replaces {site.pool}"

@@ -96,6 +96,29 @@ def test_timm_model_if_installed():
     check_training_step(model, x)
 
 
+# (timm name, downsampling stages the original has: every one must become a shared-scale group)
+TIMM_MODELS = [("resnet50d", 5), ("efficientnet_b0", 5), ("mobilenetv3_small_100", 5),
+               ("convnext_atto", 4), ("regnetx_002", 5)]
+
+
+@pytest.mark.parametrize("name,stages", TIMM_MODELS)
+def test_timm_families_convert_with_unchanged_sizes(name, stages):
+    """Average-pool shortcuts (resnet-d), squeeze-excitation, patchify stems and strided
+    downsampling convolutions (ConvNeXt), grouped convs (RegNet): at the initial scales every conv
+    sees the original input size; random scales still run."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    original = timm.create_model(name, num_classes=4, pretrained=False)
+    model, report = convert(original)
+    x = torch.randn(2, 3, 64, 64)
+    assert len(report.groups) == stages
+    assert conv_input_sizes(model, x) == conv_input_sizes(original, x)
+    check_training_step(model, x)
+    randomise_scales(model, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.isfinite(model.eval()(x)).all()
+
+
 def test_resnet50_stem_merge_and_shared_shortcuts():
     model, report = convert(torchvision.models.resnet50(num_classes=4))
     stem = report.sites[0]
@@ -357,3 +380,32 @@ def test_torchscript_of_frozen_model_equals_eager(build):
     scripted_resizer = functools.reduce(getattr, name.split("."), scripted)  # no get_submodule on ScriptModules
     with pytest.raises(torch.jit.Error, match="ValueError: " + message):
         scripted_resizer(wrong_rank)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "circular"])
+def test_patchify_and_even_kernel_convs_become_same_padded(padding_mode):
+    """A 4x4 stride-4 stem and a 2x2 stride-2 conv (ConvNeXt style) do not keep the size at stride
+    1 with their padding 0: convert makes them ``padding="same"`` (reference: a fresh
+    ``nn.Conv2d(padding="same")`` with the same weights), so the initial sizes equal the original's."""
+    torch.manual_seed(0)
+    original = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4, padding_mode=padding_mode), nn.ReLU(),
+                             nn.Conv2d(4, 6, 2, stride=2, padding_mode=padding_mode),
+                             nn.Conv2d(6, 6, 3, stride=2, padding=1, padding_mode=padding_mode),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+    model, report = convert(original)
+    assert len(report.sites) == 3
+    x = torch.randn(2, 3, 64, 48)
+    assert conv_input_sizes(model, x) == conv_input_sizes(original, x)
+    # 52 / 4 = 13 is odd: the valid 2x2 conv floors to 6, round(6.5) = 7 -- example_input matches it
+    odd = torch.randn(2, 3, 64, 52)
+    matched, _ = convert(original, example_input=odd)
+    assert conv_input_sizes(matched, odd) == conv_input_sizes(original, odd)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 3 and all(c.stride == (1, 1) for c in convs)
+    for conv in convs:
+        ref = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, padding="same",
+                        padding_mode=padding_mode)
+        ref.load_state_dict(conv.state_dict())
+        z = torch.randn(1, conv.in_channels, 9, 8)
+        assert torch.allclose(conv(z), ref(z), atol=1e-6)
+    check_training_step(model, x)

@@ -370,7 +370,7 @@ class DiffStride2d(LearnableResize):
 
     def to_static(self) -> "StaticDiffStride2d":
         if self.last_out_size is None:
-            raise RuntimeError("run a forward pass before freezing: the output size is not known yet")
+            raise RuntimeError("the output size is not known yet: run a forward pass first, or freeze(model, example_input=x)")
         return StaticDiffStride2d(
             self.stride.detach().tolist(), self.last_out_size, self.smoothness, self.crop, self.impl
         )

@@ -291,7 +291,7 @@ class _DynOPoolNd(LearnableResize):
 
     def to_static(self) -> "StaticResizePool":
         if self.last_out_size is None:
-            raise RuntimeError("run a forward pass before freezing: the output size is not known yet")
+            raise RuntimeError("the output size is not known yet: run a forward pass first, or freeze(model, example_input=x)")
         return StaticResizePool(self.last_out_size, self.aggregation)
 
     def extra_repr(self) -> str:

@@ -229,7 +229,7 @@ class ShapeAdaptor2d(LearnableResize):
 
     def to_static(self) -> "StaticShapeAdaptor2d":
         if self.last_out_size is None:
-            raise RuntimeError("run a forward pass before freezing: the output size is not known yet")
+            raise RuntimeError("the output size is not known yet: run a forward pass first, or freeze(model, example_input=x)")
         weight = float(_mixing_weight(self.alpha.detach().reshape(()), self.r1, self.r2, self.penalty))
         return StaticShapeAdaptor2d(self.last_out_size, weight, self.r1, self.r2, self.align_corners)
 

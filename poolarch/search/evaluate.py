@@ -14,7 +14,6 @@ Files written into the run directory: ``ranking.csv`` (every configuration, best
 from __future__ import annotations
 
 import csv
-import io
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -25,7 +24,8 @@ import yaml
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..train.checkpoint import atomic_write_text
+from ..train.checkpoint import atomic_write_csv, atomic_write_text
+from ..train.distributed import average_over_ranks_, means_over_ranks
 from .methods.base import batch_statistics
 from .space import Config, format_config
 
@@ -56,13 +56,16 @@ def _recalibrate(model: nn.Module, config: Config, weight_set: int, loader: Iter
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         model.eval()
+    # under DDP each rank saw its own shard: every rank uses the average statistics
+    average_over_ranks_([b for m in norms for b in (m.running_mean, m.running_var) if b is not None])
 
 
 @torch.no_grad()
 def evaluate_configuration(model: nn.Module, config: Sequence[int], weight_set: int, loader: Iterable, *,
                            recalibration_loader: Iterable | None = None, recalibration_batches: int = 10,
                            max_batches: int | None = None, device: str | torch.device = "cpu") -> float:
-    """Top-1 accuracy (%) of ``model(x, config, weight_set)`` over ``loader``."""
+    """Top-1 accuracy (%) of ``model(x, config, weight_set)`` over ``loader`` (under DDP: over the
+    union of the ranks' shards, identical on every rank)."""
     device = torch.device(device)
     config = tuple(config)
     if recalibration_batches < 0:
@@ -80,6 +83,7 @@ def evaluate_configuration(model: nn.Module, config: Sequence[int], weight_set: 
             logits = model(inputs.to(device), config=config, weight_set=weight_set)
             correct += int((logits.argmax(dim=1) == targets.to(device)).sum())
             total += int(targets.numel())
+    correct, total = means_over_ranks([correct, total])  # under DDP: over every rank's shard
     if total == 0:
         raise ValueError("loader gave no batch to evaluate")
     return 100.0 * correct / total
@@ -129,12 +133,7 @@ def write_ranking(run_dir: str | Path, rows: list[dict[str, Any]], *, top_k: int
                   info: dict[str, Any] | None = None) -> None:
     """``ranking.csv`` (all rows) and ``topk.yaml`` (the ``top_k`` best evaluated rows + ``info``)."""
     run_dir = Path(run_dir)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    atomic_write_text(run_dir / RANKING_FILE, buffer.getvalue())
+    atomic_write_csv(run_dir / RANKING_FILE, rows)  # None (not evaluated) -> empty cell
     top = [{"config": [int(v) for v in r["config"].split("-")], "accuracy": r["accuracy"],
             "weight_set": r["weight_set"]} for r in rows if r["accuracy"] is not None][:top_k]
     atomic_write_text(run_dir / TOPK_FILE, yaml.safe_dump({**(info or {}), "top": top}, sort_keys=False,

@@ -77,7 +77,9 @@ def run_search(cfg: TrainConfig | None = None, *, resume: str | Path | None = No
         raise ValueError("a search needs a validation split: set val_fraction > 0")
     rows = rank_configurations(model, method, data.val, eval_top=eval_top, recalibration_loader=data.train,
                                recalibration_batches=recalibration_batches, max_batches=cfg.max_eval_steps,
-                               device=trainer.device, progress=bool(cfg.progress))
+                               device=trainer.device, progress=bool(cfg.progress) and trainer.dist.is_primary)
+    if not trainer.dist.is_primary:
+        return rows  # every rank took part in the (sharded) evaluation; rank 0 writes the results
     info = {"method": cfg.method, "model": cfg.model, "dataset": cfg.dataset,
             "configurations": len(model.space), "evaluated": sum(r["accuracy"] is not None for r in rows),
             "found_by_method": [int(v) for v in method.found_config()],

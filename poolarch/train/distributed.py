@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "barrier", "broadcast_object", "broadcast_buffers"]
+__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "barrier", "broadcast_object", "broadcast_buffers",
+           "average_over_ranks_", "mean_over_ranks", "means_over_ranks"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +77,36 @@ def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
     if info.enabled:
         for buffer in module.buffers():
             dist.broadcast(buffer, src=0)
+
+
+# -- for methods: updates that happen outside DDP's backward (architecture steps, bookkeeping) ----
+def _process_group_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def average_over_ranks_(tensors: Sequence[torch.Tensor]) -> None:
+    """Replace every tensor by its mean over the ranks of the default process group, in place;
+    a no-op in a single process. Methods call it on gradients they compute themselves (e.g. a
+    mixing-weight step on a validation batch), so every rank takes the same step."""
+    world = _process_group_size()
+    if world > 1:
+        for t in tensors:
+            dist.all_reduce(t)
+            t.div_(world)
+
+
+def means_over_ranks(values: Sequence[float]) -> list[float]:
+    """Each value averaged over the ranks (e.g. a validation accuracy that drives sampling, which
+    must stay identical on every rank, or correct/total counts of a sharded evaluation); the
+    values themselves in a single process."""
+    if _process_group_size() == 1:
+        return [float(v) for v in values]
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    average_over_ranks_([t])
+    return t.tolist()
+
+
+def mean_over_ranks(value: float) -> float:
+    """One value averaged over the ranks (see :func:`means_over_ranks`)."""
+    return means_over_ranks([value])[0]

@@ -55,6 +55,9 @@ class Method:
     """
 
     name = "plain"
+    #: True for methods whose training forward leaves some parameters unused (single-path
+    #: supernets, alternating updates); the engine then builds DDP with ``find_unused_parameters``.
+    ddp_find_unused_parameters = False
 
     def __init__(
         self,

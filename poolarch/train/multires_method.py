@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from ..layers.base import architecture_parameters, learnable_resizers
 from ..layers.multires import MultiResBlock
+from .distributed import average_over_ranks_
 from .method import Method, register_method, split_parameters
 from ..models import multires as _multires_models  # noqa: F401  (registers multires_net & co. with create_model)
 
@@ -151,11 +152,7 @@ class MultiResMethod(Method):
         loss = task_loss(net(inputs), targets)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            world = torch.distributed.get_world_size()
-            for g in grads:
-                torch.distributed.all_reduce(g)
-                g.div_(world)
+        average_over_ranks_(grads)  # every rank takes the same step (a no-op in one process)
         opt = self._optimizer(params)
         for p, g in zip(params, grads):
             p.grad = g.detach()

@@ -10,8 +10,8 @@
 * optional memory bound (``limit_size``): :func:`poolarch.layers.apply_memory_bound` before every
   forward pass.
 
-Limitation: toggling ``requires_grad`` needs single-process training or DDP with
-``find_unused_parameters=True``.
+Toggling ``requires_grad`` leaves alpha unused on most steps, so under DDP the engine builds the
+wrapper with ``find_unused_parameters=True`` (:attr:`ddp_find_unused_parameters`).
 """
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ class ShapeAdaptorMethod(Method):
             layers' initial ratios); ``fixed_reduction``: non-learnable downsampling in the model.
         limit_size: memory bound on the final feature size (``None`` = no bound).
     """
+
+    ddp_find_unused_parameters = True  # alpha is frozen on the steps between its updates
 
     def __init__(
         self,

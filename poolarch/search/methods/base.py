@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ...train.distributed import mean_over_ranks
 from ...train.method import Method, split_parameters
 from ..mixture import moving_average_update
 from ..space import Config
@@ -69,6 +70,8 @@ class SamplingSearchMethod(Method):
             statistics, running statistics untouched -- the running statistics of a weight set mix
             all configurations) or ``"running"`` (eval mode: cheaper, biased estimate).
     """
+
+    ddp_find_unused_parameters = True  # each step trains one path of the supernet
 
     def __init__(self, lr: float = 0.1, weight_decay: float = 5e-4, epochs: int | None = None,
                  total_steps: int | None = None, beta: float = 0.9, seed: int = 0, val_batch_norm: str = "batch",
@@ -181,7 +184,9 @@ class SamplingSearchMethod(Method):
             logits = model(inputs, config=self.configs[c], weight_set=m)
             model.train(was_training)
         accuracy = (logits.argmax(dim=1) == targets).float().mean().item()
-        self.record(c, m, accuracy)
+        # under DDP every rank sampled the same (c, m) (same seed, same a); averaging the shards'
+        # accuracies keeps a -- hence every later sample -- identical on every rank
+        self.record(c, m, mean_over_ranks(accuracy))
 
     # -- results -----------------------------------------------------------------------------
     def best_weight_set(self, config_index: int) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ...train.distributed import average_over_ranks_
 from ...train.method import Method, register_method, split_parameters
 from ..space import Config
 from .base import batch_statistics
@@ -68,10 +69,12 @@ class DARTS(Method):
 
     def val_step(self, model: nn.Module, inputs: Tensor, targets: Tensor,
                  task_loss: Callable[[Tensor, Tensor], Tensor]) -> None:
+        model = getattr(model, "module", model)  # a DDP wrapper: the step runs on the module
         alphas = model.arch_parameters()
         with torch.enable_grad(), batch_statistics(model):
             loss = task_loss(model(inputs), targets)
-            grads = torch.autograd.grad(loss, alphas)
+            grads = list(torch.autograd.grad(loss, alphas))
+        average_over_ranks_(grads)  # every rank takes the same step (a no-op in one process)
         for alpha, grad in zip(alphas, grads):
             alpha.grad = grad
         self.arch_optimizer.step()

@@ -16,6 +16,8 @@ CASES = {
     "balanced-mixture": dict(model="resnet20_supernet", pool="max", method="balanced-mixture",
                              model_args={"widths": [2, 4, 4], "num_weight_sets": 2},
                              method_args={"seed": 3}, val_fraction=0.5),
+    "spos": dict(model="resnet20_supernet", pool="max", method="spos",
+                 model_args={"widths": [2, 4, 4], "num_weight_sets": 1}, val_fraction=0.5),
     "darts": dict(model="resnet20_multires_supernet", pool="max", method="darts",
                   model_args={"widths": [2, 4, 4]}, val_fraction=0.5),
     "multires": dict(model="multires_net", pool="max", method="multires",

@@ -162,7 +162,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         cfg = _guard(build)
         rows = _guard(lambda: run_search(cfg, eval_top=args.eval_top, top_k=args.top_k, overwrite=args.overwrite,
                                          recalibration_batches=args.recalibration_batches, log=_log(args)))
-    for row in rows[: args.top_k]:
+    from ..train.distributed import is_primary_process
+
+    for row in rows[: args.top_k] if is_primary_process() else []:
         print(f"{row['rank']:>3}  {row['config']:<12} m={row['weight_set']}  "
               f"{'-' if row['accuracy'] is None else format(row['accuracy'], '.2f')}")
     return 0

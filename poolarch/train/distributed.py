@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "barrier", "broadcast_object", "broadcast_buffers",
-           "average_over_ranks_", "mean_over_ranks", "means_over_ranks"]
+           "average_over_ranks_", "mean_over_ranks", "means_over_ranks", "is_primary_process"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,11 @@ def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
     if info.enabled:
         for buffer in module.buffers():
             dist.broadcast(buffer, src=0)
+
+
+def is_primary_process() -> bool:
+    """True outside a process group and on its rank 0 (who prints and writes)."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 # -- for methods: updates that happen outside DDP's backward (architecture steps, bookkeeping) ----

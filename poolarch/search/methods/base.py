@@ -71,7 +71,7 @@ class SamplingSearchMethod(Method):
             all configurations) or ``"running"`` (eval mode: cheaper, biased estimate).
     """
 
-    ddp_find_unused_parameters = True  # each step trains one path of the supernet
+    ddp_find_unused_parameters = True  # each step trains one weight set of the supernet (set in setup)
 
     def __init__(self, lr: float = 0.1, weight_decay: float = 5e-4, epochs: int | None = None,
                  total_steps: int | None = None, beta: float = 0.9, seed: int = 0, val_batch_norm: str = "batch",
@@ -103,6 +103,9 @@ class SamplingSearchMethod(Method):
     def setup(self, model: nn.Module, example_input: Tensor) -> None:
         check_search_model(model)
         self.bind(model.space.configs, model.num_weight_sets)
+        # every path of one weight set uses all of its parameters (pooling has none): DDP needs the
+        # slower unused-parameter search only when a step leaves the other weight sets untouched
+        self.ddp_find_unused_parameters = model.num_weight_sets > 1
 
     def bind(self, configs: list[Config], num_models: int) -> None:
         """Size the bookkeeping for ``configs`` x ``num_models`` (called by :meth:`setup`)."""

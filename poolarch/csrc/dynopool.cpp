@@ -262,6 +262,18 @@ void forward_impl(const at::Tensor& x, at::Tensor& out, at::Tensor& codes) {
 #undef POOLARCH_FWD
 }
 
+// Size gradients = the sums of the per-chunk partials (h, w) written by the parallel tasks, added in
+// a fixed order so the result does not depend on the thread count's scheduling.
+inline void sum_partials(const std::vector<double>& partial, double* grad_sizes) {
+  double gh = 0.0, gw = 0.0;
+  for (size_t t = 0; t + 1 < partial.size(); t += 2) {
+    gh += partial[t];
+    gw += partial[t + 1];
+  }
+  grad_sizes[0] = gh;
+  grad_sizes[1] = gw;
+}
+
 // Backward when both axes are the identity (r = 1/2 on even sizes): every input element belongs to
 // exactly one cell, so the input gradient of lattice row k is written (not accumulated) as
 // G[e] = (point e won the max, or avg) ? g : 0, and the size-gradient terms are
@@ -361,13 +373,7 @@ void backward_identity(const at::Tensor& grad_out, const at::Tensor& x, const at
       partial[2 * begin + 1] = sw;
     }
   });
-  double gh = 0.0, gw = 0.0;
-  for (int64_t t = 0; t < static_cast<int64_t>(partial.size()) / 2; ++t) {
-    gh += partial[2 * t];
-    gw += partial[2 * t + 1];
-  }
-  grad_sizes[0] = gh;
-  grad_sizes[1] = gw;
+  sum_partials(partial, grad_sizes);
 }
 
 // General backward, the transpose of the separable forward. Per plane p (all Q channels of it):
@@ -485,13 +491,7 @@ void backward_general(const at::Tensor& grad_out, const at::Tensor& x, const at:
       }
     }
   });
-  double gh = 0.0, gw = 0.0;
-  for (int64_t t = 0; t < static_cast<int64_t>(partial.size()) / 2; ++t) {
-    gh += partial[2 * t];
-    gw += partial[2 * t + 1];
-  }
-  grad_sizes[0] = gh;
-  grad_sizes[1] = gw;
+  sum_partials(partial, grad_sizes);
 }
 
 template <typename scalar_t, bool kInputGrad, bool kSizeGrad>

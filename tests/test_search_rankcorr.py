@@ -66,3 +66,12 @@ def test_rank_corr_cli(tmp_path, capsys):
     assert f"kendall tau {brute_force_tau_b(np.array(search), np.array(truth)):.3f}" in out
     assert (tmp_path / "search" / "rank_corr.png").stat().st_size > 0
     assert main(["rank-corr", str(tmp_path / "search"), str(tmp_path / "missing")]) == 2
+    # a sweep of another seed in place of a search: the noise ceiling, read from its sweep.csv
+    reseeded = [88.0, 90.0, 91.0, 90.9, 91.8]
+    (tmp_path / "sweep_s1").mkdir()
+    (tmp_path / "sweep_s1" / "sweep.csv").write_text(
+        "config,val_top1,test_top1,run_dir\n" + "".join(f"{c},0,{a},x\n" for c, a in zip(configs, reseeded)))
+    capsys.readouterr()
+    assert main(["rank-corr", str(tmp_path / "sweep_s1"), str(tmp_path / "sweep")]) == 0
+    out = capsys.readouterr().out
+    assert f"sweep_s1: kendall tau {brute_force_tau_b(np.array(reseeded), np.array(truth)):.3f}" in out

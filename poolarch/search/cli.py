@@ -91,7 +91,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sweep)
 
     p = subparsers.add_parser("rank-corr", help="Kendall tau / top-k overlap of searches vs a sweep (Fig. 3)")
-    p.add_argument("dirs", nargs="+", metavar="DIR", help="SEARCH_DIR [SEARCH_DIR ...] SWEEP_DIR")
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="SEARCH_DIR [SEARCH_DIR ...] SWEEP_DIR; a sweep of another seed as a SEARCH_DIR "
+                        "measures the seed-noise ceiling of the correlation")
     p.add_argument("--metric", default="test_top1", help="ground-truth column of sweep.csv (default test_top1)")
     p.add_argument("--top-k", type=_int_list, default=[1, 3, 5], metavar="K[,K...]")
     p.add_argument("--out", metavar="DIR", help="where rank_corr.yaml/png go (default: the first SEARCH_DIR)")
@@ -207,7 +209,9 @@ def cmd_rank_corr(args: argparse.Namespace) -> int:
     results, searches = {}, {}
     for d in search_dirs:
         label = Path(d).name
-        searches[label] = _guard(lambda: read_ranking(d))
+        # a second sweep (another seed) in place of a search gives the noise ceiling of tau
+        is_sweep = (Path(d) / "sweep.csv").is_file() and not (Path(d) / "ranking.csv").is_file()
+        searches[label] = _guard(lambda: read_sweep(d, args.metric) if is_sweep else read_ranking(d))
         results[label] = _guard(lambda: rank_correlation(searches[label], truth, ks=args.top_k))
     out = Path(args.out or search_dirs[0])
     out.mkdir(parents=True, exist_ok=True)

@@ -372,7 +372,8 @@ class DiffStride2d(LearnableResize):
         if self.last_out_size is None:
             raise RuntimeError("the output size is not known yet: run a forward pass first, or freeze(model, example_input=x)")
         return StaticDiffStride2d(
-            self.stride.detach().tolist(), self.last_out_size, self.smoothness, self.crop, self.impl
+            self.stride.detach().tolist(), self.last_out_size, self.smoothness, self.crop, self.impl,
+            in_size=self.last_in_size,
         )
 
     def extra_repr(self) -> str:
@@ -384,7 +385,13 @@ class DiffStride2d(LearnableResize):
 
 
 class StaticDiffStride2d(nn.Module):
-    """A frozen :class:`DiffStride2d`: fixed strides (a buffer, not a parameter) and output size."""
+    """A frozen :class:`DiffStride2d`: fixed strides (a buffer, not a parameter) and output size.
+
+    With ``in_size`` (what :meth:`DiffStride2d.to_static` passes) the layer also holds the two
+    resampling matrices for that input size (``(H_out, H)`` and ``(W_out, W)``, the dense form of
+    the masked DFT), so a forward pass is two matrix products with no data-dependent shapes: it
+    exports with ``torch.export``/ONNX. Other input sizes take the general path.
+    """
 
     def __init__(
         self,
@@ -393,6 +400,7 @@ class StaticDiffStride2d(nn.Module):
         smoothness: float = 4.0,
         crop: str = "window",
         impl: str = "dense",
+        in_size: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         _check_smoothness(smoothness)
@@ -408,8 +416,23 @@ class StaticDiffStride2d(nn.Module):
         self.smoothness = float(smoothness)
         self.crop = crop
         self.register_buffer("stride", torch.tensor(strides, dtype=torch.float64))
+        # (0, 0) = unknown input size: the matrices stay empty and every call takes the general path
+        self.in_size = (0, 0) if in_size is None else tuple(int(s) for s in in_size)
+        if len(self.in_size) != 2 or (in_size is not None and not all(s >= 1 for s in self.in_size)):
+            raise ValueError(f"in_size must be 2 positive ints or None, got {in_size!r}")
+        op_h, op_w = torch.zeros(0, 0, dtype=torch.float64), torch.zeros(0, 0, dtype=torch.float64)
+        if in_size is not None:
+            cpu = torch.device("cpu")
+            op_h = _dense_axis(self.in_size[0], self.out_size[0], self.stride[0], self.smoothness, cpu)
+            op_w = _dense_axis(self.in_size[1], self.out_size[1], self.stride[1], self.smoothness, cpu)
+        # derived from the strides, so not saved in state_dict
+        self.register_buffer("op_h", op_h, persistent=False)
+        self.register_buffer("op_w", op_w, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4 and x.shape[2] == self.in_size[0] and x.shape[3] == self.in_size[1]:
+            y = torch.matmul(x, self.op_w.to(x.dtype).t())  # (N, C, H, W_out)
+            return torch.matmul(y.transpose(2, 3), self.op_h.to(x.dtype).t()).transpose(2, 3).contiguous()
         if not torch.jit.is_scripting():
             return diffstride2d(x, self.stride.to(x.dtype), self.smoothness, self.crop, self.out_size, self.impl)
         _check_input(x)
@@ -419,7 +442,8 @@ class StaticDiffStride2d(nn.Module):
 
     def extra_repr(self) -> str:
         s = ", ".join(f"{v:.3f}" for v in self.stride.tolist())
-        return f"stride=({s}), out_size={self.out_size}, smoothness={self.smoothness:g}, crop={self.crop}, impl={self.impl}"
+        text = f"stride=({s}), out_size={self.out_size}, smoothness={self.smoothness:g}, crop={self.crop}, impl={self.impl}"
+        return text if self.in_size == (0, 0) else text + f", in_size={self.in_size}"
 
 
 @register_pool("diffstride")

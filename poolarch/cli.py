@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--checkpoint", default="best", help="best | last")
     p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("export", help="write a run's network as a static model (.pt2 | .onnx | .ts)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", metavar="FILE", required=True,
+                   help="model.pt2 (torch.export) | model.onnx | model.ts (TorchScript)")
+    p.add_argument("--format", help="export | onnx | torchscript (default: from the suffix of --out)")
+    p.add_argument("--checkpoint", default="best", help="best | last")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("report", help="Markdown tables and figures from run directories")
     p.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
     p.add_argument("--out", metavar="DIR", default="report", help="output folder (default: report)")
@@ -193,6 +200,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = _build(lambda: evaluate_run(args.run_dir, checkpoint=args.checkpoint))
     for key, value in metrics.items():
         print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    path = _build(lambda: export_run(args.run_dir, args.out, args.format, checkpoint=args.checkpoint))
+    print(f"exported {args.run_dir} ({args.checkpoint} checkpoint) to {path}")
     return 0
 
 

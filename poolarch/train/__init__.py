@@ -7,7 +7,7 @@ from .config import TrainConfig, load_config
 from .method import Method, create_method, list_methods, register_method, split_parameters
 from . import multires_method  # noqa: F401  (registers method "multires")
 from . import shape_adaptor_method  # noqa: F401  (registers method "shape_adaptor")
-from .engine import RunResult, Trainer, evaluate_run, run_status, seed_everything, train
+from .engine import LoadedRun, RunResult, Trainer, evaluate_run, load_run, run_status, seed_everything, train
 from .task import create_task, list_tasks
 
 __all__ = [
@@ -22,6 +22,8 @@ __all__ = [
     "Trainer",
     "train",
     "evaluate_run",
+    "load_run",
+    "LoadedRun",
     "run_status",
     "seed_everything",
     "create_task",

@@ -43,7 +43,7 @@ from .method import Method, create_method, list_methods
 from .schedule import lr_factor
 from .task import Task, create_task
 
-__all__ = ["train", "Trainer", "RunResult", "evaluate_run", "run_status", "seed_everything", "RESULT_FILE"]
+__all__ = ["train", "Trainer", "RunResult", "evaluate_run", "load_run", "LoadedRun", "run_status", "seed_everything", "RESULT_FILE"]
 
 RESULT_FILE = "result.yaml"
 CONFIG_FILE = "config.yaml"
@@ -663,9 +663,19 @@ def train(
     return trainer.fit(stop_after_epochs=stop_after_epochs)
 
 
-def evaluate_run(run_dir: str | Path, checkpoint: str = "best") -> dict[str, Any]:
-    """Rebuild the model of a run, load ``best.pt`` or ``last.pt`` and evaluate it on the
-    validation and test splits; returns the metrics, GMACs per image and feature-map sizes."""
+@dataclass
+class LoadedRun:
+    """A run rebuilt from its directory: config, data, model (checkpoint loaded, eval mode)."""
+
+    cfg: TrainConfig
+    data: Any
+    model: nn.Module
+    epoch: int
+    device: torch.device
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best") -> LoadedRun:
+    """Rebuild the model of a run from ``config.yaml`` and load ``best.pt`` or ``last.pt``."""
     run_dir = Path(run_dir)
     if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint must be one of ['best', 'last'], got {checkpoint!r}")
@@ -682,10 +692,18 @@ def evaluate_run(run_dir: str | Path, checkpoint: str = "best") -> dict[str, Any
     model = build_model(cfg, data).to(device)
     state = load_checkpoint(path, map_location=device)
     model.load_state_dict(state["model"])
+    model.eval()
+    return LoadedRun(cfg=cfg, data=data, model=model, epoch=int(state["epoch"]), device=device)
+
+
+def evaluate_run(run_dir: str | Path, checkpoint: str = "best") -> dict[str, Any]:
+    """Rebuild the model of a run, load ``best.pt`` or ``last.pt`` and evaluate it on the
+    validation and test splits; returns the metrics, GMACs per image and feature-map sizes."""
+    run = load_run(run_dir, checkpoint)
+    cfg, data, model, device = run.cfg, run.data, run.model, run.device
     method = build_method(cfg)
     task = create_task(cfg.task or getattr(data, "task", "classification"))
-    model.eval()
-    out: dict[str, Any] = {"run_dir": str(run_dir), "checkpoint": checkpoint, "epoch": state["epoch"]}
+    out: dict[str, Any] = {"run_dir": str(run_dir), "checkpoint": checkpoint, "epoch": run.epoch}
     with torch.no_grad():
         for split in ("val", "test"):
             loader = getattr(data, split, None)

@@ -26,7 +26,7 @@ identity branch (the final bilinear resize does any upsampling).
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -108,13 +108,11 @@ def _resize(x: Tensor, size: List[int], align_corners: bool) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
-def _branches(x: Tensor, size: List[int], r1: float, r2: float, align_corners: bool) -> Tuple[Tensor, Tensor]:
-    """``(resize(branch_r1(x), size), resize(branch_r2(x), size))`` (TorchScript-able)."""
-    return _resize(_branch(x, r1), size, align_corners), _resize(_branch(x, r2), size, align_corners)
-
-
 def _mix(x: Tensor, weight: Tensor, size: List[int], r1: float, r2: float, align_corners: bool) -> Tensor:
-    low, high = _branches(x, size, r1, r2, align_corners)
+    """``(1 - weight) * resize(branch_r1(x)) + weight * resize(branch_r2(x))`` at ``size``
+    (TorchScript-able: the frozen layer's path too)."""
+    low = _resize(_branch(x, r1), size, align_corners)
+    high = _resize(_branch(x, r2), size, align_corners)
     return (1 - weight) * low + weight * high
 
 
@@ -255,17 +253,16 @@ class StaticShapeAdaptor2d(nn.Module):
             raise ValueError(f"out_size must be 2 positive ints, got {out_size!r}")
         if not math.isfinite(weight):
             raise ValueError(f"weight must be finite, got {weight!r}")
-        self.weight = float(weight)
+        self.register_buffer("weight", torch.tensor(float(weight)))  # follows .to(dtype/device)
         self.r1, self.r2 = float(r1), float(r2)
         self.align_corners = bool(align_corners)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x)
-        low, high = _branches(x, [s for s in self.out_size], self.r1, self.r2, self.align_corners)
-        return (1 - self.weight) * low + self.weight * high
+        return _mix(x, self.weight, [s for s in self.out_size], self.r1, self.r2, self.align_corners)
 
     def extra_repr(self) -> str:
-        return f"out_size={self.out_size}, weight={self.weight:.4f}, r1={self.r1:g}, r2={self.r2:g}"
+        return f"out_size={self.out_size}, weight={float(self.weight):.4f}, r1={self.r1:g}, r2={self.r2:g}"
 
 
 def module_macs(module: nn.Module, inputs: tuple, output: Tensor) -> int:

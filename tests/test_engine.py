@@ -187,10 +187,27 @@ def test_target_gmacs_lands_within_tolerance(tmp_path, ratio):
     assert count_macs(model, torch.zeros(1, 1, 16, 16)).total / 1e9 == pytest.approx(final, rel=1e-9)
 
 
-def test_target_gmacs_needs_learnable_resizers(tmp_path):
-    with pytest.raises(ValueError, match="target_gmacs needs learnable resizers"):
-        Trainer(tiny_cfg(tmp_path, pool="max", target_gmacs=0.001))
+@pytest.mark.parametrize("pool", ["max", "shape_adaptor", "diffstride"])
+def test_target_gmacs_needs_dynopool(tmp_path, pool):
+    """The budget rescales DynOPool's alpha = 1/r; other resizers are refused before the run starts."""
+    with pytest.raises(ValueError, match="target_gmacs adjusts DynOPool scales.*pool 'dynopool'"):
+        Trainer(tiny_cfg(tmp_path, pool=pool, target_gmacs=0.001))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("pool", ["shape_adaptor", "diffstride"])
+def test_scale_clamp_leaves_other_resizers_parameters_alone(tmp_path, pool):
+    """``max_scale`` clamps DynOPool's alpha = 1/r only: with a zero scale learning rate the
+    architecture parameters of Shape Adaptor (a logit, negative at its initial ratio 0.51) and
+    DiffStride end the run exactly where they started."""
+    cfg = tiny_cfg(tmp_path, pool=pool, epochs=1, scale_lr=0.0, max_scale=2.0)
+    trainer = Trainer(cfg)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if n.endswith(("alpha", "stride_raw"))}
+    assert before and (pool != "shape_adaptor" or all((v < 0).all() for v in before.values()))
+    trainer.fit()
+    after = dict(trainer.model.named_parameters())
+    for name, value in before.items():
+        assert torch.equal(after[name].detach(), value), name
 
 
 # -- method hooks ----------------------------------------------------------------------------------

@@ -25,16 +25,22 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..layers.base import LearnableResize, learnable_resizers
+from ..layers.base import learnable_resizers
 
 __all__ = ["GmacsBudget", "scalable_alphas", "project_to_budget"]
 
 
 def scalable_alphas(model: nn.Module) -> list[nn.Parameter]:
-    """Unique inverse-scale parameters (``alpha = 1/r``, DynOPool) of the learnable resizers."""
+    """Unique inverse-scale parameters (``alpha = 1/r``) of the DynOPool layers. Other resizers'
+    parameters (Shape Adaptor's logit, DiffStride's stride) mean something else: never rescaled
+    or clamped as scales."""
+    from ..layers.dynopool import DynOPool1d, DynOPool2d, DynOPool3d
+
     seen: set[int] = set()
     alphas = []
     for _, module in learnable_resizers(model):
+        if not isinstance(module, (DynOPool1d, DynOPool2d, DynOPool3d)):
+            continue
         alpha = getattr(module, "alpha", None)
         if isinstance(alpha, nn.Parameter) and id(alpha) not in seen:
             seen.add(id(alpha))
@@ -169,6 +175,3 @@ class GmacsBudget:
         self.frozen = state["frozen"]
         self.projection_factor = state["projection_factor"]
 
-
-def has_learnable_resizers(model: nn.Module) -> bool:
-    return any(isinstance(m, LearnableResize) for m in model.modules())

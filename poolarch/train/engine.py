@@ -35,7 +35,7 @@ import yaml
 from torch import Tensor, nn
 
 from ..layers.base import learnable_resizers
-from .budget import GmacsBudget, has_learnable_resizers, scalable_alphas
+from .budget import GmacsBudget, scalable_alphas
 from .checkpoint import atomic_torch_save, atomic_write_csv, atomic_write_text, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_buffers, broadcast_object, init_distributed
@@ -399,10 +399,10 @@ class Trainer:
 
         self.budget: GmacsBudget | None = None
         if cfg.target_gmacs is not None:
-            if not has_learnable_resizers(self.model) or getattr(self.method, "complexity", None) is None:
+            if not scalable_alphas(self.model) or getattr(self.method, "complexity", None) is None:
                 raise ValueError(
-                    f"target_gmacs needs learnable resizers (e.g. pool 'dynopool'); model {cfg.model!r} "
-                    f"with pool {cfg.pool!r} has none"
+                    f"target_gmacs adjusts DynOPool scales: it needs pool 'dynopool'; model {cfg.model!r} "
+                    f"with pool {cfg.pool!r} has no DynOPool layer"
                 )
             self.budget = GmacsBudget(cfg.target_gmacs, self.total_steps, cfg.target_tolerance, cfg.lambda_)
             self.method.lambda_ = self.budget.lambda_

@@ -140,13 +140,10 @@ def load_architecture(path: str | Path) -> Architecture:
 
 
 def _set_scale(module: LearnableResize, scale: list[float]) -> None:
-    if hasattr(module, "set_scale"):
+    try:
         module.set_scale(scale)
-    elif isinstance(getattr(module, "alpha", None), nn.Parameter):  # DynOPool: alpha = 1 / r
-        with torch.no_grad():
-            module.alpha.copy_(1.0 / torch.tensor(scale, dtype=module.alpha.dtype).reshape(module.alpha.shape))
-    else:
-        raise TypeError(f"cannot set the scale of {type(module).__name__}: define set_scale(scale)")
+    except NotImplementedError as e:
+        raise TypeError(f"cannot set the scale of {type(module).__name__}: {e}") from None
 
 
 def apply_architecture(model: nn.Module, arch: Architecture | str | Path, static: bool = False) -> nn.Module:

@@ -336,6 +336,36 @@ def test_architecture_file_rebuilds_the_network(tmp_path):
         apply_architecture(create_model("vgg_small", pool="dynopool"), arch)
 
 
+@pytest.mark.parametrize("pool", ["dynopool", "shape_adaptor", "diffstride"])
+def test_architecture_file_sets_each_pools_own_parameters(tmp_path, pool):
+    """apply_architecture puts the recorded scales into a fresh network through each resizer's
+    set_scale (DynOPool alpha = 1/r, Shape Adaptor's logit, DiffStride's stride parameter): the
+    fresh network has the same scales and sizes and, given only the weights, the same outputs."""
+    torch.manual_seed(0)
+    model = create_model("resnet20_cifar", pool=pool)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # arbitrary learned-looking values of each pool's own parameter
+        for name, p in model.named_parameters():
+            if name.endswith("alpha") and pool == "dynopool":
+                p.copy_(torch.rand(p.shape, generator=gen) * 1.5 + 1.3)
+            elif name.endswith("alpha"):
+                p.copy_(torch.randn(p.shape, generator=gen) * 2)
+            elif name.endswith("stride_raw"):
+                p.copy_(torch.randn(p.shape, generator=gen))
+    x = torch.randn(2, 3, 32, 32)
+    expected = model.eval()(x)
+    path = tmp_path / "architecture.yaml"
+    save_architecture(model, path)
+    rebuilt = apply_architecture(create_model("resnet20_cifar", pool=pool), path)
+    for (_, a), (_, b) in zip(learnable_resizers(model), learnable_resizers(rebuilt)):
+        torch.testing.assert_close(b.scale.detach(), a.scale.detach(), rtol=1e-5, atol=1e-6)
+    weights = {k: v for k, v in model.state_dict().items() if not k.endswith(("alpha", "stride_raw"))}
+    rebuilt.load_state_dict(weights, strict=False)
+    torch.testing.assert_close(rebuilt.eval()(x), expected, rtol=1e-4, atol=1e-4)
+    assert [m.last_out_size for _, m in learnable_resizers(rebuilt)] == [
+        m.last_out_size for _, m in learnable_resizers(model)]
+
+
 def _scripted_vgg16():
     return trained_like("vgg16_cifar", width=0.25)
 
@@ -414,3 +444,19 @@ def test_patchify_and_even_kernel_convs_become_same_padded(padding_mode):
         z = torch.randn(1, conv.in_channels, 9, 8)
         assert torch.allclose(conv(z), ref(z), atol=1e-6)
     check_training_step(model, x)
+
+
+def test_set_scale_rejects_scales_a_pool_cannot_have():
+    from poolarch.layers import DiffStride2d, DynOPool2d, ShapeAdaptor2d
+
+    with pytest.raises(ValueError, match="scale"):
+        DynOPool2d().set_scale((0.0, 0.5))
+    with pytest.raises(ValueError, match=r"scale must be one ratio in \[0.5, 1\]"):
+        ShapeAdaptor2d().set_scale((0.6, 0.7))
+    with pytest.raises(ValueError, match=r"scale must be one ratio in \[0.5, 1\]"):
+        ShapeAdaptor2d().set_scale((0.3, 0.3))
+    with pytest.raises(ValueError, match=r"scale must be in \(0, 1\]"):
+        DiffStride2d().set_scale((1.5, 0.5))
+    pool = ShapeAdaptor2d()
+    pool.set_scale((0.8, 0.8))
+    assert float(pool.ratio) == pytest.approx(0.8, rel=1e-6)

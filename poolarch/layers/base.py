@@ -72,6 +72,11 @@ class LearnableResize(nn.Module):
         """Current continuous scale ``r`` per spatial axis, shape ``(ndim,)``, differentiable."""
         raise NotImplementedError
 
+    def set_scale(self, scale: Sequence[float]) -> None:
+        """Set the architecture parameters so that :attr:`scale` equals ``scale`` (one ``r`` per
+        axis); :func:`poolarch.apply_architecture` rebuilds learned networks with it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define set_scale(scale)")
+
     def output_size(self, in_size: Sequence[int]) -> tuple[int, ...]:
         """Integer output size this layer produces for an input of spatial size ``in_size``."""
         raise NotImplementedError

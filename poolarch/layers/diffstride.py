@@ -356,6 +356,15 @@ class DiffStride2d(LearnableResize):
         """``r = 1 / S`` per axis, shape ``(2,)``."""
         return 1.0 / self.stride
 
+    def set_scale(self, scale: Sequence[float]) -> None:
+        """``scale``: ``r = 1 / S`` per axis, in ``(0, 1]``."""
+        scales = to_pair(tuple(float(v) for v in scale), "scale")
+        check_positive_finite(scales, "scale")
+        if any(s > 1 for s in scales):
+            raise ValueError(f"scale must be in (0, 1] (stride >= 1), got {scales}")
+        with torch.no_grad():
+            self.stride_raw.copy_(torch.tensor([_stride_to_raw(1.0 / s) for s in scales], dtype=self.stride_raw.dtype))
+
     def output_size(self, in_size: Sequence[int]) -> tuple[int, ...]:
         return diffstride_output_size(in_size, self.stride.detach(), self.smoothness, self.crop)[1]
 

@@ -273,6 +273,12 @@ class _DynOPoolNd(LearnableResize):
         """``r = 1 / alpha`` per spatial axis, shape ``(ndim,)``."""
         return 1.0 / self.alpha
 
+    def set_scale(self, scale: Sequence[float]) -> None:
+        scales = to_tuple(tuple(float(v) for v in scale), self.ndim, "scale")
+        check_positive_finite(scales, "scale")
+        with torch.no_grad():
+            self.alpha.copy_(torch.tensor([1.0 / s for s in scales], dtype=self.alpha.dtype))
+
     def output_size(self, in_size: Sequence[int]) -> tuple[int, ...]:
         return dynopool_output_size(in_size, self.alpha.detach(), self.min_size)[1]
 

@@ -155,9 +155,10 @@ def _mixing_weight(alpha: Tensor, r1: float, r2: float, penalty: float) -> Tenso
     return sig * penalty + r1 / (r2 - r1) * (penalty - 1.0)
 
 
-def _ratio_to_alpha(ratio: float, r1: float, r2: float) -> float:
+def _ratio_to_alpha(ratio: float, r1: float, r2: float, margin: float = BOUNDARY_MARGIN) -> float:
+    """The logit ``alpha`` with ``s(alpha) = ratio``, ``sigmoid(alpha)`` kept ``margin`` inside (0, 1)."""
     sig = (ratio - r1) / (r2 - r1)
-    sig = min(max(sig, BOUNDARY_MARGIN), 1.0 - BOUNDARY_MARGIN)
+    sig = min(max(sig, margin), 1.0 - margin)
     return math.log(sig / (1.0 - sig))
 
 
@@ -212,6 +213,17 @@ class ShapeAdaptor2d(LearnableResize):
     def scale(self) -> Tensor:
         """The ratio on both axes, shape ``(2,)``."""
         return self.ratio.expand(2)
+
+    def set_scale(self, scale: Sequence[float]) -> None:
+        """``scale``: the ratio, one value or the same value for both axes, in ``p * [r1, r2]``."""
+        ratios = to_pair(tuple(float(v) for v in scale) if isinstance(scale, Sequence) else float(scale), "scale")
+        low, high = self.penalty * self.r1, self.penalty * self.r2
+        if abs(ratios[0] - ratios[1]) > 1e-9 or not (low <= ratios[0] <= high):
+            raise ValueError(f"scale must be one ratio in [{low:g}, {high:g}] for both axes, got {ratios}")
+        # exact inverse (no initialisation margin), away from the sigmoid's infinities
+        alpha = _ratio_to_alpha(ratios[0] / self.penalty, self.r1, self.r2, margin=1e-12)
+        with torch.no_grad():
+            self.alpha.fill_(alpha)
 
     def output_size(self, in_size: Sequence[int]) -> tuple[int, ...]:
         return shape_adaptor_output_size(in_size, self.alpha.detach(), self.r1, self.r2, self.penalty)[1]

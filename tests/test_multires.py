@@ -488,3 +488,20 @@ def test_engine_passes_epochs_so_one_res_prunes_at_half(tmp_path):
     assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "multires_run.png").stat().st_size > 1000
     assert "multires_run.png" in (tmp_path / "rep" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("size", [(16, 16), (15, 9)])
+def test_one_resolution_net_reports_the_sizes_of_its_plain_export(size):
+    """After keep_argmax the net reports one size per change of resolution; the exported plain
+    CNN's own pooling layers (found by feature_map_sizes) produce exactly those sizes."""
+    from poolarch.complexity import feature_map_sizes
+
+    net = _net_with_schedule([0, 1, 1, 2], learn_depth=False)
+    x = torch.randn(1, 3, *size)
+    net(x)
+    assert net.feature_sizes() == []  # still mixing three resolutions per layer
+    plain = export_one_resolution(net).eval()
+    net.keep_argmax()
+    net(x)
+    expected = [s for name, s in feature_map_sizes(plain, x) if name != "input"]
+    assert net.feature_sizes() == expected and len(expected) == 2

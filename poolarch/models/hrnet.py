@@ -273,6 +273,10 @@ class HRNet(nn.Module):
         Empty before the first forward."""
         return list(getattr(self, "_last_sizes", []))
 
+    def feature_sizes(self) -> list[tuple[int, ...]]:
+        """What a report lists after the input (paper 000 Table 4): :meth:`stream_sizes`."""
+        return self.stream_sizes()
+
 
 def _build(name: str, num_classes: int = 21, pool: str = "strided", in_chans: int = 3, init_scales=None, **overrides) -> HRNet:
     base = HRNET_SPECS[name]

@@ -210,7 +210,24 @@ class MultiResNet(nn.Module):
         self.head = nn.Linear(channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        self._last_in_size = tuple(int(v) for v in x.shape[2:])
         return _classify(self.layers, self.depth, self.head, x)
+
+    def feature_sizes(self) -> list[tuple[int, ...]]:
+        """Sizes a report lists (paper 000 Table 1 style) once every layer runs at one resolution
+        (after :meth:`keep_argmax`, or pruning down to one branch): the size at each change of
+        level, ``ceil(H / 2^level)`` of the last forward's input. ``[]`` while some layer still
+        mixes several resolutions, or before the first forward."""
+        in_size = getattr(self, "_last_in_size", None)
+        levels = [layer.active_levels() for layer in self.layers]
+        if in_size is None or any(len(active) != 1 for active in levels):
+            return []
+        sizes, previous = [], 0
+        for (level,) in levels:
+            if level != previous:
+                sizes.append(tuple(-(-n // 2**level) for n in in_size))
+                previous = level
+        return sizes
 
     # -- architecture ------------------------------------------------------------------
     def resolution_weights(self) -> Tensor:

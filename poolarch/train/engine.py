@@ -258,9 +258,10 @@ def architecture_summary(model: nn.Module, example: Tensor) -> tuple[str, str]:
     finally:
         model.train(was_training)
     net = unwrap_model(model)
-    if callable(getattr(net, "stream_sizes", None)) and net.stream_sizes():
-        # multi-stream networks (HRNet) report one size per stream, as paper 000 Table 4
-        found = found[:1] + [("stream", size) for size in net.stream_sizes()]
+    if callable(getattr(net, "feature_sizes", None)) and net.feature_sizes():
+        # a model may say which sizes matter (after the input): HRNet one per stream (paper 000
+        # Table 4), a one-resolution multi-resolution net one per change of resolution
+        found = found[:1] + [("feature", size) for size in net.feature_sizes()]
     sizes = " ".join("x".join(str(int(v)) for v in size) for _, size in found)
     scales = []
     for _, module in learnable_resizers(model):

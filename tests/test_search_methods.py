@@ -129,20 +129,20 @@ def test_evaluate_configuration_recalibrates_batch_norm():
 
 
 def test_search_resume_matches_uninterrupted(tmp_path):
+    """The engine tells the method its length (tau schedule); a resumed search ends where an
+    uninterrupted one does."""
     from poolarch.train.engine import Trainer
 
     cfg = search_config("balanced-mixture", "resnet20", num_models=2, epochs=1, model_args={"widths": [2, 4, 4]},
                         method_args={"beta": 0.5}, out=str(tmp_path / "full"), **TINY)
     full = Trainer(cfg)
-    full.method.total_steps = full.total_steps
+    assert full.method.total_steps == full.total_steps
     full.fit()
     part_cfg = search_config("balanced-mixture", "resnet20", num_models=2, epochs=1, model_args={"widths": [2, 4, 4]},
                              method_args={"beta": 0.5}, out=str(tmp_path / "part"), **TINY)
     part = Trainer(part_cfg)
-    part.method.total_steps = part.total_steps
     part.fit(stop_after_epochs=1)
     resumed = Trainer(resume=tmp_path / "part")
-    resumed.method.total_steps = resumed.total_steps
     resumed.fit()
     np.testing.assert_allclose(resumed.method.accuracy, full.method.accuracy)
     np.testing.assert_array_equal(resumed.method.visits, full.method.visits)

@@ -214,12 +214,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import make_report
 
-    for run_dir in map(Path, args.run_dirs):
-        is_run = (run_dir / "metrics.csv").is_file()
-        holds_runs = run_dir.is_dir() and any((c / "metrics.csv").is_file() for c in run_dir.iterdir())
-        if not (is_run or holds_runs):
-            raise UsageError(f"{str(run_dir)!r} is neither a run directory (metrics.csv) nor a folder of runs "
-                             "(e.g. a sweep)")
+    # make_report reads runs and folders of runs (a sweep); what is neither is refused there
     out = _build(lambda: make_report([Path(d) for d in args.run_dirs], Path(args.out)))
     print(f"report written to {out if out is not None else args.out}")
     return 0

@@ -116,7 +116,10 @@ def test_train_eval_report_and_resume(tmp_path, capsys):
     assert status == 0, err
     assert "| run |" in (tmp_path / "rep2" / "report.md").read_text()
     status, _, err = run_cli(capsys, "report", str(tmp_path / "nothing"))
-    assert status == 2 and "neither a run directory" in err
+    assert status == 2 and "does not exist" in err
+    (tmp_path / "empty").mkdir()
+    status, _, err = run_cli(capsys, "report", str(tmp_path / "empty"))
+    assert status == 2 and "metrics.csv is missing" in err
 
 
 def test_existing_run_dir_needs_overwrite(tmp_path, capsys):

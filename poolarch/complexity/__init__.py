@@ -4,10 +4,12 @@ feature-map sizes learned by resizing layers.
 * :func:`count_macs` / :class:`MacCount` / :func:`register_macs` / :func:`current_gmacs` --
   :mod:`poolarch.complexity.macs` (what is counted, and the DynOPool formula, is documented there);
 * :class:`ComplexityLoss` -- :mod:`poolarch.complexity.loss`;
-* :func:`feature_map_sizes` / :func:`format_sizes` -- :mod:`poolarch.complexity.sizes`.
+* :func:`feature_map_sizes` / :func:`format_sizes` -- :mod:`poolarch.complexity.sizes`;
+* :func:`unwrap_model` -- the module inside a ``DistributedDataParallel``/``DataParallel`` wrapper.
 """
 from .loss import ComplexityLoss
 from .macs import CATEGORIES, TOTAL_CATEGORIES, MacCount, count_macs, current_gmacs, register_macs
+from ._trace import unwrap_model
 from .sizes import feature_map_sizes, format_sizes
 
 __all__ = [
@@ -20,4 +22,5 @@ __all__ = [
     "feature_map_sizes",
     "format_sizes",
     "register_macs",
+    "unwrap_model",
 ]

@@ -250,18 +250,19 @@ def architecture_summary(model: nn.Module, example: Tensor) -> tuple[str, str]:
     the input size and the output size of every resizing layer (learned or fixed: pools, strided
     convolutions) at ``example``, as paper 000 Table 1 lists them, and each learnable scale."""
     from ..complexity import feature_map_sizes
-    from ..complexity._trace import unwrap_model
+    from ..complexity import unwrap_model
 
     was_training = model.training
     try:
         found = feature_map_sizes(model, example)
     finally:
         model.train(was_training)
-    net = unwrap_model(model)
-    if callable(getattr(net, "feature_sizes", None)) and net.feature_sizes():
-        # a model may say which sizes matter (after the input): HRNet one per stream (paper 000
-        # Table 4), a one-resolution multi-resolution net one per change of resolution
-        found = found[:1] + [("feature", size) for size in net.feature_sizes()]
+    # a model may say which sizes matter (after the input): HRNet one per stream (paper 000
+    # Table 4), a one-resolution multi-resolution net one per change of resolution
+    reported = getattr(unwrap_model(model), "feature_sizes", None)
+    chosen = reported() if callable(reported) else []
+    if chosen:
+        found = found[:1] + [("feature", size) for size in chosen]
     sizes = " ".join("x".join(str(int(v)) for v in size) for _, size in found)
     scales = []
     for _, module in learnable_resizers(model):

@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..complexity import unwrap_model
 from ..layers.base import architecture_parameters, learnable_resizers
 from ..layers.multires import MultiResBlock
 from .distributed import average_over_ranks_
@@ -42,11 +43,6 @@ from .method import Method, register_method, split_parameters
 from ..models import multires as _multires_models  # noqa: F401  (registers multires_net & co. with create_model)
 
 __all__ = ["MultiResMethod"]
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel / DataParallel wrappers."""
-    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
 
 
 @register_method("multires")
@@ -97,7 +93,7 @@ class MultiResMethod(Method):
 
     # -- hooks ---------------------------------------------------------------------------
     def setup(self, model: nn.Module, example_input: Tensor) -> None:
-        net = _unwrap(model)
+        net = unwrap_model(model)
         if not any(isinstance(m, MultiResBlock) for m in net.modules()):
             raise ValueError(
                 "method 'multires' needs a model with MultiResBlock layers (e.g. multires_net, multires_effconv)"
@@ -118,12 +114,12 @@ class MultiResMethod(Method):
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         """Only the network weights: the mixing weights are updated by :meth:`val_step`."""
-        weights, _ = split_parameters(_unwrap(model))
+        weights, _ = split_parameters(unwrap_model(model))
         return [{"params": weights, "lr": self.lr, "weight_decay": self.weight_decay, "name": "weights"}]
 
     def forward(self, model: nn.Module, inputs: Tensor) -> Tensor:
         if self.wants_pruning and self.prune_epoch is None and not self.pruned:
-            self._prune(_unwrap(model), require_trained=True)
+            self._prune(unwrap_model(model), require_trained=True)
         return model(inputs)
 
     def _arch_params(self, net: nn.Module) -> list[nn.Parameter]:
@@ -145,7 +141,7 @@ class MultiResMethod(Method):
         so the engine's ``.grad`` buffers stay as they are). No-op once pruned."""
         if self.pruned:
             return
-        net = _unwrap(model)
+        net = unwrap_model(model)
         params = self._arch_params(net)
         if not params:
             return
@@ -163,7 +159,7 @@ class MultiResMethod(Method):
     def epoch_end(self, model: nn.Module, epoch: int) -> dict[str, Any]:
         """Metrics of the weights learned so far (see :meth:`metrics`); at ``prune_epoch`` the
         network is pruned *after* they are recorded, so the row shows what the pruning used."""
-        net = _unwrap(model)
+        net = unwrap_model(model)
         out = self.metrics(net)
         if self.wants_pruning and self.prune_epoch is not None and not self.pruned and epoch + 1 >= self.prune_epoch:
             self._prune(net, require_trained=False)

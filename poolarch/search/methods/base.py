@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ...complexity import unwrap_model
 from ...train.distributed import mean_over_ranks
 from ...train.method import Method, split_parameters
 from ..mixture import moving_average_update
@@ -177,7 +178,7 @@ class SamplingSearchMethod(Method):
         if self.last is None:
             return
         c, m = self.last
-        model = getattr(model, "module", model)  # a DDP wrapper: bookkeeping runs on the module
+        model = unwrap_model(model)  # under DDP the bookkeeping pass runs on the module
         if self.val_batch_norm == "batch":
             with batch_statistics(model.subnet(m)):
                 logits = model(inputs, config=self.configs[c], weight_set=m)

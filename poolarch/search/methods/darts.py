@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ...complexity import unwrap_model
 from ...train.distributed import average_over_ranks_
 from ...train.method import Method, register_method, split_parameters
 from ..space import Config
@@ -69,7 +70,7 @@ class DARTS(Method):
 
     def val_step(self, model: nn.Module, inputs: Tensor, targets: Tensor,
                  task_loss: Callable[[Tensor, Tensor], Tensor]) -> None:
-        model = getattr(model, "module", model)  # a DDP wrapper: the step runs on the module
+        model = unwrap_model(model)  # under DDP the architecture step runs on the module
         alphas = model.arch_parameters()
         with torch.enable_grad(), batch_statistics(model):
             loss = task_loss(model(inputs), targets)

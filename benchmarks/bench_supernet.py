@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from poolarch.search.methods import BalancedMixture, batch_statistics
-from poolarch.search.supernet import PoolingSupernet, resnet_from_blocks
+from poolarch.models.supernet import PoolingSupernet, resnet_from_blocks
 
 
 def main() -> None:

@@ -7,9 +7,9 @@ import yaml
 import poolarch.search  # noqa: F401  (registers models and methods)
 from poolarch.search.evaluate import evaluate_configuration, read_ranking
 from poolarch.search.methods import BalancedMixture, batch_statistics
-from poolarch.search.relaxed import MultiResolutionResNet
+from poolarch.models.relaxed import MultiResolutionResNet
 from poolarch.search.runner import run_search, search_config
-from poolarch.search.supernet import PoolingSupernet
+from poolarch.models.supernet import PoolingSupernet
 from poolarch.train.method import list_methods
 
 TINY = dict(dataset="random", image_size=8, num_classes=3, limit=48, batch_size=16, progress=False)
@@ -45,7 +45,7 @@ def test_search_end_to_end(tmp_path, method):
         np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
         # the evaluated weight set of each configuration is argmax_m p(m|c)
         by_config = {r["config"]: r["weight_set"] for r in rows}
-        configs = ["-".join(map(str, c)) for c in poolarch.search.space.enumerate_configs(10, 2)]
+        configs = ["-".join(map(str, c)) for c in poolarch.models.space.enumerate_configs(10, 2)]
         assert [by_config[c] for c in configs] == list(p.argmax(axis=1))
 
 
@@ -97,7 +97,7 @@ def test_darts_updates_only_alpha_in_val_step_and_single_path_matches():
     # the single path of a configuration equals the relaxed network with one-hot mixing weights
     model.eval()
     config = (5, 3, 2)
-    levels = poolarch.search.space.config_to_resolutions(config)[1:]
+    levels = poolarch.models.space.config_to_resolutions(config)[1:]
     with torch.no_grad():
         for block, level in zip(model.blocks, levels):
             block.alpha.fill_(-1e4)

@@ -6,7 +6,7 @@ import torch
 from poolarch.search.methods import MCTSUCB, SPOS, BalancedMixture, BoltzmannExploration
 from poolarch.search.mixture import (balance, joint_probabilities, kl_to_uniform, linear_schedule,
                                      moving_average_update, tau_schedule)
-from poolarch.search.space import enumerate_configs
+from poolarch.models.space import enumerate_configs
 
 
 def cross_ratios(p):

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from poolarch.search.space import (config_to_resolutions, enumerate_configs, format_config, parse_config,
+from poolarch.models.space import (config_to_resolutions, enumerate_configs, format_config, parse_config,
                                    pool_positions, space_for)
-from poolarch.search.supernet import PoolingResNet, PoolingSupernet, resnet_from_blocks
+from poolarch.models.supernet import PoolingResNet, PoolingSupernet, resnet_from_blocks
 
 
 def brute_force(num_layers, num_pools):

@@ -1,6 +1,7 @@
-"""Model zoo: ``create_model(name, num_classes=..., pool=...)``; families register on import."""
+"""Model zoo: ``create_model(name, num_classes=..., pool=...)``; every family registers its builders
+on import, and this package imports every family explicitly (no plugin loading)."""
 from .registry import create_model, list_models, register_model
-from . import mobilenet, plainnet, resnet, vgg  # noqa: F401  (register the builders)
+from . import hrnet, mobilenet, multires, plainnet, relaxed, resnet, supernet, vgg  # noqa: F401  (register the builders)
 from .mobilenet import MobileNetV2Cifar
 from .resnet import CifarResNet
 from .vgg import ConvStageNet

@@ -5,7 +5,6 @@ nets, supernets, HRNets) register theirs the same way.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable, Sequence
 
 from torch import nn
@@ -14,24 +13,6 @@ __all__ = ["register_model", "create_model", "list_models", "ModelBuilder"]
 
 ModelBuilder = Callable[..., nn.Module]
 _MODELS: dict[str, ModelBuilder] = {}
-# modules of other packages that register models on import; loaded on the first lookup so that
-# ``create_model``/``list_models`` see every network without the caller importing them
-PLUGIN_MODULES = ("poolarch.models.multires", "poolarch.models.hrnet", "poolarch.search.supernet",
-                  "poolarch.search.relaxed")
-_plugins_loaded = False
-
-
-def _load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for module in PLUGIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:  # that package is not part of this installation
-            if exc.name != module:
-                raise
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -50,7 +31,6 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
 
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`."""
-    _load_plugins()
     return sorted(_MODELS)
 
 
@@ -73,8 +53,6 @@ def create_model(
         init_scales: optional initial scale per resizing position (learnable pools only).
         **kwargs: model-specific options (e.g. ``width`` for VGG nets).
     """
-    if name not in _MODELS:
-        _load_plugins()
     if name not in _MODELS:
         raise ValueError(f"name must be one of {list_models()}, got {name!r}")
     if not isinstance(num_classes, int) or num_classes < 1:

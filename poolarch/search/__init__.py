@@ -8,10 +8,10 @@ from . import methods  # registers the search methods
 from .evaluate import rank_configurations
 from .mixture import balance, joint_probabilities, tau_schedule
 from .rankcorr import kendall_tau, rank_correlation, top_k_overlap
-from .relaxed import MultiResolutionResNet
+from ..models.relaxed import MultiResolutionResNet
 from .runner import run_search, search_config
-from .space import SearchSpace, enumerate_configs, space_for
-from .supernet import PoolingResNet, PoolingSupernet, resnet_from_blocks
+from ..models.space import SearchSpace, enumerate_configs, space_for
+from ..models.supernet import PoolingResNet, PoolingSupernet, resnet_from_blocks
 from .sweep import sweep
 
 __all__ = ["methods", "rank_configurations", "balance", "joint_probabilities", "tau_schedule", "kendall_tau",

@@ -27,7 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..train.checkpoint import atomic_write_csv, atomic_write_text
 from ..train.distributed import average_over_ranks_, means_over_ranks
 from .methods.base import batch_statistics
-from .space import Config, format_config
+from ..models.space import Config, format_config
 
 __all__ = ["evaluate_configuration", "rank_configurations", "write_ranking", "plot_model_assignment",
            "read_ranking", "RANKING_FILE", "TOPK_FILE"]

@@ -17,7 +17,7 @@ import yaml
 from ..train.checkpoint import atomic_write_text
 from ..train.config import TrainConfig
 from .evaluate import HEATMAP_FILE, plot_model_assignment, rank_configurations, write_ranking
-from .space import format_config, get_backbone
+from ..models.space import format_config, get_backbone
 
 __all__ = ["search_config", "run_search", "SEARCH_METHODS", "SEARCH_FILE"]
 

@@ -20,7 +20,7 @@ import yaml
 
 from ..train.checkpoint import atomic_write_csv
 from ..train.config import TrainConfig
-from .space import Config, format_config, get_backbone, parse_config
+from ..models.space import Config, format_config, get_backbone, parse_config
 
 __all__ = ["sweep", "sweep_run_config", "read_sweep", "SWEEP_FILE", "BACKENDS"]
 

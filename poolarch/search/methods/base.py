@@ -24,7 +24,7 @@ from ...complexity import unwrap_model
 from ...train.distributed import mean_over_ranks
 from ...train.method import Method, split_parameters
 from ..mixture import moving_average_update
-from ..space import Config
+from ...models.space import Config
 
 __all__ = ["SamplingSearchMethod", "batch_statistics", "check_search_model"]
 

@@ -1,6 +1,6 @@
 """DARTS over the multi-resolution relaxation (paper 003, app. C; Liu et al. 2019).
 
-The model is a :class:`poolarch.search.relaxed.MultiResolutionResNet` (weights shared across
+The model is a :class:`poolarch.models.relaxed.MultiResolutionResNet` (weights shared across
 resolutions or not). The engine trains the weights on the training split with its optimiser
 (architecture logits excluded); after every training step :meth:`val_step` takes one
 first-order DARTS step of Adam (paper: lr 1e-2) on the mixing logits with the validation
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ...complexity import unwrap_model
 from ...train.distributed import average_over_ranks_
 from ...train.method import Method, register_method, split_parameters
-from ..space import Config
+from ...models.space import Config
 from .base import batch_statistics
 
 __all__ = ["DARTS"]

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ...train.method import register_method
-from ..space import Config, config_to_resolutions
+from ...models.space import Config, config_to_resolutions
 from .base import SamplingSearchMethod
 
 __all__ = ["MCTSUCB"]

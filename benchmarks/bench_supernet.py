@@ -19,7 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from poolarch.search.methods import BalancedMixture, batch_statistics
+from poolarch.methods import RunInfo
+from poolarch.methods.search import BalancedMixture, batch_statistics
 from poolarch.models.supernet import PoolingSupernet, resnet_from_blocks
 
 
@@ -37,14 +38,15 @@ def main() -> None:
     torch.manual_seed(0)
 
     supernet = PoolingSupernet(args.backbone, num_classes=10, num_weight_sets=args.models)
-    method = BalancedMixture(total_steps=args.steps + args.warmup, seed=0)
-    fast = BalancedMixture(total_steps=args.steps + args.warmup, seed=0, val_batch_norm="running")
+    method = BalancedMixture(seed=0)
+    fast = BalancedMixture(seed=0, val_batch_norm="running")
+    run = RunInfo(epochs=1, steps_per_epoch=args.steps + args.warmup)
     x = torch.randn(args.batch, 3, args.size, args.size)
     y = torch.randint(0, 10, (args.batch,))
     xv = torch.randn(args.batch, 3, args.size, args.size)
     yv = torch.randint(0, 10, (args.batch,))
-    method.setup(supernet, x[:1])
-    fast.setup(supernet, x[:1])
+    method.setup(supernet, x[:1], run)
+    fast.setup(supernet, x[:1], run)
     opt = torch.optim.SGD(method.param_groups(supernet), lr=0.01, momentum=0.9)
     singles = {c: resnet_from_blocks(args.backbone, c, num_classes=10) for c in supernet.space.configs}
     single_opts = {c: torch.optim.SGD(n.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)

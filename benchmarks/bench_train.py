@@ -72,7 +72,7 @@ def main() -> None:
                 wall, cpu = time_steps(trainer, batches, 1 + repeat * len(batches))
                 old = best.get(label, (float("inf"), float("inf")))
                 best[label] = (min(old[0], wall), min(old[1], cpu))
-        from poolarch.train.engine import architecture_summary
+        from poolarch.train.evaluation import architecture_summary
 
         sizes = {k: architecture_summary(t.model, t.example)[0] for k, t in trainers.items()}
     base_wall, base_cpu = best["MaxPool2d"]

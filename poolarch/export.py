@@ -70,7 +70,8 @@ def export_model(model: nn.Module, example_input: Tensor, path: str | Path, form
 
 def export_run(run_dir: str | Path, path: str | Path, format: str | None = None, checkpoint: str = "best") -> Path:
     """Export the ``best`` (or ``last``) checkpoint of a run directory (see :func:`export_model`)."""
-    from .train.engine import example_input, load_run
+    from .train import load_run
+    from .train.build import example_input
 
     _format_of(Path(path), format)  # a bad name fails before the run is loaded
     run = load_run(run_dir, checkpoint)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from poolarch.train import Method, TrainConfig, Trainer, register_method, run_status, train
-from poolarch.train.checkpoint import atomic_torch_save, load_checkpoint
+from poolarch.checkpoint import atomic_torch_save, load_checkpoint
 from poolarch.train.schedule import lr_factor
 from poolarch.train.task import SegmentationTask, create_task, mean_iou
 
@@ -338,7 +338,7 @@ def test_segmentation_miou_from_confusion_matrix():
 def test_budget_controller_sign_and_projection():
     from poolarch.complexity import count_macs
     from poolarch.models import create_model
-    from poolarch.train.budget import GmacsBudget, project_to_budget, scalable_alphas
+    from poolarch.methods.budget import GmacsBudget, distinct_resizers, project_to_budget
 
     budget = GmacsBudget(target=1.0, total_steps=100)
     assert budget.lambda_ == 0.0  # neutral start without a configured lambda
@@ -352,9 +352,9 @@ def test_budget_controller_sign_and_projection():
     model = create_model("vgg_small", num_classes=10, pool="dynopool", in_chans=1, width=0.25).eval()
     example = torch.zeros(1, 1, 28, 28)
     measure = lambda: count_macs(model, example).total / 1e9  # noqa: E731
-    before = [a.detach().clone() for a in scalable_alphas(model)]
+    before = [m.alpha.detach().clone() for m in distinct_resizers(model)]
     target = 0.4 * measure()
     factor, gmacs = project_to_budget(model, measure, target, tolerance=0.05)
     assert abs(gmacs / target - 1) <= 0.05 and gmacs == pytest.approx(measure())
-    for a0, a in zip(before, scalable_alphas(model)):  # one common factor on every alpha
+    for a0, a in zip(before, [m.alpha for m in distinct_resizers(model)]):  # one common factor on every alpha
         torch.testing.assert_close(a.detach(), a0 * factor)

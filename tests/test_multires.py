@@ -18,8 +18,8 @@ from poolarch.models.multires import (
     plot_multires,
     predefined_schedule,
 )
-from poolarch.train.method import create_method
-from poolarch.train.multires_method import MultiResMethod
+from poolarch.methods import RunInfo, create_method
+from poolarch.methods import MultiResMethod
 
 torch.set_num_threads(1)
 
@@ -425,8 +425,19 @@ def test_method_prunes_at_prune_epoch_then_freezes_alpha(kwargs):
 
 
 def test_prune_epoch_defaults_to_half_of_the_epochs():
-    assert create_method("multires", one_res=True, epochs=10).prune_epoch == 5
-    assert create_method("multires", epochs=10).prune_epoch is None
+    """The run's length reaches the method once, in the RunInfo given to setup."""
+    net, x = MultiResNet(channels=4, num_layers=2), torch.zeros(1, 3, 8, 8)
+    run = RunInfo(epochs=10, steps_per_epoch=3)
+    one_res = create_method("multires", one_res=True)
+    assert one_res.prune_epoch is None  # not known before setup
+    one_res.setup(net, x, run)
+    assert one_res.prune_epoch == 5
+    plain = create_method("multires")
+    plain.setup(net, x, run)
+    assert plain.prune_epoch is None  # nothing to prune
+    explicit = create_method("multires", one_res=True, prune_epoch=2)
+    explicit.setup(net, x, run)
+    assert explicit.prune_epoch == 2
 
 
 def test_prune_before_training_needs_learned_alphas():

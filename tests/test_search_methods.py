@@ -6,11 +6,11 @@ import yaml
 
 import poolarch.search  # noqa: F401  (registers models and methods)
 from poolarch.search.evaluate import evaluate_configuration, read_ranking
-from poolarch.search.methods import BalancedMixture, batch_statistics
+from poolarch.methods.search import BalancedMixture, batch_statistics
 from poolarch.models.relaxed import MultiResolutionResNet
 from poolarch.search.runner import run_search, search_config
 from poolarch.models.supernet import PoolingSupernet
-from poolarch.train.method import list_methods
+from poolarch.methods import RunInfo, list_methods
 
 TINY = dict(dataset="random", image_size=8, num_classes=3, limit=48, batch_size=16, progress=False)
 
@@ -62,8 +62,8 @@ def test_eval_top_evaluates_only_k(tmp_path):
 def test_val_step_leaves_running_stats_and_updates_moving_average():
     torch.manual_seed(0)
     model = PoolingSupernet("resnet20", num_classes=3, num_weight_sets=2, widths=(2, 4, 4))
-    method = BalancedMixture(total_steps=10, beta=0.5)
-    method.setup(model, torch.zeros(1, 3, 8, 8))
+    method = BalancedMixture(beta=0.5)
+    method.setup(model, torch.zeros(1, 3, 8, 8), RunInfo(epochs=1, steps_per_epoch=10))
     model.train()
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
     method.forward(model, x)
@@ -81,7 +81,7 @@ def test_val_step_leaves_running_stats_and_updates_moving_average():
 def test_darts_updates_only_alpha_in_val_step_and_single_path_matches():
     torch.manual_seed(0)
     model = MultiResolutionResNet("resnet20", num_classes=3, widths=(2, 4, 4), share_weights=False, same_init=False)
-    from poolarch.search.methods import DARTS
+    from poolarch.methods.search import DARTS
 
     method = DARTS(arch_lr=0.1)
     method.setup(model, torch.zeros(1, 3, 8, 8))
@@ -131,7 +131,7 @@ def test_evaluate_configuration_recalibrates_batch_norm():
 def test_search_resume_matches_uninterrupted(tmp_path):
     """The engine tells the method its length (tau schedule); a resumed search ends where an
     uninterrupted one does."""
-    from poolarch.train.engine import Trainer
+    from poolarch.train import Trainer
 
     cfg = search_config("balanced-mixture", "resnet20", num_models=2, epochs=1, model_args={"widths": [2, 4, 4]},
                         method_args={"beta": 0.5}, out=str(tmp_path / "full"), **TINY)
@@ -176,8 +176,8 @@ def test_cli_search_darts_not_shared_and_retrain_config(tmp_path, capsys):
 def test_val_step_running_statistics_option():
     torch.manual_seed(0)
     model = PoolingSupernet("resnet20", num_classes=3, num_weight_sets=1, widths=(2, 4, 4))
-    method = BalancedMixture(total_steps=10, beta=0.0, val_batch_norm="running")
-    method.setup(model, torch.zeros(1, 3, 8, 8))
+    method = BalancedMixture(beta=0.0, val_batch_norm="running")
+    method.setup(model, torch.zeros(1, 3, 8, 8), RunInfo(epochs=1, steps_per_epoch=10))
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
     model.train()
     method.forward(model, x)
@@ -200,7 +200,7 @@ def test_config_blocks_retrains_from_backbone_or_supernet_names():
     from poolarch.complexity import count_macs
     from poolarch.models import create_model
     from poolarch.train import TrainConfig
-    from poolarch.train.engine import build_model
+    from poolarch.train.build import build_model
 
     data = SimpleNamespace(in_chans=3, num_classes=3)
     reference = create_model("resnet20_blocks", num_classes=3, pool="max", config_blocks=[5, 3, 2], widths=[2, 4, 4])

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from poolarch.search.methods import MCTSUCB, SPOS, BalancedMixture, BoltzmannExploration
-from poolarch.search.mixture import (balance, joint_probabilities, kl_to_uniform, linear_schedule,
+from poolarch.methods import RunInfo
+from poolarch.methods.search import MCTSUCB, SPOS, BalancedMixture, BoltzmannExploration
+from poolarch.methods.search.mixture import (balance, joint_probabilities, kl_to_uniform, linear_schedule,
                                      moving_average_update, tau_schedule)
 from poolarch.models.space import enumerate_configs
 
@@ -76,8 +77,8 @@ def test_balanced_mixture_samples_uniformly_and_trains_models_equally():
     and every model must still be trained equally often."""
     configs = enumerate_configs(10, 2)
     M, steps = 4, 20000
-    method = BalancedMixture(total_steps=steps, beta=0.5, seed=1)
-    method.bind(configs, M)
+    method = BalancedMixture(beta=0.5, seed=1)
+    method.bind(configs, M, RunInfo(epochs=1, steps_per_epoch=steps))
     rng = np.random.default_rng(0)
     preference = rng.uniform(0.2, 0.9, size=(len(configs), M))
     preference[:, 0] += 0.3  # model 0 is better for everyone
@@ -98,21 +99,21 @@ def test_sampler_state_roundtrip():
     configs = enumerate_configs(6, 2)
     for cls, kwargs in [(BalancedMixture, {}), (SPOS, {}), (MCTSUCB, {"warmup": 0.1}),
                         (BoltzmannExploration, {"warmup": 0.1})]:
-        a = cls(total_steps=100, seed=3, **kwargs)
-        a.bind(configs, 2 if cls is BalancedMixture else 1)
+        a = cls(seed=3, **kwargs)
+        a.bind(configs, 2 if cls is BalancedMixture else 1, RunInfo(epochs=4, steps_per_epoch=25))
         for i in range(30):
             c = a.next_path()
             a.record(a.last[0], a.last[1], (i % 7) / 7)
-        b = cls(total_steps=100, seed=99, **kwargs)
+        b = cls(seed=99, **kwargs)
         b.load_state_dict(a.state_dict())
-        b.bind(configs, 2 if cls is BalancedMixture else 1)
+        b.bind(configs, 2 if cls is BalancedMixture else 1, RunInfo(epochs=4, steps_per_epoch=25))
         assert [a.next_path() for _ in range(20)] == [b.next_path() for _ in range(20)], cls
 
 
 def test_mcts_tree_leaves_are_the_space_and_ucb_explores_all():
     configs = enumerate_configs(10, 2)
-    method = MCTSUCB(total_steps=1000, seed=0, ucb_c=0.5)
-    method.bind(configs, 1)
+    method = MCTSUCB(seed=0, ucb_c=0.5)
+    method.bind(configs, 1, RunInfo(epochs=1, steps_per_epoch=1000))
     leaves, stack = [], [(0,)]
     while stack:
         node = stack.pop()
@@ -137,8 +138,8 @@ def test_mcts_tree_leaves_are_the_space_and_ucb_explores_all():
 
 def test_bse_schedule_and_warmup():
     configs = enumerate_configs(6, 1)
-    method = BoltzmannExploration(total_steps=100, inv_temp_end=50, warmup=0.5, seed=0)
-    method.bind(configs, 1)
+    method = BoltzmannExploration(inv_temp_end=50, warmup=0.5, seed=0)
+    method.bind(configs, 1, RunInfo(epochs=1, steps_per_epoch=100))
     method.accuracy[:, 0] = np.linspace(0, 1, len(configs))
     np.testing.assert_allclose(method.probabilities(), 1 / len(configs))  # warm-up: uniform
     method.step = 100
@@ -147,7 +148,7 @@ def test_bse_schedule_and_warmup():
 
 
 def test_warm_started_ipf_reaches_the_same_balanced_matrix():
-    from poolarch.search.mixture import ipf_log
+    from poolarch.methods.search.mixture import ipf_log
 
     rng = np.random.default_rng(5)
     a = rng.uniform(0.5, 0.95, size=(36, 4))

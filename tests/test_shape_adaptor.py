@@ -14,7 +14,7 @@ from poolarch.layers import (
     make_pool,
     shape_adaptor2d,
 )
-from poolarch.train.method import create_method
+from poolarch.methods import create_method
 
 D = torch.float64
 

@@ -20,9 +20,10 @@ In-memory datasets are uint8 tensors on ``device``; each batch is converted, res
 Streaming datasets use RandomResizedCrop + flip (train) or resize + centre crop (eval) at
 ``image_size`` (default 224) in DataLoader workers.
 
-Other packages add datasets with ``@register_dataset("name")`` on a builder
-``fn(opts: DataOptions) -> DataBundle`` (see :mod:`poolarch.data.bundle` for the shared
-``in_memory_bundle`` / ``streaming_bundle`` helpers).
+Datasets live in :data:`DATASETS` (a :class:`poolarch._registry.Registry`); this module registers
+the built-in ones explicitly below. Other packages add datasets with ``@register_dataset("name")``
+on a builder ``fn(opts: DataOptions) -> DataBundle`` (see :mod:`poolarch.data.bundle` for the
+shared ``in_memory_bundle`` / ``streaming_bundle`` helpers).
 """
 from __future__ import annotations
 
@@ -30,32 +31,46 @@ from typing import Callable, Sequence
 
 import torch
 
+from .._registry import Registry
+from . import cifar, folders, mnist5k, segmentation
+from . import random as random_data
 from .bundle import DataBundle, DataOptions
 from .loader import StreamingLoader, TensorLoader, shard_indices
 from .split import split_train_val
-from .transforms import list_variants, make_variant
+from .transforms import VARIANTS, list_variants, make_variant
 
-__all__ = ["load_data", "list_datasets", "list_variants", "register_dataset", "split_train_val",
-           "DataBundle", "DataOptions", "TensorLoader", "StreamingLoader", "shard_indices", "make_variant"]
+__all__ = ["load_data", "list_datasets", "list_variants", "register_dataset", "split_train_val", "DATASETS",
+           "VARIANTS", "DataBundle", "DataOptions", "TensorLoader", "StreamingLoader", "shard_indices",
+           "make_variant"]
 
-_DATASETS: dict[str, Callable[[DataOptions], DataBundle]] = {}
+DatasetBuilder = Callable[[DataOptions], DataBundle]
+DATASETS: Registry[DatasetBuilder] = Registry("dataset")
 
 
-def register_dataset(name: str) -> Callable[[Callable[[DataOptions], DataBundle]], Callable[[DataOptions], DataBundle]]:
+def register_dataset(name: str) -> Callable[[DatasetBuilder], DatasetBuilder]:
     """Decorator registering ``builder(opts: DataOptions) -> DataBundle`` under ``name``."""
-
-    def deco(fn: Callable[[DataOptions], DataBundle]) -> Callable[[DataOptions], DataBundle]:
-        if name in _DATASETS:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _DATASETS[name] = fn
-        return fn
-
-    return deco
+    return DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
     """Names accepted by :func:`load_data`."""
-    return sorted(_DATASETS)
+    return DATASETS.names()
+
+
+for _name, _builder in (
+    ("mnist5k", mnist5k.build_mnist5k),
+    ("cifar10", cifar.build_cifar10),
+    ("cifar100", cifar.build_cifar100),
+    ("aircraft", folders.build_aircraft),
+    ("food101", folders.build_food101),
+    ("imagenet", folders.build_imagenet),
+    ("imagefolder", folders.build_imagefolder),
+    ("random", random_data.build_random),
+    ("voc", segmentation.build_voc),
+    ("segfolder", segmentation.build_segfolder),
+    ("random-seg", segmentation.build_random_segmentation),
+):
+    DATASETS.register(_name, _builder)
 
 
 def load_data(
@@ -97,10 +112,9 @@ def load_data(
         augment: training augmentation on/off.
         num_workers: DataLoader workers of streaming datasets (default min(8, cpus - 1)).
     """
-    if name not in _DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; allowed: {list_datasets()}")
-    if variant is not None and variant not in list_variants():
-        raise ValueError(f"unknown variant {variant!r}; allowed: {list_variants()} or None")
+    builder = DATASETS.get(name)
+    if variant is not None:
+        VARIANTS.get(variant)
     for arg, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ValueError(f"{arg} must be a positive int, got {value!r}")
@@ -116,24 +130,4 @@ def load_data(
                        world_size=world_size, device=device, limit=limit, eval_limit=eval_limit,
                        image_size=image_size, num_classes=num_classes, in_chans=in_chans, augment=augment,
                        num_workers=num_workers)
-    return _DATASETS[name](opts)
-
-
-def _register_builtin() -> None:
-    from . import cifar, folders, mnist5k, segmentation
-    from . import random as random_data
-
-    register_dataset("mnist5k")(mnist5k.build_mnist5k)
-    register_dataset("cifar10")(cifar.build_cifar10)
-    register_dataset("cifar100")(cifar.build_cifar100)
-    register_dataset("aircraft")(folders.build_aircraft)
-    register_dataset("food101")(folders.build_food101)
-    register_dataset("imagenet")(folders.build_imagenet)
-    register_dataset("imagefolder")(folders.build_imagefolder)
-    register_dataset("random")(random_data.build_random)
-    register_dataset("voc")(segmentation.build_voc)
-    register_dataset("segfolder")(segmentation.build_segfolder)
-    register_dataset("random-seg")(segmentation.build_random_segmentation)
-
-
-_register_builtin()
+    return builder(opts)

@@ -23,7 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._registry import Registry
+
 __all__ = [
+    "VARIANTS",
     "crop",
     "random_crop",
     "random_hflip",
@@ -224,26 +227,23 @@ class Enlarge(Variant):
         return f"factor={self.factor}"
 
 
-_VARIANTS: dict[str, Callable[[], Variant]] = {
-    "stretch-v": lambda: Stretch("v"),
-    "stretch-h": lambda: Stretch("h"),
-    "tile": Tile,
-    "large": Enlarge,
-}
+VARIANTS: Registry[Callable[[], Variant]] = Registry("variant")
+VARIANTS.register("stretch-v", lambda: Stretch("v"))
+VARIANTS.register("stretch-h", lambda: Stretch("h"))
+VARIANTS.register("tile", Tile)
+VARIANTS.register("large", Enlarge)
 
 
 def list_variants() -> list[str]:
     """Names accepted by ``variant=``."""
-    return sorted(_VARIANTS)
+    return VARIANTS.names()
 
 
 def make_variant(name: str | None) -> Variant:
     """The synthetic-study transform ``name`` (``None`` -> identity)."""
     if name is None:
         return Variant()
-    if name not in _VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; allowed: {list_variants()} or None")
-    return _VARIANTS[name]()
+    return VARIANTS.get(name)()
 
 
 class BatchAugment(nn.Module):

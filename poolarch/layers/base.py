@@ -77,6 +77,16 @@ class LearnableResize(nn.Module):
         axis); :func:`poolarch.apply_architecture` rebuilds learned networks with it."""
         raise NotImplementedError(f"{type(self).__name__} does not define set_scale(scale)")
 
+    def clamp_scale_(self, max_scale: float) -> None:
+        """Project the architecture parameters in place so that every scale ``r <= max_scale``
+        (called after optimiser steps, so one large gradient cannot blow a map up). Layers whose
+        parametrisation bounds the scale below ``max_scale`` leave their parameters alone."""
+        raise NotImplementedError(f"{type(self).__name__} does not define clamp_scale_(max_scale)")
+
+    def rescale_(self, factor: float) -> None:
+        """Multiply every scale ``r`` by ``factor > 0`` in place (the GMACs budget's projection)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot rescale its scale (rescale_)")
+
     def output_size(self, in_size: Sequence[int]) -> tuple[int, ...]:
         """Integer output size this layer produces for an input of spatial size ``in_size``."""
         raise NotImplementedError

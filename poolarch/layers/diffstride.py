@@ -365,6 +365,15 @@ class DiffStride2d(LearnableResize):
         with torch.no_grad():
             self.stride_raw.copy_(torch.tensor([_stride_to_raw(1.0 / s) for s in scales], dtype=self.stride_raw.dtype))
 
+    def clamp_scale_(self, max_scale: float) -> None:
+        """Bound ``r = 1/S <= max_scale`` by clamping ``stride_raw`` from below; a no-op for
+        ``max_scale >= 1`` (the stride is always ``> 1``)."""
+        check_positive_finite((float(max_scale),), "max_scale")
+        if max_scale >= 1.0:
+            return
+        with torch.no_grad():
+            self.stride_raw.clamp_(min=_stride_to_raw(1.0 / max_scale))
+
     def output_size(self, in_size: Sequence[int]) -> tuple[int, ...]:
         return diffstride_output_size(in_size, self.stride.detach(), self.smoothness, self.crop)[1]
 

@@ -279,6 +279,18 @@ class _DynOPoolNd(LearnableResize):
         with torch.no_grad():
             self.alpha.copy_(torch.tensor([1.0 / s for s in scales], dtype=self.alpha.dtype))
 
+    def clamp_scale_(self, max_scale: float) -> None:
+        """``alpha >= 1 / max_scale`` in place (``r = 1/alpha <= max_scale``, and ``alpha`` stays positive)."""
+        check_positive_finite((float(max_scale),), "max_scale")
+        with torch.no_grad():
+            self.alpha.clamp_(min=1.0 / max_scale)
+
+    def rescale_(self, factor: float) -> None:
+        """``r <- factor * r``, i.e. ``alpha <- alpha / factor``, in place."""
+        check_positive_finite((float(factor),), "factor")
+        with torch.no_grad():
+            self.alpha.div_(factor)
+
     def output_size(self, in_size: Sequence[int]) -> tuple[int, ...]:
         return dynopool_output_size(in_size, self.alpha.detach(), self.min_size)[1]
 

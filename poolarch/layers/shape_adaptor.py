@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import LearnableResize, learnable_resizers, shape_repr, to_pair
+from .base import LearnableResize, check_positive_finite, learnable_resizers, shape_repr, to_pair
 from .factory import register_pool
 
 __all__ = [
@@ -224,6 +224,19 @@ class ShapeAdaptor2d(LearnableResize):
         alpha = _ratio_to_alpha(ratios[0] / self.penalty, self.r1, self.r2, margin=1e-12)
         with torch.no_grad():
             self.alpha.fill_(alpha)
+
+    def clamp_scale_(self, max_scale: float) -> None:
+        """Bound the ratio ``p * s(alpha) <= max_scale`` by clamping the logit ``alpha`` from above
+        (the logit is not an inverse scale: it is never clamped from below). A no-op when
+        ``max_scale >= p * r2``, which holds for every ``max_scale >= 1`` with the default ratios."""
+        check_positive_finite((float(max_scale),), "max_scale")
+        low, high = self.penalty * self.r1, self.penalty * self.r2
+        if max_scale >= high:
+            return
+        if max_scale <= low:
+            raise ValueError(f"max_scale must be > p * r1 = {low:g} for a ShapeAdaptor2d, got {max_scale}")
+        with torch.no_grad():
+            self.alpha.clamp_(max=_ratio_to_alpha(max_scale / self.penalty, self.r1, self.r2, margin=1e-12))
 
     def output_size(self, in_size: Sequence[int]) -> tuple[int, ...]:
         return shape_adaptor_output_size(in_size, self.alpha.detach(), self.r1, self.r2, self.penalty)[1]

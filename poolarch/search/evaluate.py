@@ -1,4 +1,4 @@
-"""After a search: rank every configuration, write the top-k and draw p(m|c) (paper 003 Sec. 2.3, Fig. 5).
+"""After a search: rank every configuration (paper 003 Sec. 2.3).
 
 Every configuration ``c`` is evaluated on the validation split with the weight set the method
 assigns to it (balanced mixture: ``m* = argmax_m p(m|c)``). Batch-norm statistics are shared by all
@@ -8,8 +8,9 @@ with ``recalibration_batches=0`` the evaluation uses batch statistics instead. W
 ``eval_top=K`` configurations are first ranked by the method's proxy score (``a[c, m*]``, or the
 path probability for DARTS) and only the best ``K`` are evaluated.
 
-Files written into the run directory: ``ranking.csv`` (every configuration, best first),
-``topk.yaml``, and for mixtures ``p_m_given_c.csv`` / ``p_m_given_c.png``.
+The rows are written into the run directory by the search method
+(:meth:`poolarch.methods.SearchMethod.write_artifacts`: ``ranking.csv``, ``topk.yaml``, ...);
+:func:`read_ranking` reads them back.
 """
 from __future__ import annotations
 
@@ -20,21 +21,15 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..train.checkpoint import atomic_write_csv, atomic_write_text
-from ..train.distributed import average_over_ranks_, means_over_ranks
-from .methods.base import batch_statistics
+from ..distributed import average_over_ranks_, means_over_ranks
+from ..methods.search import SearchMethod, batch_statistics
 from ..models.space import Config, format_config
+from ..train.rundir import RunDir
 
-__all__ = ["evaluate_configuration", "rank_configurations", "write_ranking", "plot_model_assignment",
-           "read_ranking", "RANKING_FILE", "TOPK_FILE"]
-
-RANKING_FILE = "ranking.csv"
-TOPK_FILE = "topk.yaml"
-HEATMAP_FILE = "p_m_given_c.png"
+__all__ = ["evaluate_configuration", "rank_configurations", "read_ranking"]
 
 
 @torch.no_grad()
@@ -89,7 +84,7 @@ def evaluate_configuration(model: nn.Module, config: Sequence[int], weight_set: 
     return 100.0 * correct / total
 
 
-def rank_configurations(model: nn.Module, method: Any, loader: Iterable, *, eval_top: int | None = None,
+def rank_configurations(model: nn.Module, method: SearchMethod, loader: Iterable, *, eval_top: int | None = None,
                         recalibration_loader: Iterable | None = None, recalibration_batches: int = 10,
                         max_batches: int | None = None, device: str | torch.device = "cpu",
                         progress: bool = False) -> list[dict[str, Any]]:
@@ -98,7 +93,7 @@ def rank_configurations(model: nn.Module, method: Any, loader: Iterable, *, eval
     ``weight_set``, ``accuracy`` (%, ``None`` when not evaluated), ``proxy``, ``visits``."""
     configs: list[Config] = model.space.configs
     proxy = np.asarray(method.proxy_scores(), dtype=np.float64)
-    visits = getattr(method, "visits", None)
+    visits = method.visit_counts()
     order = np.argsort(-proxy, kind="stable")
     if eval_top is not None:
         if isinstance(eval_top, bool) or not isinstance(eval_top, int) or eval_top < 1:
@@ -122,61 +117,19 @@ def rank_configurations(model: nn.Module, method: Any, loader: Iterable, *, eval
                                               max_batches=max_batches, device=device)
         rows.append({"config": format_config(configs[c]), "weight_set": m, "accuracy": accuracy,
                      "proxy": float(proxy[c]),
-                     "visits": int(visits[c].sum()) if visits is not None else None})
+                     "visits": int(visits[c]) if visits is not None else None})
     rows.sort(key=lambda r: (r["accuracy"] is None, -(r["accuracy"] or 0.0), -r["proxy"]))
     for i, row in enumerate(rows):
         row["rank"] = i + 1
     return [{"rank": r["rank"], **{k: v for k, v in r.items() if k != "rank"}} for r in rows]
 
 
-def write_ranking(run_dir: str | Path, rows: list[dict[str, Any]], *, top_k: int = 5,
-                  info: dict[str, Any] | None = None) -> None:
-    """``ranking.csv`` (all rows) and ``topk.yaml`` (the ``top_k`` best evaluated rows + ``info``)."""
-    run_dir = Path(run_dir)
-    atomic_write_csv(run_dir / RANKING_FILE, rows)  # None (not evaluated) -> empty cell
-    top = [{"config": [int(v) for v in r["config"].split("-")], "accuracy": r["accuracy"],
-            "weight_set": r["weight_set"]} for r in rows if r["accuracy"] is not None][:top_k]
-    atomic_write_text(run_dir / TOPK_FILE, yaml.safe_dump({**(info or {}), "top": top}, sort_keys=False,
-                                                                default_flow_style=None))
-
-
 def read_ranking(path: str | Path) -> dict[str, float]:
     """``{config "5-3-2": accuracy}`` of the evaluated rows of a ``ranking.csv`` (file or run dir)."""
     path = Path(path)
     if path.is_dir():
-        path = path / RANKING_FILE
+        path = RunDir(path).ranking
     if not path.is_file():
-        raise ValueError(f"{str(path)!r} does not exist: not a search run directory (no {RANKING_FILE})")
+        raise ValueError(f"{str(path)!r} does not exist: not a search run directory (no {RunDir.RANKING})")
     with open(path, newline="") as f:
         return {row["config"]: float(row["accuracy"]) for row in csv.DictReader(f) if row["accuracy"] != ""}
-
-
-def plot_model_assignment(conditional: np.ndarray, configs: Sequence[Config], path: str | Path,
-                          history: Sequence[np.ndarray] = ()) -> None:
-    """Heat-map of ``p(m | c)`` (configurations x models) as in the paper's Fig. 5: a few snapshots
-    from ``history`` (one per epoch) followed by the final matrix."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    snapshots = [np.asarray(h) for h in history]
-    if len(snapshots) > 3:
-        snapshots = [snapshots[0], snapshots[len(snapshots) // 2]]
-    panels = snapshots + [np.asarray(conditional)]
-    titles = [f"epoch {i}" for i in ([1, len(history) // 2 + 1] if len(history) > 3 else range(1, len(snapshots) + 1))]
-    titles = titles[: len(snapshots)] + ["final"]
-    height = max(3.0, 0.18 * len(configs))
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + 1.6 * len(panels) * max(1, panels[0].shape[1] / 4), height),
-                             squeeze=False)
-    for i, (ax, panel, title) in enumerate(zip(axes[0], panels, titles)):
-        image = ax.imshow(panel, aspect="auto", vmin=0.0, vmax=1.0, cmap="viridis")
-        ax.set_title(title, fontsize=8)
-        ax.set_xlabel("model m")
-        ax.set_xticks(range(panel.shape[1]))
-        ax.set_yticks(range(len(configs)))
-        ax.set_yticklabels([format_config(c) for c in configs] if i == 0 else [], fontsize=5)
-    axes[0][0].set_ylabel("configuration c")
-    fig.colorbar(image, ax=axes[0].tolist(), label="p(m | c)")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -11,21 +11,21 @@ every configuration with its final validation and test metrics.
 from __future__ import annotations
 
 import csv
+import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import yaml
-
-from ..train.checkpoint import atomic_write_csv
-from ..train.config import TrainConfig
+from ..checkpoint import atomic_write_csv
 from ..models.space import Config, format_config, get_backbone, parse_config
+from ..train import RunDir, TrainConfig, train
 
 __all__ = ["sweep", "sweep_run_config", "read_sweep", "SWEEP_FILE", "BACKENDS"]
 
 SWEEP_FILE = "sweep.csv"
 BACKENDS = ("local", "ray")
+logger = logging.getLogger("poolarch")
 
 
 def run_dir_for(sweep_dir: str | Path, config: Sequence[int]) -> Path:
@@ -40,8 +40,7 @@ def sweep_run_config(base: TrainConfig, backbone: str, config: Sequence[int], sw
 
 
 def _metrics(run_dir: Path) -> dict[str, Any]:
-    with open(run_dir / "result.yaml") as f:
-        final = (yaml.safe_load(f) or {}).get("final", {})
+    final = RunDir(run_dir).read_result().get("final", {})
     return {k: v for k, v in final.items() if k.startswith(("val_", "test_")) and isinstance(v, (int, float))}
 
 
@@ -49,18 +48,15 @@ def train_one(cfg_dict: dict[str, Any], threads: int = 1) -> dict[str, Any]:
     """Train (or resume, or skip) one sweep run; returns its final metrics. Runs in a worker."""
     import torch
 
-    import poolarch.search  # noqa: F401  (registers the models)
-    from ..train.engine import run_status, train
-
     torch.set_num_threads(threads)
     cfg = TrainConfig.from_dict(cfg_dict)
-    run_dir = Path(cfg.out)
-    status = run_status(run_dir)
-    if status == "incomplete" and (run_dir / "last.pt").is_file():
-        train(resume=run_dir)
+    run = RunDir(cfg.out)
+    status = run.status
+    if status == "incomplete" and run.last.is_file():
+        train(resume=run.path)
     elif status != "finished":
         train(cfg, overwrite=True)
-    return _metrics(run_dir)
+    return _metrics(run.path)
 
 
 def _run_local(jobs: list[dict[str, Any]], workers: int, threads: int, log: Callable[[str], None]) -> None:
@@ -114,23 +110,22 @@ def sweep(base: TrainConfig, backbone: str, sweep_dir: str | Path, *, configs: S
           workers: int = 1, threads: int = 1, backend: str = "local", address: str | None = None,
           log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Train every configuration of ``backbone``'s space (or ``configs``) with the settings of
-    ``base``; returns the rows of ``sweep.csv`` (``config``, ``val_*``, ``test_*``, ``run_dir``)."""
+    ``base``; returns the rows of ``sweep.csv`` (``config``, ``val_*``, ``test_*``, ``run_dir``).
+    Progress messages go to ``log`` (default: the ``poolarch`` logger)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     for name, value in (("workers", workers), ("threads", threads)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    log = log or (lambda line: None)
+    log = log or logger.info
     space = get_backbone(backbone).space
     chosen: list[Config] = space.configs if configs is None else [space.validate(parse_config(c)) for c in configs]
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    from ..train.engine import run_status
-
     jobs = []
     for config in chosen:
         cfg = sweep_run_config(base, backbone, config, sweep_dir)
-        if run_status(cfg.out) == "finished":
+        if RunDir(cfg.out).status == "finished":
             log(f"skipping {format_config(config)}: finished")
             continue
         jobs.append(cfg.to_dict())

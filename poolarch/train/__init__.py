@@ -1,24 +1,28 @@
-"""Training: one engine (:mod:`.engine`) that every method plugs into through :class:`Method`.
+"""Training: one loop (:mod:`.engine`) that every method (:mod:`poolarch.methods`) plugs into.
 
-``train(TrainConfig(...))`` runs one experiment and writes its run directory; ``poolarch train``
-(:mod:`poolarch.cli`) is the command-line front end.
+``train(TrainConfig(...))`` runs one experiment and writes its run directory (:class:`RunDir`);
+``poolarch train`` (:mod:`poolarch.cli`) is the command-line front end. :mod:`.build` builds a
+run's parts from its config, :mod:`.evaluation` evaluates runs.
 """
+from ..methods import Method, RunInfo, create_method, list_methods, register_method, split_parameters
+from .build import seed_everything
 from .config import TrainConfig, load_config
-from .method import Method, create_method, list_methods, register_method, split_parameters
-from . import multires_method  # noqa: F401  (registers method "multires")
-from . import shape_adaptor_method  # noqa: F401  (registers method "shape_adaptor")
-from .engine import LoadedRun, RunResult, Trainer, evaluate_run, load_run, run_status, seed_everything, train
+from .engine import RunResult, Trainer, train
+from .evaluation import LoadedRun, evaluate_run, load_run
+from .rundir import RunDir, run_status
 from .task import create_task, list_tasks
 
 __all__ = [
     "TrainConfig",
     "load_config",
     "Method",
+    "RunInfo",
     "create_method",
     "list_methods",
     "register_method",
     "split_parameters",
     "RunResult",
+    "RunDir",
     "Trainer",
     "train",
     "evaluate_run",

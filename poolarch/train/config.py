@@ -140,7 +140,7 @@ class TrainConfig:
         return {_REVERSE_ALIASES.get(k, k): v for k, v in dataclasses.asdict(self).items()}
 
     def to_yaml(self, path: str | Path) -> None:
-        from .checkpoint import atomic_write_text
+        from ..checkpoint import atomic_write_text
 
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 

@@ -17,10 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._registry import Registry
 from ..metrics import IGNORE_INDEX, confusion_matrix, mean_iou
 
 __all__ = [
     "Task",
+    "TASKS",
     "ClassificationTask",
     "SegmentationTask",
     "MetricAccumulator",
@@ -100,14 +102,16 @@ def _resize_logits(output: Tensor, target: Tensor) -> Tensor:
     return output
 
 
-_TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "segmentation": SegmentationTask}
+TASKS: Registry[type[Task]] = Registry("task")
+TASKS.register("classification", ClassificationTask)
+TASKS.register("segmentation", SegmentationTask)
 
 
 def list_tasks() -> list[str]:
-    return sorted(_TASKS)
+    """Names accepted by :func:`create_task`."""
+    return TASKS.names()
 
 
 def create_task(name: str) -> Task:
-    if name not in _TASKS:
-        raise ValueError(f"task must be one of {list_tasks()}, got {name!r}")
-    return _TASKS[name]()
+    """The task registered as ``name``."""
+    return TASKS.get(name)()

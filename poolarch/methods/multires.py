@@ -15,12 +15,13 @@ Method kwargs (``method_args`` / CLI):
 * ``one_res`` (bool): keep only the largest-weight resolution per layer (the "one resolution"
   model; :func:`poolarch.models.multires.export_one_resolution` turns it into a plain CNN);
 * ``prune_epoch`` (int >= 1, default None): prune after that many epochs (``epoch_end`` with
-  0-based ``epoch == prune_epoch - 1``). ``None``: half of ``epochs`` when the engine passes
-  ``epochs`` (search the first half, fine-tune the second), else prune before the first training
-  step -- for fine-tuning a model initialised from a finished search run (``train(cfg,
-  model=trained)``; its alphas must not be uniform, else ``ValueError``);
+  0-based ``epoch == prune_epoch - 1``). ``None``: half of the run's epochs (from the
+  :class:`~poolarch.methods.RunInfo` given to ``setup``: search the first half, fine-tune the
+  second) when the run has at least 2 epochs, else prune before the first training step -- for
+  fine-tuning a model initialised from a finished search run (``train(cfg, model=trained)``; its
+  alphas must not be uniform, else ``ValueError``);
 * ``arch_lr``, ``arch_betas``, ``arch_weight_decay``: the Adam of the mixing weights;
-* ``lr``, ``weight_decay``, ...: as :class:`~poolarch.train.method.Method`;
+* ``lr``, ``weight_decay``, ...: as :class:`~poolarch.methods.Method`;
 * ``resolutions``, ``learn_depth``: optional, only checked against the model in ``setup`` (they are
   model arguments; a mismatch raises ``ValueError``).
 
@@ -36,11 +37,10 @@ import torch
 from torch import Tensor, nn
 
 from ..complexity import unwrap_model
-from ..layers.base import architecture_parameters, learnable_resizers
+from ..distributed import average_over_ranks_
+from ..layers.base import architecture_parameters
 from ..layers.multires import MultiResBlock
-from .distributed import average_over_ranks_
-from .method import Method, register_method, split_parameters
-from ..models import multires as _multires_models  # noqa: F401  (registers multires_net & co. with create_model)
+from .base import Method, RunInfo, register_method, split_parameters
 
 __all__ = ["MultiResMethod"]
 
@@ -59,10 +59,9 @@ class MultiResMethod(Method):
         arch_weight_decay: float = 3e-4,
         resolutions: int | None = None,
         learn_depth: bool | None = None,
-        epochs: int | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(epochs=epochs, **kwargs)
+        super().__init__(**kwargs)
         self.expected_resolutions = resolutions
         self.expected_learn_depth = learn_depth
         if prune_threshold is not None and not (0.0 < float(prune_threshold) <= 1.0):
@@ -77,8 +76,7 @@ class MultiResMethod(Method):
             raise ValueError(f"arch_betas must be a pair of floats, got {arch_betas!r}")
         self.prune_threshold = None if prune_threshold is None else float(prune_threshold)
         self.one_res = bool(one_res)
-        if prune_epoch is None and (prune_threshold is not None or one_res) and epochs is not None and epochs >= 2:
-            prune_epoch = epochs // 2  # search the first half, fine-tune the second
+        self.requested_prune_epoch = prune_epoch
         self.prune_epoch = prune_epoch
         self.arch_lr = float(arch_lr)
         self.arch_betas = tuple(float(b) for b in arch_betas)
@@ -92,7 +90,10 @@ class MultiResMethod(Method):
         return self.prune_threshold is not None or self.one_res
 
     # -- hooks ---------------------------------------------------------------------------
-    def setup(self, model: nn.Module, example_input: Tensor) -> None:
+    def setup(self, model: nn.Module, example_input: Tensor, run: RunInfo | None = None) -> None:
+        super().setup(model, example_input, run)
+        if self.requested_prune_epoch is None and self.wants_pruning and run is not None and run.epochs >= 2:
+            self.prune_epoch = run.epochs // 2  # search the first half, fine-tune the second
         net = unwrap_model(model)
         if not any(isinstance(m, MultiResBlock) for m in net.modules()):
             raise ValueError(
@@ -109,8 +110,6 @@ class MultiResMethod(Method):
             raise ValueError(
                 f"learn_depth={self.expected_learn_depth} does not match the model; pass learn_depth in model_args"
             )
-        if learnable_resizers(net):  # a hybrid with learnable resizers also gets the complexity loss
-            super().setup(net, example_input)
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         """Only the network weights: the mixing weights are updated by :meth:`val_step`."""

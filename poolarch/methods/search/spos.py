@@ -6,7 +6,7 @@ configuration is evaluated with the supernet's weights.
 """
 from __future__ import annotations
 
-from ...train.method import register_method
+from ..base import register_method
 from .base import SamplingSearchMethod
 
 __all__ = ["SPOS"]
@@ -14,7 +14,9 @@ __all__ = ["SPOS"]
 
 @register_method("spos")
 class SPOS(SamplingSearchMethod):
-    """Uniform single-path sampling (see :class:`~poolarch.search.methods.base.SamplingSearchMethod`)."""
+    """Uniform single-path sampling (see :class:`~poolarch.methods.search.base.SamplingSearchMethod`)."""
+
+    multiple_weight_sets = True  # the "uniform mixture" ablation
 
     def sample(self) -> tuple[int, int]:
         return int(self.rng.integers(len(self.configs))), int(self.rng.integers(self.num_models))

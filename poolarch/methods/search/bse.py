@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ...train.method import register_method
-from ..mixture import linear_schedule
+from ..base import register_method
 from .base import SamplingSearchMethod
+from .mixture import linear_schedule
 
 __all__ = ["BoltzmannExploration"]
 

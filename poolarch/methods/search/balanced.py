@@ -3,23 +3,28 @@
 ``M`` weight sets. Each step: sample ``c`` uniformly, then ``m ~ p(m | c)``, train ``f_c(., w_m)``;
 on a validation mini-batch update ``a[c, m]`` (Eq. 2). ``p(c, m) = softmax(a / tau)`` (Eq. 3),
 balanced by IPF so that every configuration and every weight set receives the same share of the
-training (:func:`poolarch.search.mixture.balance`). ``tau`` decreases linearly from ``tau_start``
+training (:func:`poolarch.methods.search.mixture.balance`). ``tau`` decreases linearly from ``tau_start``
 (1) to ``tau_end`` (``1 / (100 M)``) over the run. After training configuration ``c`` is evaluated
 with ``m* = argmax_m p(m | c)``. The paper trains ``M`` times longer than a single supernet
-(``poolarch search`` scales the epochs by ``M``).
+(:attr:`BalancedMixture.epochs_per_weight_set`: ``poolarch search`` scales the epochs by ``M``).
+
+Besides the ranking, the run directory receives ``p_m_given_c.csv`` and the heat-map
+``p_m_given_c.png`` (Fig. 5) when ``M > 1``.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from torch import Tensor, nn
 
-from ...train.method import register_method
-from ..mixture import conditional_model_probabilities, ipf_log, tau_schedule
+from ...models.space import Config, format_config
+from ..base import RunInfo, register_method
 from .base import SamplingSearchMethod
+from .mixture import conditional_model_probabilities, ipf_log, tau_schedule
 
-__all__ = ["BalancedMixture"]
+__all__ = ["BalancedMixture", "plot_model_assignment"]
 
 
 @register_method("balanced-mixture")
@@ -30,6 +35,10 @@ class BalancedMixture(SamplingSearchMethod):
         tol: IPF tolerance on ``KL(p(m) || uniform)`` (paper: 1e-4).
         history: snapshots of ``p(m | c)`` kept for the Fig. 5 heat-map (one per epoch).
     """
+
+    multiple_weight_sets = True
+    default_num_models = 4
+    epochs_per_weight_set = True
 
     def __init__(self, num_models: int | None = None, tau_start: float = 1.0, tau_end: float | None = None,
                  tol: float = 1e-4, **kwargs: Any) -> None:
@@ -48,8 +57,12 @@ class BalancedMixture(SamplingSearchMethod):
         self._joint_key: tuple[int, float] | None = None
         self._column_offsets: np.ndarray | None = None
 
-    def setup(self, model: nn.Module, example_input: Tensor) -> None:
-        super().setup(model, example_input)
+    @classmethod
+    def search_args(cls, num_models: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {"num_weight_sets": num_models}, {"num_models": num_models}
+
+    def setup(self, model: nn.Module, example_input: Tensor, run: RunInfo | None = None) -> None:
+        super().setup(model, example_input, run)
         if self.requested_models is not None and self.requested_models != model.num_weight_sets:
             raise ValueError(
                 f"num_models ({self.requested_models}) must equal the model's num_weight_sets "
@@ -109,3 +122,45 @@ class BalancedMixture(SamplingSearchMethod):
         super()._restore(state)
         self.history = [list(h) for h in state.get("history", [])]
         self._version += 1
+
+    def write_artifacts(self, run: Any, model: nn.Module, rows: list[dict[str, Any]], info: dict[str, Any], *,
+                        top_k: int = 5) -> None:
+        """The ranking files, plus ``p(m | c)`` as ``p_m_given_c.csv`` and its heat-map when ``M > 1``."""
+        super().write_artifacts(run, model, rows, info, top_k=top_k)
+        if self.num_models <= 1:
+            return
+        conditional = self.conditional()
+        np.savetxt(run.p_m_given_c, conditional, delimiter=",", fmt="%.6f",
+                   header=",".join(f"m{m}" for m in range(conditional.shape[1])), comments="")
+        plot_model_assignment(conditional, self.configs, run.heatmap, history=[np.asarray(h) for h in self.history])
+
+
+def plot_model_assignment(conditional: np.ndarray, configs: Sequence[Config], path: str | Path,
+                          history: Sequence[np.ndarray] = ()) -> None:
+    """Heat-map of ``p(m | c)`` (configurations x models) as in the paper's Fig. 5: a few snapshots
+    from ``history`` (one per epoch) followed by the final matrix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    snapshots = [np.asarray(h) for h in history]
+    if len(snapshots) > 3:
+        snapshots = [snapshots[0], snapshots[len(snapshots) // 2]]
+    panels = snapshots + [np.asarray(conditional)]
+    titles = [f"epoch {i}" for i in ([1, len(history) // 2 + 1] if len(history) > 3 else range(1, len(snapshots) + 1))]
+    titles = titles[: len(snapshots)] + ["final"]
+    height = max(3.0, 0.18 * len(configs))
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + 1.6 * len(panels) * max(1, panels[0].shape[1] / 4), height),
+                             squeeze=False)
+    for i, (ax, panel, title) in enumerate(zip(axes[0], panels, titles)):
+        image = ax.imshow(panel, aspect="auto", vmin=0.0, vmax=1.0, cmap="viridis")
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("model m")
+        ax.set_xticks(range(panel.shape[1]))
+        ax.set_yticks(range(len(configs)))
+        ax.set_yticklabels([format_config(c) for c in configs] if i == 0 else [], fontsize=5)
+    axes[0][0].set_ylabel("configuration c")
+    fig.colorbar(image, ax=axes[0].tolist(), label="p(m | c)")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -10,6 +10,10 @@
 * optional memory bound (``limit_size``): :func:`poolarch.layers.apply_memory_bound` before every
   forward pass.
 
+Everything else is the ``dynopool`` method's joint training (:class:`DynOPoolMethod`): the
+optional complexity loss ``lambda * GMACs`` (0 in Shape Adaptor's own configurations) and the
+``max_scale`` bound, which for an adaptor bounds its ratio and is a no-op for ``max_scale >= 1``.
+
 Toggling ``requires_grad`` leaves alpha unused on most steps, so under DDP the engine builds the
 wrapper with ``find_unused_parameters=True`` (:attr:`ddp_find_unused_parameters`).
 """
@@ -20,14 +24,15 @@ from typing import Any, Mapping, Sequence
 from torch import Tensor, nn
 
 from ..layers.shape_adaptor import apply_memory_bound, init_shape_adaptors, shape_adaptors
-from .method import Method, register_method
+from .base import RunInfo, register_method
+from .dynopool import DynOPoolMethod
 
 __all__ = ["ShapeAdaptorMethod"]
 
 
 @register_method("shape_adaptor")
-class ShapeAdaptorMethod(Method):
-    """Args (besides those of :class:`Method`):
+class ShapeAdaptorMethod(DynOPoolMethod):
+    """Args (besides those of :class:`DynOPoolMethod`):
         update_every: alpha is updated on steps ``0, k, 2k, ...`` (paper: 20).
         target_size: final feature size for the automatic initialisation (``None`` = keep the
             layers' initial ratios); ``fixed_reduction``: non-learnable downsampling in the model.
@@ -38,17 +43,13 @@ class ShapeAdaptorMethod(Method):
 
     def __init__(
         self,
-        lr: float = 0.1,
-        scale_lr: float = 0.01,
-        weight_decay: float = 5e-4,
-        lambda_: float = 0.0,
-        local_complexity: bool = False,
         update_every: int = 20,
         target_size: int | Sequence[int] | None = None,
         fixed_reduction: float = 1.0,
         limit_size: float | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(lr, scale_lr, weight_decay, lambda_, local_complexity)
+        super().__init__(**kwargs)
         if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
             raise ValueError(f"update_every must be a positive int, got {update_every!r}")
         if limit_size is not None and not (isinstance(limit_size, (int, float)) and limit_size > 0):
@@ -59,12 +60,12 @@ class ShapeAdaptorMethod(Method):
         self.limit_size = limit_size
         self.step = 0
 
-    def setup(self, model: nn.Module, example_input: Tensor) -> None:
+    def setup(self, model: nn.Module, example_input: Tensor, run: RunInfo | None = None) -> None:
         if not shape_adaptors(model):
             raise ValueError("method 'shape_adaptor' needs a model with ShapeAdaptor2d layers (pool='shape_adaptor')")
         if self.target_size is not None:
             init_shape_adaptors(model, tuple(example_input.shape[2:]), self.target_size, self.fixed_reduction)
-        super().setup(model, example_input)
+        super().setup(model, example_input, run)
 
     def forward(self, model: nn.Module, inputs: Tensor) -> Tensor:
         update = self.step % self.update_every == 0

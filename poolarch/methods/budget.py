@@ -10,9 +10,9 @@ turns the target into a feedback loop, in two phases over ``total_steps`` optimi
    the scales grow back). The integral gain is per whole run, so the loop settles in the same share
    of any run length.
 2. **Final phase**: the exact GMACs of the network (``count_macs``) are measured; if they miss
-   the target by more than half the tolerance, every DynOPool's ``alpha`` is multiplied by one
-   common factor found by bisection (GMACs fall monotonically as every alpha grows) so that the
-   network lands on the target. The architecture parameters are then frozen (learning rate 0) and
+   the target by more than half the tolerance, every learnable scale is multiplied by one common
+   factor found by bisection (GMACs grow monotonically with the scales), through the resizers'
+   :meth:`~poolarch.layers.LearnableResize.rescale_`, so that the network lands on the target. The architecture parameters are then frozen (learning rate 0) and
    the weights train on for the rest of the run, so the final model's GMACs equal the pinned value.
 
 ``GmacsBudget.history`` (lambda, GMACs) and the projection factor are logged per epoch.
@@ -25,27 +25,24 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..layers.base import learnable_resizers
+from ..layers.base import LearnableResize, learnable_resizers
 
-__all__ = ["GmacsBudget", "scalable_alphas", "project_to_budget"]
+__all__ = ["GmacsBudget", "distinct_resizers", "project_to_budget"]
 
 
-def scalable_alphas(model: nn.Module) -> list[nn.Parameter]:
-    """Unique inverse-scale parameters (``alpha = 1/r``) of the DynOPool layers. Other resizers'
-    parameters (Shape Adaptor's logit, DiffStride's stride) mean something else: never rescaled
-    or clamped as scales."""
-    from ..layers.dynopool import DynOPool1d, DynOPool2d, DynOPool3d
-
+def distinct_resizers(model: nn.Module) -> list[LearnableResize]:
+    """The learnable resizers of ``model``, one per set of architecture parameters: of layers that
+    share their scale (a residual path and its shortcut) only the first, so that an in-place
+    update of the scale (:meth:`~LearnableResize.rescale_`) is applied once."""
     seen: set[int] = set()
-    alphas = []
+    out = []
     for _, module in learnable_resizers(model):
-        if not isinstance(module, (DynOPool1d, DynOPool2d, DynOPool3d)):
+        ids = {id(p) for p in module.arch_parameters()}
+        if ids and ids <= seen:
             continue
-        alpha = getattr(module, "alpha", None)
-        if isinstance(alpha, nn.Parameter) and id(alpha) not in seen:
-            seen.add(id(alpha))
-            alphas.append(alpha)
-    return alphas
+        seen |= ids
+        out.append(module)
+    return out
 
 
 @torch.no_grad()
@@ -57,19 +54,23 @@ def project_to_budget(
     max_log_factor: float = 3.0,
     iterations: int = 30,
 ) -> tuple[float, float]:
-    """Multiply every DynOPool ``alpha`` by ``exp(c)``, with ``c`` found by bisection so that
-    ``measure_gmacs()`` is as close to ``target`` as the integer sizes allow.
+    """Multiply every learnable scale ``r`` by ``exp(-c)`` (DynOPool: every ``alpha = 1/r`` by
+    ``exp(c)``), with ``c`` found by bisection so that ``measure_gmacs()`` is as close to
+    ``target`` as the integer sizes allow. Resizers that cannot be rescaled raise ``ValueError``.
 
-    Returns ``(factor, gmacs)``: the applied factor ``exp(c)`` and the GMACs after projection.
+    Returns ``(factor, gmacs)``: ``exp(c)``, the factor applied to every inverse scale ``1/r``,
+    and the GMACs after projection.
     """
-    alphas = scalable_alphas(model)
-    if not alphas:
-        raise ValueError("target_gmacs needs DynOPool layers (pool='dynopool'): no alpha to adjust")
-    original = [a.detach().clone() for a in alphas]
+    resizers = distinct_resizers(model)
+    if not resizers:
+        raise ValueError("target_gmacs needs DynOPool layers (pool='dynopool'): no scale to adjust")
+    original = [[p.detach().clone() for p in m.arch_parameters()] for m in resizers]
 
     def evaluate(c: float) -> float:
-        for a, a0 in zip(alphas, original):
-            a.copy_(a0 * math.exp(c))
+        for module, params in zip(resizers, original):
+            for p, p0 in zip(module.arch_parameters(), params):
+                p.copy_(p0)
+            module.rescale_(math.exp(-c))
         return measure_gmacs()
 
     best_c, best_g = 0.0, evaluate(0.0)
@@ -81,7 +82,7 @@ def project_to_budget(
         g = evaluate(mid)
         if abs(g / target - 1.0) < abs(best_g / target - 1.0):
             best_c, best_g = mid, g
-        if g > target:  # too many MACs: larger alpha (smaller maps)
+        if g > target:  # too many MACs: smaller scales (larger alpha)
             low = mid
         else:
             high = mid

@@ -16,23 +16,23 @@ import torch
 from torch import Tensor, nn
 
 from ...complexity import unwrap_model
-from ...train.distributed import average_over_ranks_
-from ...train.method import Method, register_method, split_parameters
-from ...models.space import Config
-from .base import batch_statistics
+from ...distributed import average_over_ranks_
+from ..base import RunInfo, register_method
+from .base import SearchMethod, batch_statistics
 
 __all__ = ["DARTS"]
 
 
 @register_method("darts")
-class DARTS(Method):
+class DARTS(SearchMethod):
     """Args: ``lr``, ``weight_decay`` (weights, engine optimiser); ``arch_lr``, ``arch_betas``,
     ``arch_weight_decay`` (Adam on the mixing logits)."""
+
+    supernet = "multires_supernet"
 
     def __init__(self, lr: float = 0.1, weight_decay: float = 5e-4, arch_lr: float = 1e-2,
                  arch_betas: tuple[float, float] = (0.9, 0.999), arch_weight_decay: float = 0.0,
                  **kwargs: Any) -> None:
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("epochs", "total_steps", "seed", "beta")}
         super().__init__(lr=lr, weight_decay=weight_decay, **kwargs)
         if not arch_lr > 0:
             raise ValueError(f"arch_lr must be > 0, got {arch_lr}")
@@ -40,11 +40,11 @@ class DARTS(Method):
         self.arch_betas = tuple(float(b) for b in arch_betas)
         self.arch_weight_decay = float(arch_weight_decay)
         self.arch_optimizer: torch.optim.Optimizer | None = None
-        self.configs: list[Config] = []
         self._pending: Mapping[str, Any] | None = None
         self.model: nn.Module | None = None
 
-    def setup(self, model: nn.Module, example_input: Tensor) -> None:
+    def setup(self, model: nn.Module, example_input: Tensor, run: RunInfo | None = None) -> None:
+        super().setup(model, example_input, run)
         if not hasattr(model, "argmax_resolutions"):
             raise TypeError(
                 f"model must be a multi-resolution supernet (e.g. 'resnet20_multires_supernet'), "
@@ -57,16 +57,6 @@ class DARTS(Method):
         if self._pending is not None:
             self.arch_optimizer.load_state_dict(self._pending)
             self._pending = None
-
-    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        weights, _ = split_parameters(model)
-        return [{"params": weights, "lr": self.lr, "weight_decay": self.weight_decay, "name": "weights"}]
-
-    def extra_losses(self, model: nn.Module) -> dict[str, Tensor]:
-        return {}
-
-    def forward(self, model: nn.Module, inputs: Tensor) -> Tensor:
-        return model(inputs)
 
     def val_step(self, model: nn.Module, inputs: Tensor, targets: Tensor,
                  task_loss: Callable[[Tensor, Tensor], Tensor]) -> None:
@@ -82,15 +72,13 @@ class DARTS(Method):
         for alpha in alphas:
             alpha.grad = None
 
-    def best_weight_set(self, config_index: int) -> int:
-        return 0
-
     def proxy_scores(self) -> np.ndarray:
         """Path log-probability of every configuration under the mixing weights."""
         return np.array([self.model.path_log_probability(c) for c in self.configs])
 
-    def found_config(self) -> Config:
-        return self.configs[int(np.argmax(self.proxy_scores()))]
+    def search_info(self, model: nn.Module) -> dict[str, Any]:
+        """The DARTS answer itself: the per-layer argmax of the mixing weights."""
+        return {"darts_argmax_resolutions": model.argmax_resolutions()}
 
     def epoch_end(self, model: nn.Module, epoch: int) -> dict[str, Any]:
         return {"search_argmax": "".join(map(str, model.argmax_resolutions()))}

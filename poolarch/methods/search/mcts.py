@@ -17,8 +17,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ...train.method import register_method
 from ...models.space import Config, config_to_resolutions
+from ..base import RunInfo, register_method
 from .base import SamplingSearchMethod
 
 __all__ = ["MCTSUCB"]
@@ -43,11 +43,11 @@ class MCTSUCB(SamplingSearchMethod):
         self.count: dict[Node, int] = {}
         self._index: dict[Node, int] = {}
 
-    def bind(self, configs: list[Config], num_models: int) -> None:
+    def bind(self, configs: list[Config], num_models: int, run: RunInfo | None = None) -> None:
         self._index = {tuple(config_to_resolutions(c)): i for i, c in enumerate(configs)}
         self.num_layers = sum(configs[0])
         self.num_pools = len(configs[0]) - 1
-        super().bind(configs, num_models)
+        super().bind(configs, num_models, run)
 
     @property
     def needs_schedule(self) -> bool:

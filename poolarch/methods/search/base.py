@@ -1,32 +1,40 @@
-"""Shared machinery of the sampling search methods (SPOS, balanced mixture, MCTS-UCB, BSE).
+"""Base classes of the pooling-configuration search methods (Balanced Mixture of SuperNets and
+its baselines) on the common engine.
 
-A :class:`SamplingSearchMethod` runs on the common engine: :meth:`forward` samples a configuration
-``c`` and a weight set ``m`` and runs that single path; :meth:`val_step` measures the path's
-accuracy on one validation mini-batch (batch statistics, running statistics untouched) and updates
-the moving average ``a[c, m]`` (paper 003, Eq. 2) and the visit counts. Subclasses only define
-:meth:`sample` (and, optionally, extra bookkeeping in :meth:`record`).
+:class:`SearchMethod` states, as class attributes, what a search needs around the training loop
+-- which supernet (:attr:`~SearchMethod.supernet`), whether it trains several weight sets and
+whether the epochs scale with their number -- and owns what it leaves in the run directory
+(:meth:`~SearchMethod.write_artifacts`: ``ranking.csv``, ``topk.yaml``, ``search.yaml``, and what a
+subclass adds). After training, :meth:`~SearchMethod.proxy_scores` and
+:meth:`~SearchMethod.best_weight_set` rank the configurations.
 
-Training progress (for temperature schedules and warm-ups) is ``step / total_steps`` when
-``total_steps`` is given, else measured in epochs: ``epochs`` is the run's length and the number of
-steps per epoch is learned at the end of the first epoch (progress stays at 0 during it).
+A :class:`SamplingSearchMethod` runs a single path per step: :meth:`forward` samples a
+configuration ``c`` and a weight set ``m`` and runs that path; :meth:`val_step` measures the
+path's accuracy on one validation mini-batch (batch statistics, running statistics untouched) and
+updates the moving average ``a[c, m]`` (Balanced Mixture, Eq. 2) and the visit counts. Subclasses
+only define :meth:`sample` (and, optionally, extra bookkeeping in :meth:`record`). Training
+progress (for temperature schedules and warm-ups) is ``step / total_steps``, the run's length
+given to :meth:`setup` in a :class:`~poolarch.methods.RunInfo`.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import numpy as np
 import torch
+import yaml
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ...checkpoint import atomic_write_csv, atomic_write_text
 from ...complexity import unwrap_model
-from ...train.distributed import mean_over_ranks
-from ...train.method import Method, split_parameters
-from ..mixture import moving_average_update
+from ...distributed import mean_over_ranks
 from ...models.space import Config
+from ..base import Method, RunInfo, split_parameters
+from .mixture import moving_average_update
 
-__all__ = ["SamplingSearchMethod", "batch_statistics", "check_search_model"]
+__all__ = ["SearchMethod", "SamplingSearchMethod", "batch_statistics", "check_search_model", "write_ranking"]
 
 
 def check_search_model(model: nn.Module) -> None:
@@ -53,18 +61,83 @@ def batch_statistics(module: nn.Module) -> Iterator[None]:
             m.training, m.track_running_stats = training, track
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+def write_ranking(ranking_path: Any, topk_path: Any, rows: list[dict[str, Any]], *, top_k: int = 5,
+                  info: dict[str, Any] | None = None) -> None:
+    """``ranking.csv`` (all rows) and ``topk.yaml`` (the ``top_k`` best evaluated rows + ``info``)."""
+    atomic_write_csv(ranking_path, rows)  # None (not evaluated) -> empty cell
+    top = [{"config": [int(v) for v in r["config"].split("-")], "accuracy": r["accuracy"],
+            "weight_set": r["weight_set"]} for r in rows if r["accuracy"] is not None][:top_k]
+    atomic_write_text(topk_path, yaml.safe_dump({**(info or {}), "top": top}, sort_keys=False,
+                                                default_flow_style=None))
 
 
-class SamplingSearchMethod(Method):
+class SearchMethod(Method):
+    """Base of the search methods: trains a supernet, then ranks every configuration of its space.
+
+    Args: ``lr``, ``weight_decay`` of the supernet weights (the engine's optimiser; architecture
+    parameters, if any, are the method's own business).
+    """
+
+    #: the model searched is ``<backbone>_<supernet>`` (:mod:`poolarch.models.supernet`, ``relaxed``)
+    supernet: ClassVar[str] = "supernet"
+    #: whether the method trains several weight sets (``num_models > 1``)
+    multiple_weight_sets: ClassVar[bool] = False
+    #: ``num_models`` when the caller does not choose
+    default_num_models: ClassVar[int] = 1
+    #: whether the epochs of a search are per weight set (multiplied by ``num_models``)
+    epochs_per_weight_set: ClassVar[bool] = False
+
+    def __init__(self, lr: float = 0.1, weight_decay: float = 5e-4, scale_lr: float = 0.01) -> None:
+        super().__init__(lr=lr, scale_lr=scale_lr, weight_decay=weight_decay)
+        self.configs: list[Config] = []
+
+    @classmethod
+    def search_args(cls, num_models: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(model_args, method_args)`` of a search with ``num_models`` weight sets."""
+        return ({"num_weight_sets": num_models} if num_models != 1 else {}), {}
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Only the supernet weights."""
+        weights, _ = split_parameters(model)
+        return [{"params": weights, "lr": self.lr, "weight_decay": self.weight_decay, "name": "weights"}]
+
+    # -- results -----------------------------------------------------------------------------
+    def best_weight_set(self, config_index: int) -> int:
+        """The weight set used to evaluate a configuration after the search (default 0)."""
+        return 0
+
+    def proxy_scores(self) -> np.ndarray:
+        """Per-configuration score available without evaluation (``eval_top``), shape ``(C,)``."""
+        raise NotImplementedError
+
+    def visit_counts(self) -> np.ndarray | None:
+        """Training steps spent on each configuration, shape ``(C,)`` (``None``: not a sampling method)."""
+        return None
+
+    def found_config(self) -> Config:
+        """The configuration the method itself would pick (default: best proxy score)."""
+        return self.configs[int(np.argmax(self.proxy_scores()))]
+
+    def search_info(self, model: nn.Module) -> dict[str, Any]:
+        """Extra entries of ``topk.yaml`` / ``search.yaml`` (default none)."""
+        return {}
+
+    def write_artifacts(self, run: Any, model: nn.Module, rows: list[dict[str, Any]], info: dict[str, Any], *,
+                        top_k: int = 5) -> None:
+        """Write the search's files into the run directory ``run`` (a :class:`poolarch.train.RunDir`):
+        ``ranking.csv`` and ``topk.yaml`` (:func:`write_ranking`) and ``search.yaml`` (``info``
+        and the best evaluated row). Subclasses add their own files."""
+        write_ranking(run.ranking, run.topk, rows, top_k=top_k, info=info)
+        best = next((r for r in rows if r["accuracy"] is not None), None)
+        atomic_write_text(run.search, yaml.safe_dump({**info, "best": best}, sort_keys=False,
+                                                     default_flow_style=None))
+
+
+class SamplingSearchMethod(SearchMethod):
     """Base of the single-path search methods.
 
     Args:
-        lr, weight_decay: as :class:`poolarch.train.method.Method`.
-        epochs: training length in epochs (for schedules), or
-        total_steps: training length in steps (takes precedence).
+        lr, weight_decay: as :class:`SearchMethod`.
         beta: smoothing of the moving average ``a[c, m]`` (Eq. 2), in ``[0, 1)``.
         seed: seed of the sampler (independent of the engine's RNG).
         val_batch_norm: batch norm on the validation mini-batch: ``"batch"`` (default: batch
@@ -74,26 +147,19 @@ class SamplingSearchMethod(Method):
 
     ddp_find_unused_parameters = True  # each step trains one weight set of the supernet (set in setup)
 
-    def __init__(self, lr: float = 0.1, weight_decay: float = 5e-4, epochs: int | None = None,
-                 total_steps: int | None = None, beta: float = 0.9, seed: int = 0, val_batch_norm: str = "batch",
-                 **kwargs: Any) -> None:
+    def __init__(self, lr: float = 0.1, weight_decay: float = 5e-4, beta: float = 0.9, seed: int = 0,
+                 val_batch_norm: str = "batch", **kwargs: Any) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, **kwargs)
-        _check_positive_int("epochs", epochs)
-        _check_positive_int("total_steps", total_steps)
         if not 0.0 <= float(beta) < 1.0:
             raise ValueError(f"beta must be in [0, 1), got {beta}")
         if val_batch_norm not in ("batch", "running"):
             raise ValueError(f"val_batch_norm must be one of ['batch', 'running'], got {val_batch_norm!r}")
         self.val_batch_norm = val_batch_norm
-        self.epochs = epochs
-        self.total_steps = total_steps
+        self.total_steps: int | None = None
         self.beta = float(beta)
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
         self.step = 0
-        self.epoch = 0
-        self.steps_per_epoch: int | None = None
-        self.configs: list[Config] = []
         self.num_models = 1
         self.accuracy: np.ndarray | None = None  # a[c, m], moving average of validation accuracy
         self.visits: np.ndarray | None = None  # training steps per (c, m)
@@ -101,41 +167,33 @@ class SamplingSearchMethod(Method):
         self._pending_state: Mapping[str, Any] | None = None
 
     # -- model -------------------------------------------------------------------------------
-    def setup(self, model: nn.Module, example_input: Tensor) -> None:
+    def setup(self, model: nn.Module, example_input: Tensor, run: RunInfo | None = None) -> None:
+        super().setup(model, example_input, run)
         check_search_model(model)
-        self.bind(model.space.configs, model.num_weight_sets)
+        self.bind(model.space.configs, model.num_weight_sets, run)
         # every path of one weight set uses all of its parameters (pooling has none): DDP needs the
         # slower unused-parameter search only when a step leaves the other weight sets untouched
         self.ddp_find_unused_parameters = model.num_weight_sets > 1
 
-    def bind(self, configs: list[Config], num_models: int) -> None:
-        """Size the bookkeeping for ``configs`` x ``num_models`` (called by :meth:`setup`)."""
+    def bind(self, configs: list[Config], num_models: int, run: RunInfo | None = None) -> None:
+        """Size the bookkeeping for ``configs`` x ``num_models`` and take the run's length
+        (called by :meth:`setup`; directly, without a model, in tests and benchmarks)."""
         self.configs = list(configs)
         self.num_models = int(num_models)
+        self.total_steps = None if run is None else run.total_steps
         self.accuracy = np.zeros((len(self.configs), self.num_models))
         self.visits = np.zeros((len(self.configs), self.num_models), dtype=np.int64)
         if self._pending_state is not None:
             self._restore(self._pending_state)
             self._pending_state = None
 
-    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        weights, _ = split_parameters(model)
-        return [{"params": weights, "lr": self.lr, "weight_decay": self.weight_decay, "name": "weights"}]
-
-    def extra_losses(self, model: nn.Module) -> dict[str, Tensor]:
-        return {}
-
     # -- schedule ----------------------------------------------------------------------------
     @property
     def progress(self) -> float:
-        """Fraction of training done, in [0, 1]."""
-        if self.total_steps is not None:
-            return min(self.step / self.total_steps, 1.0)
-        if self.epochs is not None:
-            if self.steps_per_epoch:
-                return min(self.step / (self.steps_per_epoch * self.epochs), 1.0)
-            return min(self.epoch / self.epochs, 1.0)
-        return 0.0
+        """Fraction of training done, in [0, 1] (0 when the run's length is unknown)."""
+        if self.total_steps is None:
+            return 0.0
+        return min(self.step / self.total_steps, 1.0)
 
     # -- sampling ----------------------------------------------------------------------------
     @property
@@ -154,11 +212,11 @@ class SamplingSearchMethod(Method):
     def next_path(self) -> tuple[Config, int]:
         """Sample the next training path and count it (the engine-free part of :meth:`forward`)."""
         if self.accuracy is None:
-            raise RuntimeError("call setup(model, example_input) (or bind) before sampling")
-        if self.step == 0 and self.needs_schedule and self.total_steps is None and self.epochs is None:
+            raise RuntimeError("call setup(model, example_input, run) (or bind) before sampling")
+        if self.step == 0 and self.needs_schedule and self.total_steps is None:
             raise ValueError(
-                f"method {self.name!r} needs the training length for its schedule: pass method_args "
-                "total_steps or epochs (poolarch search sets it)"
+                f"method {self.name!r} needs the training length for its schedule: pass "
+                "run=RunInfo(epochs, steps_per_epoch) to setup (or bind); the engine does"
             )
         c, m = self.sample()
         self.visits[c, m] += 1
@@ -193,22 +251,14 @@ class SamplingSearchMethod(Method):
         self.record(c, m, mean_over_ranks(accuracy))
 
     # -- results -----------------------------------------------------------------------------
-    def best_weight_set(self, config_index: int) -> int:
-        """The weight set used to evaluate a configuration after the search."""
-        return 0
-
     def proxy_scores(self) -> np.ndarray:
-        """Per-configuration score available without evaluation (``--eval-top``): ``a[c, m*]``."""
+        """``a[c, m*]``: the moving-average accuracy with the weight set used for evaluation."""
         return np.array([self.accuracy[c, self.best_weight_set(c)] for c in range(len(self.configs))])
 
-    def found_config(self) -> Config:
-        """The configuration the method itself would pick (best proxy score)."""
-        return self.configs[int(np.argmax(self.proxy_scores()))]
+    def visit_counts(self) -> np.ndarray | None:
+        return None if self.visits is None else self.visits.sum(axis=1)
 
     def epoch_end(self, model: nn.Module, epoch: int) -> dict[str, Any]:
-        if self.steps_per_epoch is None and self.step > 0:
-            self.steps_per_epoch = self.step
-        self.epoch = epoch + 1
         return {"search_progress": self.progress, "search_found": "-".join(map(str, self.found_config()))}
 
     # -- resume ------------------------------------------------------------------------------
@@ -216,8 +266,6 @@ class SamplingSearchMethod(Method):
         return {
             "rng": self.rng.bit_generator.state,
             "step": self.step,
-            "epoch": self.epoch,
-            "steps_per_epoch": self.steps_per_epoch,
             "accuracy": None if self.accuracy is None else self.accuracy.tolist(),
             "visits": None if self.visits is None else self.visits.tolist(),
             "last": self.last,
@@ -232,8 +280,6 @@ class SamplingSearchMethod(Method):
     def _restore(self, state: Mapping[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.step = int(state["step"])
-        self.epoch = int(state["epoch"])
-        self.steps_per_epoch = state["steps_per_epoch"]
         if state.get("accuracy") is not None:
             accuracy = np.asarray(state["accuracy"], dtype=np.float64)
             if accuracy.shape != self.accuracy.shape:

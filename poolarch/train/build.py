@@ -1,0 +1,147 @@
+"""Everything a run is built from its :class:`~poolarch.train.TrainConfig`: device, data, model,
+task and method. Unknown names raise ``ValueError`` naming the allowed values."""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..data import DATASETS, VARIANTS, load_data
+from ..distributed import DistInfo
+from ..methods import METHODS, Method
+from ..models import create_model, list_models
+from ..models.space import list_backbones
+from .config import TrainConfig
+from .task import TASKS, Task
+
+__all__ = ["TORCHVISION_PREFIX", "check_config_names", "resolve_device", "seed_everything", "build_data",
+           "build_model", "build_method", "build_task", "torchvision_models", "build_torchvision_model",
+           "blocks_model_name", "example_input"]
+
+TORCHVISION_PREFIX = "torchvision."
+HUMAN_POOLS = ("max", "strided")  # "keep the network's own resizing" for torchvision models
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def check_config_names(cfg: TrainConfig, *, model: bool = True, dataset: bool = True) -> None:
+    """Unknown model / dataset / variant / method -> ``ValueError`` naming the allowed values
+    (``model``/``dataset``: whether to check those; not when the caller passes its own)."""
+    if model and cfg.model not in list_models() and not (
+            cfg.model.startswith(TORCHVISION_PREFIX) and cfg.model in torchvision_models()):
+        raise ValueError(f"model must be one of {list_models()} or torchvision.<name> (a torchvision classifier), "
+                         f"got {cfg.model!r}")
+    if dataset:
+        DATASETS.get(cfg.dataset)
+        if cfg.variant is not None:
+            VARIANTS.get(cfg.variant)
+    METHODS.get(cfg.method)
+
+
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available; use device 'cpu' or 'auto'")
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def build_data(cfg: TrainConfig, info: DistInfo, device: torch.device):
+    """The :class:`~poolarch.data.DataBundle` of the run (this rank's shard under DDP)."""
+    kwargs: dict[str, Any] = dict(
+        variant=cfg.variant,
+        batch_size=cfg.batch_size,
+        eval_batch_size=cfg.eval_batch_size,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        device=str(device),
+        limit=cfg.limit,
+    )
+    for key in ("image_size", "num_classes", "in_chans"):
+        if getattr(cfg, key) is not None:
+            kwargs[key] = getattr(cfg, key)
+    return load_data(cfg.dataset, cfg.data_root, **kwargs)
+
+
+def torchvision_models() -> list[str]:
+    """Model names ``torchvision.<name>`` accepted by the engine (torchvision classifiers)."""
+    import torchvision
+
+    return sorted(TORCHVISION_PREFIX + n for n in torchvision.models.list_models(module=torchvision.models))
+
+
+def build_torchvision_model(name: str, num_classes: int, pool: str, in_chans: int, init_scales: Any = None,
+                            **kwargs: Any) -> nn.Module:
+    """``torchvision.<name>`` without pretrained weights; with a learnable ``pool`` its resizing
+    layers are replaced by :func:`poolarch.convert.convert` (rules A/B of Jang et al. 2023); with
+    ``max`` or ``strided`` it stays the human-designed network."""
+    import torchvision
+
+    from ..convert import convert
+
+    if in_chans != 3:
+        raise ValueError(f"torchvision models take in_chans 3, got {in_chans}")
+    model = torchvision.models.get_model(name[len(TORCHVISION_PREFIX):], weights=None, num_classes=num_classes, **kwargs)
+    if pool in HUMAN_POOLS:
+        if init_scales is not None:
+            raise ValueError(f"init_scales needs a learnable pool, got pool={pool!r}")
+        return model
+    model, _ = convert(model, method=pool, init_scales=init_scales)
+    return model
+
+
+def blocks_model_name(model: str) -> str:
+    """The fixed-configuration network that ``model_args.config_blocks`` retrains for ``model``:
+    the ``<backbone>_blocks`` model of the search-space backbone ``model`` belongs to (``resnet20_cifar``,
+    ``resnet20_supernet`` and ``resnet20_blocks`` all give ``resnet20_blocks``)."""
+    registered = list_models()
+    owners = sorted((b for b in list_backbones() if model == b or model.startswith(b + "_")), key=len, reverse=True)
+    for backbone in owners:
+        if f"{backbone}_blocks" in registered:
+            return f"{backbone}_blocks"
+    allowed = sorted(f"{b}_blocks" for b in list_backbones() if f"{b}_blocks" in registered)
+    raise ValueError(f"config_blocks retrains a searched ResNet; model must be one of {allowed} "
+                     f"(or another model of their backbones), got {model!r}")
+
+
+def build_model(cfg: TrainConfig, data) -> nn.Module:
+    """``create_model`` (or a torchvision classifier) for the run's data."""
+    kwargs = dict(cfg.model_args)
+    name = cfg.model
+    if kwargs.get("config_blocks") is not None:
+        name = blocks_model_name(name)
+    kwargs.setdefault("in_chans", data.in_chans)
+    if cfg.init_scales is not None:
+        kwargs["init_scales"] = cfg.init_scales
+    if cfg.model.startswith(TORCHVISION_PREFIX):
+        return build_torchvision_model(cfg.model, num_classes=data.num_classes, pool=cfg.pool, **kwargs)
+    return create_model(name, num_classes=data.num_classes, pool=cfg.pool, **kwargs)
+
+
+def build_method(cfg: TrainConfig, model: nn.Module) -> Method:
+    """The registered method ``cfg.method`` for ``model`` (:meth:`Method.for_model`: ``plain`` with
+    learnable resizers trains as ``dynopool``), built by :meth:`Method.from_config`."""
+    return METHODS.get(cfg.method).for_model(model).from_config(cfg)
+
+
+def build_task(cfg: TrainConfig, data) -> Task:
+    """``cfg.task``, else the dataset's own task, else classification."""
+    return TASKS.get(cfg.task or getattr(data, "task", "classification"))()
+
+
+def example_input(data, device: torch.device) -> Tensor:
+    """One zero image ``(1, C, H, W)`` of the dataset's size (GMACs are reported per image)."""
+    size = data.image_size
+    if isinstance(size, int):
+        size = (size, size)
+    return torch.zeros(1, data.in_chans, *size, device=device)

@@ -1,0 +1,162 @@
+"""The run directory: every file a run (or a search) leaves behind, named in one place.
+
+::
+
+    RUN_DIR/
+        config.yaml          the run's TrainConfig (written when the run starts)
+        metrics.csv          one row per finished epoch
+        architecture.yaml    learned sizes and scales after the last epoch
+        last.pt, best.pt     checkpoints (last epoch; best validation metric, else test metric)
+        result.yaml          {status, final, best}; only written when the run finishes
+        ranking.csv, topk.yaml, search.yaml                  a search's ranking (poolarch.methods.search)
+        p_m_given_c.csv, p_m_given_c.png                     the balanced mixture's assignment p(m | c)
+
+Every file is written atomically (:mod:`poolarch.checkpoint`), so an interrupted run directory never
+holds a half-written file, and never looks finished.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from ..architecture import save_architecture
+from ..checkpoint import atomic_torch_save, atomic_write_csv, atomic_write_text, load_checkpoint
+from .config import TrainConfig
+
+__all__ = ["RunDir", "run_status", "CHECKPOINTS"]
+
+CHECKPOINTS = ("best", "last")
+
+
+class RunDir:
+    """Paths, status and file I/O of one run directory (it need not exist yet).
+
+    Attributes (paths): ``config``, ``metrics``, ``architecture``, ``last``, ``best``, ``result``,
+    ``ranking``, ``topk``, ``search``, ``p_m_given_c``, ``heatmap``.
+    """
+
+    CONFIG = "config.yaml"
+    METRICS = "metrics.csv"
+    ARCHITECTURE = "architecture.yaml"
+    LAST = "last.pt"
+    BEST = "best.pt"
+    RESULT = "result.yaml"
+    RANKING = "ranking.csv"
+    TOPK = "topk.yaml"
+    SEARCH = "search.yaml"
+    P_M_GIVEN_C = "p_m_given_c.csv"
+    HEATMAP = "p_m_given_c.png"
+    #: files of a previous run that a new run in the same directory (``overwrite``) removes first
+    RUN_FILES = (RESULT, LAST, BEST, METRICS, ARCHITECTURE)
+
+    def __init__(self, path: str | Path | "RunDir") -> None:
+        self.path = Path(path.path if isinstance(path, RunDir) else path)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    # -- paths ----------------------------------------------------------------------------------
+    config = property(lambda self: self.path / self.CONFIG)
+    metrics = property(lambda self: self.path / self.METRICS)
+    architecture = property(lambda self: self.path / self.ARCHITECTURE)
+    last = property(lambda self: self.path / self.LAST)
+    best = property(lambda self: self.path / self.BEST)
+    result = property(lambda self: self.path / self.RESULT)
+    ranking = property(lambda self: self.path / self.RANKING)
+    topk = property(lambda self: self.path / self.TOPK)
+    search = property(lambda self: self.path / self.SEARCH)
+    p_m_given_c = property(lambda self: self.path / self.P_M_GIVEN_C)
+    heatmap = property(lambda self: self.path / self.HEATMAP)
+
+    def checkpoint(self, which: str) -> Path:
+        """``best.pt`` or ``last.pt``."""
+        if which not in CHECKPOINTS:
+            raise ValueError(f"checkpoint must be one of {list(CHECKPOINTS)}, got {which!r}")
+        return self.best if which == "best" else self.last
+
+    # -- status ---------------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        """``"finished"`` when the run wrote ``result.yaml``, ``"incomplete"`` when it has a
+        config but no result, ``"missing"`` otherwise."""
+        if self.result.is_file():
+            return "finished"
+        if self.config.is_file():
+            return "incomplete"
+        return "missing"
+
+    def is_run(self) -> bool:
+        """Whether the directory holds a run's metrics (what the report reads)."""
+        return self.metrics.is_file()
+
+    # -- reading and writing --------------------------------------------------------------------
+    def read_config(self) -> TrainConfig:
+        return TrainConfig.from_yaml(self.config)
+
+    def write_config(self, cfg: TrainConfig) -> None:
+        """The config, with ``out`` set to this directory."""
+        saved = TrainConfig.from_dict(cfg.to_dict())
+        saved.out = str(self.path)
+        saved.to_yaml(self.config)
+
+    def start(self, cfg: TrainConfig) -> None:
+        """Create the directory, remove a previous run's files and write ``config.yaml``."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        for stale in self.RUN_FILES:
+            (self.path / stale).unlink(missing_ok=True)
+        self.write_config(cfg)
+
+    def read_metrics(self) -> list[dict[str, str]]:
+        """The rows of ``metrics.csv`` as strings (``csv.DictReader``)."""
+        with open(self.metrics, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        atomic_write_csv(self.metrics, rows)
+
+    def write_architecture(self, model: nn.Module) -> None:
+        """``architecture.yaml`` (:func:`poolarch.save_architecture`)."""
+        tmp = self.architecture.with_name(f".{self.ARCHITECTURE}.tmp")
+        save_architecture(model, tmp)
+        os.replace(tmp, self.architecture)
+
+    def save_checkpoint(self, state: dict[str, Any], best: bool = False) -> None:
+        """``last.pt`` (and ``best.pt`` when ``best``)."""
+        atomic_torch_save(state, self.last)
+        if best:
+            atomic_torch_save(state, self.best)
+
+    def load_checkpoint(self, which: str = "last", map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        path = self.checkpoint(which)
+        if not path.is_file():
+            raise ValueError(f"{str(path)!r} does not exist: the run has not completed an epoch")
+        return load_checkpoint(path, map_location=map_location)
+
+    def read_result(self) -> dict[str, Any]:
+        """``result.yaml`` (``{}`` when the run has not finished)."""
+        if not self.result.is_file():
+            return {}
+        return yaml.safe_load(self.result.read_text()) or {}
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        atomic_write_text(self.result, yaml.safe_dump(result, sort_keys=False))
+
+
+def run_status(run_dir: str | Path) -> str:
+    """:attr:`RunDir.status` of ``run_dir``."""
+    return RunDir(run_dir).status

@@ -1,6 +1,6 @@
 """``poolarch report``: a Markdown table (paper 000 Table 1 style) and PNG figures from run directories.
 
-Schema read from each run directory (written by :mod:`poolarch.train.engine`)::
+Schema read from each run directory (:class:`poolarch.train.RunDir`, written by :mod:`poolarch.train.engine`)::
 
     metrics.csv        required; one row per epoch. Columns read (all but ``epoch`` optional):
                          epoch                     1-based epoch number
@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from . import plots
+from .train.rundir import RunDir
 
 __all__ = ["RunSummary", "read_run", "find_runs", "format_table", "make_report", "register_figure",
            "list_figures", "parse_sizes", "parse_scales", "METRICS"]
@@ -145,7 +146,8 @@ def read_run(path: str | Path) -> RunSummary:
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory {str(path)!r} does not exist")
-    metrics = path / "metrics.csv"
+    run = RunDir(path)
+    metrics = run.metrics
     if not metrics.is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a run directory: metrics.csv is missing "
                                 "(written after the first epoch by 'poolarch train')")
@@ -157,11 +159,10 @@ def read_run(path: str | Path) -> RunSummary:
         raise ValueError(f"{str(metrics)!r} has no 'epoch' column; columns: {columns}")
     if not rows:
         raise ValueError(f"{str(metrics)!r} has no rows (the run has not finished an epoch)")
-    config = _yaml(path / "config.yaml")
+    config = _yaml(run.config)
     metric = next((m for m in METRICS for s in ("test", "val", "train") if f"{s}_{m}" in columns), None)
     return RunSummary(path=path, label=str(config.get("name") or path.name), config=config, rows=rows,
-                      architecture=_yaml(path / "architecture.yaml"),
-                      finished=(path / "result.yaml").is_file(), metric=metric)
+                      architecture=_yaml(run.architecture), finished=run.status == "finished", metric=metric)
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[RunSummary]:
@@ -173,8 +174,8 @@ def find_runs(paths: Sequence[str | Path]) -> list[RunSummary]:
         raise ValueError("run_dirs must name at least one run directory")
     runs: list[RunSummary] = []
     for p in map(Path, paths):
-        children = sorted(c for c in p.iterdir() if (c / "metrics.csv").is_file()) if (
-            p.is_dir() and not (p / "metrics.csv").exists()) else []
+        children = sorted(c for c in p.iterdir() if RunDir(c).is_run()) if (
+            p.is_dir() and not RunDir(p).metrics.exists()) else []
         runs += [read_run(c) for c in children] if children else [read_run(p)]
     seen: dict[str, int] = {}
     for run in runs:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -29,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -41,7 +39,7 @@ from .build import (build_data, build_method, build_model, build_task, check_con
                     resolve_device, seed_everything)
 from .config import TrainConfig
 from .evaluation import architecture_summary, evaluate_split
-from .rundir import RunDir
+from .rundir import RunDir, to_plain
 from .schedule import lr_factor
 
 __all__ = ["train", "Trainer", "RunResult"]
@@ -59,22 +57,6 @@ class RunResult:
     best: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
-
-
-def check_writable(out: Path) -> None:
-    """``ValueError`` unless ``out`` can be created (or exists as a writable directory)."""
-    probe = out
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ValueError(f"out {str(out)!r} is not writable: {str(probe)!r} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"out {str(out)!r} is not writable: no write permission on {str(probe)!r}")
-
-
-def default_run_dir(cfg: TrainConfig) -> Path:
-    name = cfg.name or "-".join(p for p in (cfg.model, cfg.pool, cfg.dataset, cfg.variant) if p)
-    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 class Trainer:
@@ -108,10 +90,10 @@ class Trainer:
         self.device = resolve_device(cfg)
         self.dist = init_distributed(self.device.type)
         # every rank uses rank 0's directory (the default name contains the start time)
-        self.run = RunDir(broadcast_object(str(Path(cfg.out) if cfg.out else default_run_dir(cfg)), self.dist))
+        self.run = RunDir(broadcast_object(str(Path(cfg.out) if cfg.out else RunDir.default_path(cfg)), self.dist))
         self.run_dir = self.run.path
         if resume_dir is None:
-            check_writable(self.run_dir)
+            self.run.check_writable()
             if self.run.status != "missing" and not overwrite:
                 raise ValueError(f"out {str(self.run_dir)!r} already holds a run; pass resume to continue it, "
                                  "another out, or overwrite")
@@ -288,7 +270,7 @@ class Trainer:
             record.update(self.method.log_values())
             record["train_time_s"] = train_time
             record["images_per_s"] = self.steps_per_epoch * cfg.batch_size * self.dist.world_size / max(train_time, 1e-9)
-            record.update({k: _plain(v) for k, v in (self.method.epoch_end(self.model, epoch) or {}).items()})
+            record.update({k: to_plain(v) for k, v in (self.method.epoch_end(self.model, epoch) or {}).items()})
             self.history.append(record)
 
             key = f"val_{metric}" if f"val_{metric}" in record else f"test_{metric}"
@@ -303,29 +285,13 @@ class Trainer:
                 self.log(_format_row(record, metric))
             barrier(self.dist)
         if primary:
-            self.run.write_result(_yaml_safe({"status": "finished", "final": self.history[-1], "best": self.best}))
+            self.run.write_result({"status": "finished", "final": self.history[-1], "best": self.best})
         barrier(self.dist)
         return self._result(finished=True)
 
     def _result(self, finished: bool) -> RunResult:
         final = self.history[-1] if self.history else {}
         return RunResult(self.run_dir, final, self.best, list(self.history), finished)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        return value.item() if value.numel() == 1 else value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value
-
-
-def _yaml_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _yaml_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_yaml_safe(v) for v in obj]
-    return _plain(obj)
 
 
 def _format_row(record: dict[str, Any], metric: str) -> str:

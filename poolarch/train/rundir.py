@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
-from torch import nn
+from torch import Tensor, nn
 
 from ..architecture import save_architecture
 from ..checkpoint import atomic_torch_save, atomic_write_csv, atomic_write_text, load_checkpoint
 from .config import TrainConfig
 
-__all__ = ["RunDir", "run_status", "CHECKPOINTS"]
+__all__ = ["RunDir", "run_status", "to_plain", "CHECKPOINTS"]
 
 CHECKPOINTS = ("best", "last")
 
@@ -82,6 +84,22 @@ class RunDir:
     search = property(lambda self: self.path / self.SEARCH)
     p_m_given_c = property(lambda self: self.path / self.P_M_GIVEN_C)
     heatmap = property(lambda self: self.path / self.HEATMAP)
+
+    @staticmethod
+    def default_path(cfg: TrainConfig) -> Path:
+        """``runs/<name>-<start time>``, ``name`` from the config (or model-pool-dataset-variant)."""
+        name = cfg.name or "-".join(p for p in (cfg.model, cfg.pool, cfg.dataset, cfg.variant) if p)
+        return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def check_writable(self) -> None:
+        """``ValueError`` unless the directory can be created (or exists and is writable)."""
+        probe = self.path
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise ValueError(f"out {str(self.path)!r} is not writable: {str(probe)!r} is not a directory")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise ValueError(f"out {str(self.path)!r} is not writable: no write permission on {str(probe)!r}")
 
     def checkpoint(self, which: str) -> Path:
         """``best.pt`` or ``last.pt``."""
@@ -154,7 +172,25 @@ class RunDir:
         return yaml.safe_load(self.result.read_text()) or {}
 
     def write_result(self, result: dict[str, Any]) -> None:
-        atomic_write_text(self.result, yaml.safe_dump(result, sort_keys=False))
+        """``result.yaml`` (tensors and numpy scalars as plain YAML values)."""
+        atomic_write_text(self.result, yaml.safe_dump(_yaml_safe(result), sort_keys=False))
+
+
+def to_plain(value: Any) -> Any:
+    """A tensor or numpy scalar as a Python number (or list); anything else unchanged."""
+    if isinstance(value, Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def _yaml_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _yaml_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_yaml_safe(v) for v in obj]
+    return to_plain(obj)
 
 
 def run_status(run_dir: str | Path) -> str:

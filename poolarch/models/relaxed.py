@@ -27,7 +27,7 @@ __all__ = ["MultiResolutionResNet"]
 
 
 class MultiResolutionResNet(nn.Module):
-    """A :class:`~poolarch.search.supernet.PoolingResNet` relaxed over resolutions.
+    """A :class:`~poolarch.models.supernet.PoolingResNet` relaxed over resolutions.
 
     Args:
         backbone, num_classes, in_chans, widths, pool: as for ``PoolingResNet``.

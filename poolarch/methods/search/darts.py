@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ...complexity import unwrap_model
 from ...distributed import average_over_ranks_
+from ...models.relaxed import MultiResolutionResNet
 from ..base import RunInfo, register_method
 from .base import SearchMethod, batch_statistics
 
@@ -45,7 +46,7 @@ class DARTS(SearchMethod):
 
     def setup(self, model: nn.Module, example_input: Tensor, run: RunInfo | None = None) -> None:
         super().setup(model, example_input, run)
-        if not hasattr(model, "argmax_resolutions"):
+        if not isinstance(model, MultiResolutionResNet):
             raise TypeError(
                 f"model must be a multi-resolution supernet (e.g. 'resnet20_multires_supernet'), "
                 f"got {type(model).__name__}"

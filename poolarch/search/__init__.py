@@ -2,7 +2,7 @@
 of SuperNets and its NAS baselines (SPOS, DARTS, MCTS-UCB, BSE), evaluation of every
 configuration, brute-force sweeps and rank correlation.
 
-Command line: ``poolarch search``, ``poolarch sweep``, ``poolarch rank-corr`` (:mod:`.cli`).
+Command line: ``poolarch search``, ``poolarch sweep``, ``poolarch rank-corr`` (:mod:`poolarch.cli.search`).
 """
 from . import methods  # registers the search methods
 from .evaluate import rank_configurations

@@ -79,12 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     _train.add_commands(sub)
     _report.add_commands(sub)
     _search.add_commands(sub)
+    for name, p in sub.choices.items():
+        p.set_defaults(_parser=p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the command's parser, so the line names the command
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2

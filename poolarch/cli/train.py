@@ -63,7 +63,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "max-pooling on MNIST-5k at the same GMACs).")
     add_options(p, TrainRun, "", group="command")
     add_options(p, TrainConfig, CFG, names=REGISTRY_NAMES)
-    p.set_defaults(func=cmd_train, _parser=p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run directory's checkpoint")
     p.add_argument("run_dir", metavar="RUN_DIR")

@@ -226,11 +226,12 @@ def test_poolarch_logger_prints_bare_lines(capsys):
 
 def test_readme_commands_use_existing_flags():
     blocks = "\n".join(re.findall(r"^```(?:bash|sh)\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M))
-    commands = re.findall(r"^poolarch (\w[\w-]*)(.*(?:\\\n.*)*)", blocks, re.M)
+    commands = re.findall(r"^poolarch (\w[\w-]*)((?:.*\\\n)*.*)", blocks, re.M)
     assert commands
     for command, rest in commands:
         options = {s for a in _subparser(command)._actions for s in a.option_strings}
-        for flag in re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", rest.split("#")[0]):
+        text = " ".join(line.split("#")[0] for line in rest.splitlines())
+        for flag in re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", text):
             assert flag in options, (command, flag)
 
 

@@ -21,8 +21,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-__all__ = ["NestedKey", "option", "bounds_text", "config_key", "option_type", "check_option", "coerce_option", "coerce_field", "field_type", "parse_ints",
-           "read_yaml"]
+__all__ = ["NestedKey", "option", "bounds_text", "config_key", "option_type", "field_type", "check_option",
+           "coerce_option", "coerce_field", "parse_ints", "read_yaml"]
 
 
 @dataclass(frozen=True)
@@ -82,16 +82,16 @@ def bounds_text(ge: float | None, gt: float | None, lt: float | None) -> str:
 def _check_value(key: str, value: Any, base: Any, *, choices=None, ge=None, gt=None, lt=None) -> None:
     """``ValueError`` naming ``key`` and what is allowed unless ``value`` is a ``base`` within bounds."""
     bounded = ge is not None or gt is not None or lt is not None
+    bounds = " " + bounds_text(ge, gt, lt) if bounded else ""
     if base is bool:
         if not isinstance(value, bool):
             raise ValueError(f"{key} must be true or false, got {value!r}")
     elif base is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key} must be an integer{' ' + bounds_text(ge, gt, lt) if bounded else ''}, got {value!r}")
+            raise ValueError(f"{key} must be an integer{bounds}, got {value!r}")
     elif base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{key} must be a finite number{' ' + bounds_text(ge, gt, lt) if bounded else ''}, "
-                             f"got {value!r}")
+            raise ValueError(f"{key} must be a finite number{bounds}, got {value!r}")
     elif base in (str, dict, list):
         if not isinstance(value, (list, tuple) if base is list else base):
             what = {str: "a string", dict: "a mapping", list: "a list"}[base]

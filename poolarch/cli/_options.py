@@ -123,7 +123,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, prefix: str, *, skip
 
 def _add_nested(g: argparse._ArgumentGroup, dest: str, key: NestedKey) -> None:
     base = option_type(key.type)[0]
-    kwargs: dict[str, Any] = dict(dest=f"{dest}.{key.key}", default=None, help=_help(key.help, key.unset, meta={"ge": key.ge}))
+    kwargs: dict[str, Any] = dict(dest=f"{dest}.{key.key}", default=None,
+                                  help=_help(key.help, key.unset, meta={"ge": key.ge}))
     if base is bool:
         g.add_argument(_flag(key.key), action=argparse.BooleanOptionalAction, **kwargs)
         return
@@ -143,7 +144,8 @@ def given(args: argparse.Namespace, cls: type, prefix: str) -> dict[str, Any]:
         value = values[dest]
         if field_type(cls, f)[0] is dict:
             pairs = dict(value or [])
-            pairs.update({k[len(dest) + 1:]: v for k, v in values.items() if k.startswith(dest + ".") and v is not None})
+            pairs.update({k[len(dest) + 1:]: v for k, v in values.items()
+                          if k.startswith(dest + ".") and v is not None})
             value = pairs or None
         if value is not None:
             out[config_key(f)] = value

@@ -17,10 +17,6 @@ from poolarch._schema import NestedKey, bounds_text, config_key, field_type, opt
 
 __all__ = ["add_options", "given", "given_flags", "format_default"]
 
-GROUP_TITLES = {"model": "model", "data": "data", "optimisation": "optimisation", "complexity": "complexity",
-                "method": "method", "run": "run"}
-
-
 def format_default(value: Any, unset: str | None = None) -> str:
     """How a default reads in ``--help``: ``None`` as what it means, lists comma-separated."""
     if value is None or value == {}:
@@ -89,7 +85,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, prefix: str, *, skip
         if title is None:
             return parser
         if title not in groups:
-            groups[title] = parser.add_argument_group(GROUP_TITLES.get(title, title))
+            groups[title] = parser.add_argument_group(title)
         return groups[title]
 
     for f in dataclasses.fields(cls):

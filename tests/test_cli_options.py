@@ -81,7 +81,7 @@ def test_help_shows_defaults_and_registry_names():
     assert f"(default: {TrainConfig().target_tolerance:g})" in text
     assert "5%" not in text.split("--target-gmacs")[1].split("--target-tolerance")[0]
     search = _help_text("search")
-    methods = search.split("--method METHOD")[1].split("(default: balanced-mixture)")[0]
+    methods = search.split("--method METHOD")[-1].split("(default: balanced-mixture)")[0]
     assert all(m in methods for m in ("balanced-mixture", "spos", "darts", "mcts-ucb", "bse")), methods
     assert "--epochs EPOCHS epochs per weight set" in search and "(default: 10)" in search
     assert "--dataset DATASET" in search and "(default: cifar10)" in search

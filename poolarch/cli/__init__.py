@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 from typing import Callable, Sequence, TypeVar
 
 __all__ = ["main", "build_parser", "config_from_args", "run_demo", "DEMO_CONFIG", "UsageError", "guard",
@@ -34,8 +35,19 @@ def guard(factory: Callable[[], T]) -> T:
         raise UsageError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps help lines between words only, so names such as ``random-seg`` stay whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse whose errors are one line ``<prog>: error: ...`` (no usage block), exit status 2."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")

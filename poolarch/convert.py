@@ -190,9 +190,9 @@ def convert(
         model: a 2-D CNN traceable by :mod:`torch.fx` (torchvision/timm classification nets, the zoo).
         method: a learnable kind of :func:`poolarch.layers.list_pools` (``"dynopool"``,
             ``"shape_adaptor"``, ``"diffstride"`` once registered).
-        init_scales: per-site initial scales: a mapping from the original module name (pool or conv)
-            to a float or ``(r_h, r_w)``, or a sequence in site order (the report's order). Default
-            ``1/stride``.
+        init_scales: per-site initial scales: one number for every site, a mapping from the
+            original module name (pool or conv) to a float or ``(r_h, r_w)``, or a sequence in site
+            order (the report's order). Default ``1/stride``.
         exclude: module names (or prefixes) to keep fixed.
         rule: ``"B"`` (resizer after the conv's activation) or ``"C"`` (before the stride-1 conv).
         example_input: a tensor or a size ``(N, C, H, W)``; if given, default initial scales are
@@ -433,6 +433,10 @@ def _apply_overrides(sites: list[_Site], init_scales) -> None:
             if key in init_scales:
                 s.info.init_scale = to_pair(init_scales[key], f"init_scales[{key!r}]")
                 s.explicit = True
+    elif isinstance(init_scales, (int, float)) and not isinstance(init_scales, bool):
+        for s in sites:  # one number: every site
+            s.info.init_scale = to_pair(init_scales, "init_scales")
+            s.explicit = True
     elif isinstance(init_scales, Sequence) and not isinstance(init_scales, str):
         if len(init_scales) != len(sites):
             raise ValueError(f"init_scales must have one entry per converted site ({len(sites)}), got {len(init_scales)}")
@@ -441,7 +445,8 @@ def _apply_overrides(sites: list[_Site], init_scales) -> None:
                 s.info.init_scale = to_pair(v, "init_scales")
                 s.explicit = True
     else:
-        raise TypeError(f"init_scales must be a mapping name -> scale or a sequence, got {type(init_scales).__name__}")
+        raise TypeError(f"init_scales must be a number, a mapping name -> scale or a sequence, "
+                        f"got {type(init_scales).__name__}")
 
 
 def _build(model: nn.Module, sites: list[_Site], groups: list[list[int]], method: str, rule: str,

@@ -33,14 +33,17 @@ class ResizePlan:
 
     Args:
         pool: ``"strided"`` or a kind of :func:`poolarch.layers.list_pools`.
-        init_scales: ``None`` (every position starts at ``1/stride``) or one entry per resizing
-            position: a float, an ``(r_h, r_w)`` pair, or ``None`` for the default.
+        init_scales: ``None`` (every position starts at ``1/stride``), one number (every
+            position), or one entry per resizing position: a float, an ``(r_h, r_w)`` pair, or
+            ``None`` for the default.
         num_positions: how many resizing positions the model has.
     """
 
     def __init__(self, pool: str, init_scales: Sequence[ScaleSpec] | None, num_positions: int) -> None:
         check_pool_kind(pool)
         self.pool = pool
+        if isinstance(init_scales, (int, float)) and not isinstance(init_scales, bool):
+            init_scales = [init_scales] * num_positions  # one number: every position
         if init_scales is not None:
             if isinstance(init_scales, (str, bytes)) or not isinstance(init_scales, Sequence):
                 raise TypeError(f"init_scales must be a sequence of {num_positions} scales, got {init_scales!r}")

@@ -177,8 +177,8 @@ class HRNet(nn.Module):
         num_classes: segmentation classes (PASCAL VOC: 21).
         pool: ``"strided"`` (human design) or a kind of :func:`poolarch.layers.make_pool` (rule C).
         in_chans: input channels.
-        init_scales: optional initial scale per resizer (``2 + streams - 1`` entries: stem 1, stem 2,
-            stream 2, ...); default 0.5 everywhere.
+        init_scales: optional initial scale of every resizer (one number) or per resizer
+            (``2 + streams - 1`` entries: stem 1, stem 2, stream 2, ...); default 0.5 everywhere.
     """
 
     def __init__(
@@ -199,6 +199,8 @@ class HRNet(nn.Module):
         widths = spec.widths
         n_resizers = 2 + len(widths) - 1
         self.pooled = pool != "strided"
+        if isinstance(init_scales, (int, float)) and not isinstance(init_scales, bool):
+            init_scales = [init_scales] * n_resizers  # one number: every resizer
         if init_scales is not None and len(init_scales) != n_resizers:
             raise ValueError(f"init_scales must have {n_resizers} entries (stem 1, stem 2, streams 2..), got {len(init_scales)}")
         if self.pooled:

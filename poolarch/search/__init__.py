@@ -5,7 +5,7 @@ The pieces it runs live below it: the search spaces and supernets in :mod:`poola
 (``space``, ``supernet``, ``relaxed``), the search methods in :mod:`poolarch.methods.search`;
 their public names are re-exported here.
 
-Command line: ``poolarch search``, ``poolarch sweep``, ``poolarch rank-corr`` (:mod:`.cli`).
+Command line: ``poolarch search``, ``poolarch sweep``, ``poolarch rank-corr`` (:mod:`poolarch.cli.search`).
 """
 from ..methods import search as methods
 from ..methods.search import SearchMethod, search_methods

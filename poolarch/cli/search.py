@@ -11,13 +11,8 @@ import torch.distributed as dist
 import yaml
 
 from poolarch._schema import check_option, option, parse_ints, read_yaml
-from poolarch.search import rank_correlation, run_search, search_config, sweep
-# not (yet) package-level names of poolarch.search:
-from poolarch.search.evaluate import read_ranking
-from poolarch.search.rankcorr import plot_rank_correlation
-from poolarch.search.runner import SEARCH_METHODS
-from poolarch.search.space import list_backbones
-from poolarch.search.sweep import read_sweep
+from poolarch.search import (list_backbones, plot_rank_correlation, rank_correlation, read_ranking, read_sweep,
+                             run_search, search_config, search_methods, sweep)
 from poolarch.train import TrainConfig
 
 from . import UsageError, guard, line_logger
@@ -87,7 +82,7 @@ def _options(cls: type, args: argparse.Namespace):
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    names = {"backbone": list_backbones, "method": lambda: list(SEARCH_METHODS)}
+    names = {"backbone": list_backbones, "method": lambda: list(search_methods())}
     shown = search_config(SearchOptions.method, SearchOptions.backbone, scale_epochs=False)
     p = sub.add_parser("search", help="pooling-configuration search (Balanced Mixture of SuperNets, baselines)")
     add_options(p, SearchOptions, OPT, names=names, defaults={

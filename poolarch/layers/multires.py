@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .factory import FIXED_POOLS
+
 __all__ = [
     "multi_resolution",
     "mixing_weights",
@@ -43,7 +45,7 @@ __all__ = [
     "MIXING_MODES",
 ]
 
-POOL_MODES = ("max", "avg")
+POOL_MODES = FIXED_POOLS  # the branches pool with a fixed kind
 UPSAMPLE_MODES = ("nearest", "bilinear")
 MIXING_MODES = ("learned", "uniform")
 

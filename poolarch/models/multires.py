@@ -19,6 +19,9 @@ Registered names (``poolarch.models.create_model``) and their kwargs:
   ``channels``, ``num_layers``, ``resolutions`` (R, default 3), ``learn_depth`` (bool),
   ``upsample`` ("nearest"|"bilinear"), ``temperature``, ``share_weights``, ``first_layer_full_res``,
   ``block`` ("conv"|"mbconv"); ``pool`` ("max"|"avg") is the pooling of the branches.
+* ``pool="human"`` (the builders' default) is ``"max"`` for all of them: the paper names pooling
+  without the operator; poolarch pools with 2x max-pooling (as its predefined-pooling baseline and
+  the search spaces of paper 003). ``"strided"`` and the learnable kinds are refused.
 * ``multires_no_pool``, ``multires_predefined`` (``every``: layers per resolution, default 3),
   ``multires_one_res`` (``schedule``: list of levels, required): ``channels``, ``num_layers``,
   ``resolutions``, ``block``, ``learn_depth``, ``pool``.
@@ -34,7 +37,9 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..layers.factory import HUMAN, resolve_pool
 from ..layers.multires import POOL_MODES, UPSAMPLE_MODES, MultiResBlock
+from ._blocks import MBConv, ConvNormAct, SqueezeExcite
 from .registry import register_model
 
 __all__ = [
@@ -57,42 +62,8 @@ BLOCK_KINDS = ("conv", "mbconv")
 
 # -- blocks ----------------------------------------------------------------------------------
 def conv_relu_bn(in_chans: int, out_chans: int) -> nn.Sequential:
-    """Conv3x3 (padding 1) -> ReLU -> BatchNorm: the basic block of paper 002 Sec. 4.1."""
-    return nn.Sequential(nn.Conv2d(in_chans, out_chans, 3, padding=1), nn.ReLU(inplace=True), nn.BatchNorm2d(out_chans))
-
-
-class SqueezeExcite(nn.Module):
-    """Channel gating ``x * sigmoid(W2 silu(W1 GAP(x)))`` (Hu et al.). Shape-preserving."""
-
-    def __init__(self, channels: int, reduced: int) -> None:
-        super().__init__()
-        self.reduce = nn.Conv2d(channels, reduced, 1)
-        self.expand = nn.Conv2d(reduced, channels, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        s = x.mean((2, 3), keepdim=True)
-        return x * torch.sigmoid(self.expand(nn.functional.silu(self.reduce(s))))
-
-
-class MBConv(nn.Module):
-    """MBConv (EfficientNet): 1x1 expansion by ``expand_ratio`` -> BN -> SiLU -> depthwise 3x3 ->
-    BN -> SiLU -> squeeze-excitation (``se_ratio`` of the input channels) -> 1x1 projection -> BN;
-    identity shortcut when ``in_chans == out_chans``. Shape ``(N, in, H, W) -> (N, out, H, W)``."""
-
-    def __init__(self, in_chans: int, out_chans: int, expand_ratio: int = 6, se_ratio: float = 0.25) -> None:
-        super().__init__()
-        hidden = in_chans * expand_ratio
-        self.expand = nn.Sequential(nn.Conv2d(in_chans, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.SiLU(inplace=True))
-        self.depthwise = nn.Sequential(
-            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.SiLU(inplace=True)
-        )
-        self.se = SqueezeExcite(hidden, max(1, int(in_chans * se_ratio)))
-        self.project = nn.Sequential(nn.Conv2d(hidden, out_chans, 1, bias=False), nn.BatchNorm2d(out_chans))
-        self.residual = in_chans == out_chans
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.project(self.se(self.depthwise(self.expand(x))))
-        return x + y if self.residual else y
+    """Conv3x3 (padding 1, with bias) -> ReLU -> BatchNorm: the basic block of paper 002 Sec. 4.1."""
+    return ConvNormAct(in_chans, out_chans, 3, order="conv-relu-bn", bias=True)
 
 
 def make_block(kind: str, in_chans: int, out_chans: int) -> nn.Module:
@@ -486,28 +457,32 @@ _MULTIRES_NET_KEYS = (
 _POOLING_CNN_KEYS = ("channels", "block", "upsample", "learn_depth")
 
 
-def _check_common(pool: str, init_scales: Any, kwargs: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    if pool not in POOL_MODES:
-        raise ValueError(f"pool must be one of {POOL_MODES} for multi-resolution models, got {pool!r}")
+MULTIRES_HUMAN_POOL = "max"  # what pool="human" means for the multi-resolution models
+
+
+def _check_common(pool: str, init_scales: Any, kwargs: Mapping[str, Any], allowed: Sequence[str]) -> str:
+    """The concrete branch pooling (``"human"`` resolved) after checking the common arguments."""
+    pool = resolve_pool(pool, MULTIRES_HUMAN_POOL, POOL_MODES)
     if init_scales is not None:
         raise ValueError("init_scales is not supported by multi-resolution models (no learnable resizers)")
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise TypeError(f"unknown model argument(s) {unknown}; allowed: {sorted(allowed)}")
+    return pool
 
 
 def _multires_builder(defaults: Mapping[str, Any]):
-    def build(num_classes: int = 10, pool: str = "max", in_chans: int = 3, init_scales: Any = None, **kwargs: Any) -> MultiResNet:
-        _check_common(pool, init_scales, kwargs, _MULTIRES_NET_KEYS)
+    def build(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales: Any = None, **kwargs: Any) -> MultiResNet:
+        pool = _check_common(pool, init_scales, kwargs, _MULTIRES_NET_KEYS)
         return MultiResNet(num_classes=num_classes, in_chans=in_chans, pool=pool, **{**defaults, **kwargs})
 
     return build
 
 
 def _pooling_builder(kind: str):
-    def build(num_classes: int = 10, pool: str = "max", in_chans: int = 3, init_scales: Any = None, **kwargs: Any) -> PoolingCNN:
+    def build(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales: Any = None, **kwargs: Any) -> PoolingCNN:
         extra = {"no_pool": ("num_layers",), "predefined": ("num_layers", "resolutions", "every"), "one_res": ("schedule", "resolutions", "num_layers")}[kind]
-        _check_common(pool, init_scales, kwargs, _POOLING_CNN_KEYS + extra)
+        pool = _check_common(pool, init_scales, kwargs, _POOLING_CNN_KEYS + extra)
         num_layers = kwargs.pop("num_layers", 10)
         if kind == "no_pool":
             schedule = [0] * _check_int(num_layers, "num_layers")

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._validate import check_int
 from ..layers.factory import HUMAN, STRIDED, make_pool, resolve_pool
 from ._blocks import BasicBlock, Bottleneck, ConvNormAct
 from .registry import register_model
@@ -163,8 +164,8 @@ class HRNet(nn.Module):
         super().__init__()
         if not isinstance(spec, HRNetSpec):
             raise TypeError(f"spec must be an HRNetSpec, got {type(spec).__name__}")
-        if num_classes < 1 or in_chans < 1:
-            raise ValueError(f"num_classes and in_chans must be >= 1, got {num_classes}, {in_chans}")
+        check_int(num_classes, "num_classes", 1)
+        check_int(in_chans, "in_chans", 1)
         self.spec = spec
         self.pool = pool = resolve_pool(pool, STRIDED)
         widths = spec.widths

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from torch import Tensor, nn
 
 from ._blocks import ClassifierHead, ConvNormAct, InvertedResidual, scaled_width
+from .._validate import check_number
 from ..layers.factory import HUMAN, STRIDED
 from ._resize import ResizePlan
 from .registry import register_model
@@ -32,8 +33,7 @@ class MobileNetV2Cifar(nn.Module):
                  init_scales: Sequence[Any] | None = None, width: float = 1.0,
                  cfg: Sequence[tuple[int, int, int, int]] = MOBILENETV2_CIFAR_CFG) -> None:
         super().__init__()
-        if not (isinstance(width, (int, float)) and width > 0):
-            raise ValueError(f"width must be a positive number, got {width!r}")
+        check_number(width, "width", 0, strict=True)
         plan = ResizePlan(pool, init_scales, sum(1 for row in cfg if row[3] > 1), human=STRIDED)
         self.pool_kind = plan.pool
         in_ch = scaled_width(32, width)

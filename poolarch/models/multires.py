@@ -37,6 +37,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from .._validate import check_choice, check_int
+from ..plots import plot_mixing_weights
 from ..layers.factory import HUMAN, resolve_pool
 from ..layers.multires import POOL_MODES, UPSAMPLE_MODES, MultiResBlock
 from ._blocks import MBConv, ConvNormAct, SqueezeExcite
@@ -103,12 +105,6 @@ class DepthMixing(nn.Module):
         return f"layers={self.beta.numel()}, learned_depth={self.learned_depth()}"
 
 
-def _check_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def _classify(layers: Sequence[nn.Module], depth: DepthMixing | None, head: nn.Linear, x: Tensor) -> Tensor:
     """Run ``layers``; the head reads GAP of the last layer, or the beta mix of every layer's GAP."""
     taps = []
@@ -156,10 +152,9 @@ class MultiResNet(nn.Module):
     ) -> None:
         super().__init__()
         for value, name in ((num_classes, "num_classes"), (in_chans, "in_chans"), (channels, "channels"), (num_layers, "num_layers")):
-            _check_int(value, name)
-        _check_int(resolutions, "resolutions")
-        if block not in BLOCK_KINDS:
-            raise ValueError(f"block must be one of {BLOCK_KINDS}, got {block!r}")
+            check_int(value, name, 1)
+        check_int(resolutions, "resolutions", 1)
+        check_choice(block, BLOCK_KINDS, "block")
         self.block_kind = block
         self.channels = channels
         self.in_chans = in_chans
@@ -245,9 +240,9 @@ class MultiResNet(nn.Module):
 def predefined_schedule(num_layers: int = 10, resolutions: int = 3, every: int = 3) -> list[int]:
     """The rule of thumb of paper 002 Sec. 4.2: the resolution halves every ``every`` layers,
     never below level ``resolutions - 1``. ``(10, 3, 3) -> [0,0,0,1,1,1,2,2,2,2]``."""
-    _check_int(num_layers, "num_layers")
-    _check_int(resolutions, "resolutions")
-    _check_int(every, "every")
+    check_int(num_layers, "num_layers", 1)
+    check_int(resolutions, "resolutions", 1)
+    check_int(every, "every", 1)
     return [min(i // every, resolutions - 1) for i in range(num_layers)]
 
 
@@ -289,14 +284,11 @@ class PoolingCNN(nn.Module):
         if isinstance(schedule, (str, bytes)) or not isinstance(schedule, Sequence) or not schedule:
             raise TypeError(f"schedule must be a non-empty sequence of ints >= 0, got {schedule!r}")
         for s in schedule:
-            _check_int(s, "schedule entries", minimum=0)
-        if pool not in POOL_MODES:
-            raise ValueError(f"pool must be one of {POOL_MODES}, got {pool!r}")
-        if upsample not in UPSAMPLE_MODES:
-            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
-        if on_rise not in ("upsample", "error"):
-            raise ValueError(f"on_rise must be one of ('upsample', 'error'), got {on_rise!r}")
-        _check_int(channels, "channels")
+            check_int(s, "schedule entries", 0)
+        check_choice(pool, POOL_MODES, "pool")
+        check_choice(upsample, UPSAMPLE_MODES, "upsample")
+        check_choice(on_rise, ("upsample", "error"), "on_rise")
+        check_int(channels, "channels", 1)
         self.schedule = [int(s) for s in schedule]
         layers = []
         prev = 0
@@ -395,15 +387,11 @@ def architecture_from_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
 # -- plots -----------------------------------------------------------------------------------
 def plot_multires(model_or_arch: MultiResNet | Mapping[str, Any], path: str) -> str:
     """Draw the mixing weights as a layers x resolutions heat-map (paper 002 Fig. 3) and, when
-    depth is learned, the depth weights ``softmax(beta)`` per layer. Writes a PNG to ``path``.
+    depth is learned, the depth weights ``softmax(beta)`` per layer (drawn by
+    :func:`poolarch.plots.plot_mixing_weights`). Writes a PNG to ``path``.
 
     ``model_or_arch``: a :class:`MultiResNet` or its :meth:`~MultiResNet.architecture` record
     (e.g. loaded from a run's ``architecture.yaml``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if isinstance(model_or_arch, MultiResNet):
         arch = model_or_arch.architecture()
     elif isinstance(model_or_arch, Mapping) and "alpha" in model_or_arch:
@@ -415,31 +403,7 @@ def plot_multires(model_or_arch: MultiResNet | Mapping[str, Any], path: str) -> 
             "model_or_arch must be a MultiResNet, a MultiResNet.architecture() record or a metrics row "
             "with 'alpha/l{l}_r{r}' columns"
         )
-    alpha = torch.tensor(arch["alpha"], dtype=torch.float32)
-    depth = arch.get("depth_weights")
-    ncols = 2 if depth is not None else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(3.2 + 3.0 * (ncols - 1), 0.35 * alpha.shape[0] + 1.6), squeeze=False)
-    ax = axes[0, 0]
-    im = ax.imshow(alpha.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    for (i, j), v in zip(((i, j) for i in range(alpha.shape[0]) for j in range(alpha.shape[1])), alpha.flatten().tolist()):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.5 else "black")
-    ax.set_xticks(range(alpha.shape[1]), [f"1/{2**r}" for r in range(alpha.shape[1])])
-    ax.set_yticks(range(alpha.shape[0]), [str(i + 1) for i in range(alpha.shape[0])])
-    ax.set_xlabel("resolution")
-    ax.set_ylabel("layer")
-    ax.set_title("mixing weights")
-    fig.colorbar(im, ax=ax, fraction=0.05)
-    if depth is not None:
-        ax2 = axes[0, 1]
-        ax2.barh(range(len(depth)), depth, color="tab:orange")
-        ax2.invert_yaxis()
-        ax2.set_yticks(range(len(depth)), [str(i + 1) for i in range(len(depth))])
-        ax2.set_xlabel("depth weight")
-        ax2.set_title(f"learned depth = {arch.get('learned_depth')}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return str(plot_mixing_weights(arch["alpha"], path, arch.get("depth_weights"), arch.get("learned_depth")))
 
 
 # -- registry ---------------------------------------------------------------------------------
@@ -485,7 +449,7 @@ def _pooling_builder(kind: str):
         pool = _check_common(pool, init_scales, kwargs, _POOLING_CNN_KEYS + extra)
         num_layers = kwargs.pop("num_layers", 10)
         if kind == "no_pool":
-            schedule = [0] * _check_int(num_layers, "num_layers")
+            schedule = [0] * check_int(num_layers, "num_layers", 1)
         elif kind == "predefined":
             schedule = predefined_schedule(num_layers, kwargs.pop("resolutions", 3), kwargs.pop("every", 3))
         else:

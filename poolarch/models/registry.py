@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 from torch import nn
 
 from .._registry import Registry
+from .._validate import check_int
 from ..layers.factory import HUMAN
 
 __all__ = ["MODELS", "register_model", "create_model", "list_models", "ModelBuilder"]
@@ -72,8 +73,6 @@ def create_model(
     if name not in MODELS:
         _load_plugins()
     builder = MODELS.get(name)
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    if not isinstance(in_chans, int) or in_chans < 1:
-        raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+    check_int(num_classes, "num_classes", 1)
+    check_int(in_chans, "in_chans", 1)
     return builder(num_classes=num_classes, pool=pool, in_chans=in_chans, init_scales=init_scales, **kwargs)

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from torch import Tensor, nn
 
 from ._blocks import ClassifierHead, ConvNormAct, scaled_width
+from .._validate import check_number
 from ..layers.factory import HUMAN
 from ._resize import ResizePlan
 from .registry import register_model
@@ -51,8 +52,7 @@ class ConvStageNet(nn.Module):
         human: str = "max",
     ) -> None:
         super().__init__()
-        if not (isinstance(width, (int, float)) and width > 0):
-            raise ValueError(f"width must be a positive number, got {width!r}")
+        check_number(width, "width", 0, strict=True)
         if len(stages) < 1 or any(len(s) < 1 for s in stages):
             raise ValueError(f"stages must be non-empty lists of channel counts, got {stages!r}")
         plan = ResizePlan(pool, init_scales, len(stages) - 1, human=human)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._validate import check_int
 from ..layers.factory import FIXED_POOLS, HUMAN, resolve_pool
 from ..models._blocks import BasicBlock, Bottleneck, ConvNormAct
 from .space import Backbone, Config, SearchSpace, format_config, get_backbone, list_backbones, pool_positions
@@ -156,8 +157,7 @@ class PoolingSupernet(nn.Module):
     def __init__(self, backbone: str = "resnet20", num_classes: int = 10, in_chans: int = 3,
                  num_weight_sets: int = 1, widths: Sequence[int] | None = None, pool: str = HUMAN) -> None:
         super().__init__()
-        if isinstance(num_weight_sets, bool) or not isinstance(num_weight_sets, int) or num_weight_sets < 1:
-            raise ValueError(f"num_weight_sets must be an int >= 1, got {num_weight_sets!r}")
+        check_int(num_weight_sets, "num_weight_sets", 1)
         self.nets = nn.ModuleList(
             PoolingResNet(backbone, num_classes, in_chans, widths, pool) for _ in range(num_weight_sets)
         )

@@ -80,7 +80,7 @@ class PoolingResNet(nn.Module):
         num_classes: classifier outputs.
         in_chans: input channels.
         widths: output channels per default resolution (default: the backbone's, e.g. (16, 32, 64)).
-        pool: ``"human"`` (default) = ``"max"``, the 2x max-pooling of Schneider et al.'s search
+        pool: ``"human"`` (default) = ``"max"``, the 2x max-pooling of Javan et al.'s search
             space, or ``"avg"``. ``"strided"`` is refused: a pooling configuration moves the
             downsampling between layers, which a strided convolution cannot follow.
         config: default configuration for calls without ``config`` (default: the backbone's).

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from .architecture import apply_architecture, copy_model, freeze, load_architecture, save_architecture
 from .layers.base import LearnableResize, to_pair
 from .layers.factory import FIXED_POOLS, list_pools, make_pool
+from .layers.grouping import share_groups
 
 __all__ = ["convert", "ConversionReport", "ReplacedSite", "RULES", "freeze", "save_architecture",
            "load_architecture", "apply_architecture"]
@@ -330,19 +331,12 @@ def _find_sites(graph: fx.Graph, modules: dict[str, nn.Module], calls: dict[str,
 
 
 def _share_groups(graph: fx.Graph, sites: list[_Site], report: ConversionReport) -> list[list[int]]:
-    """Union-find over sites: resizers local to different inputs of one add/cat/mul share a scale."""
+    """Share groups of sites: resizers local to different inputs of one add/cat/mul share a scale."""
     site_of: dict[fx.Node, int] = {}
     for i, s in enumerate(sites):
         for n in s.nodes:
             site_of[n] = i
-    parent = list(range(len(sites)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    pairs: list[tuple[int, int]] = []
     ancestors: dict[fx.Node, frozenset[int]] = {}
     for node in graph.nodes:
         inputs = node.all_input_nodes
@@ -368,12 +362,8 @@ def _share_groups(graph: fx.Graph, sites: list[_Site], report: ConversionReport)
                     f"{node.name}: branches resize {len(local_a)} vs {len(local_b)} times; scales not shared "
                     f"({[sites[i].info.name for i in local_a]} / {[sites[i].info.name for i in local_b]})")
                 continue
-            for i, j in zip(local_a, local_b):
-                parent[find(j)] = find(i)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(sites)):
-        groups.setdefault(find(i), []).append(i)
-    return sorted(groups.values(), key=lambda g: g[0])
+            pairs += zip(local_a, local_b)
+    return share_groups(len(sites), pairs)
 
 
 def _input_size(example_input: Tensor | Sequence[int]) -> Tensor:

@@ -7,7 +7,16 @@ Plain functions, each writing one PNG and returning its path:
 * :func:`plot_accuracy_vs_gmacs` -- accuracy against GMACs, one series per method (Fig. 5);
 * :func:`plot_scales` -- learned scales during training, one line per resizer and axis;
 * :func:`plot_heatmap` -- any labelled matrix (multi-resolution mixing weights alpha, supernet
-  p(m|c), rank correlations, ...).
+  p(m|c), rank correlations, ...);
+* :func:`plot_heatmap_panels` -- several matrices side by side on one colour scale (the supernet
+  assignment ``p(m | c)`` over training, Balanced Mixture of SuperNets Fig. 5);
+* :func:`plot_scatter_series` -- scatter plot, one colour per series (search vs ground-truth
+  accuracy, Fig. 3 of the same paper);
+* :func:`plot_mixing_weights` -- multi-resolution mixing weights (layers x resolutions) and, when
+  learned, the depth weights (Fig. 3 of the multi-resolution paper).
+
+Every function takes plain data (lists, arrays) and draws on its own ``Figure``; none imports
+from the rest of poolarch.
 """
 from __future__ import annotations
 
@@ -16,7 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["plot_feature_maps", "plot_accuracy_vs_gmacs", "plot_scales", "plot_heatmap", "new_figure", "save_figure"]
+__all__ = ["plot_feature_maps", "plot_accuracy_vs_gmacs", "plot_scales", "plot_heatmap", "plot_heatmap_panels",
+           "plot_scatter_series", "plot_mixing_weights", "new_figure", "save_figure"]
 
 
 def new_figure(width: float, height: float):
@@ -29,11 +39,11 @@ def new_figure(width: float, height: float):
     return fig
 
 
-def save_figure(fig, path: str | Path) -> Path:
-    """Save ``fig`` as PNG at ``path`` (parents created)."""
+def save_figure(fig, path: str | Path, dpi: float | None = None) -> Path:
+    """Save ``fig`` as PNG at ``path`` (parents created; ``dpi`` defaults to the figure's)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", bbox_inches="tight")
+    fig.savefig(path, format="png", bbox_inches="tight", dpi=dpi)
     return path
 
 
@@ -147,3 +157,82 @@ def plot_heatmap(matrix, row_labels: Sequence[str], col_labels: Sequence[str], p
     if title:
         ax.set_title(title)
     return save_figure(fig, path)
+
+
+def plot_heatmap_panels(panels: Sequence, titles: Sequence[str], row_labels: Sequence[str], path: str | Path,
+                        xlabel: str = "", ylabel: str = "", colorbar_label: str = "",
+                        vmin: float = 0.0, vmax: float = 1.0, dpi: float = 120) -> Path:
+    """Matrices (each rows x cols, same rows) side by side on one colour scale ``[vmin, vmax]``,
+    one shared colour bar; ``row_labels`` on the first panel, column indices on every panel."""
+    mats = [np.asarray(p, dtype=float) for p in panels]
+    if not mats or any(m.ndim != 2 or m.shape[0] != mats[0].shape[0] for m in mats):
+        raise ValueError(f"panels must be 2-D matrices with equal row counts, got shapes {[m.shape for m in mats]}")
+    if len(titles) != len(mats) or len(row_labels) != mats[0].shape[0]:
+        raise ValueError(f"titles/row_labels must have {len(mats)}/{mats[0].shape[0]} entries, got "
+                         f"{len(titles)}/{len(row_labels)}")
+    height = max(3.0, 0.18 * len(row_labels))
+    fig = new_figure(1.0 + 1.6 * len(mats) * max(1, mats[0].shape[1] / 4), height)
+    axes = fig.subplots(1, len(mats), squeeze=False)[0]
+    image = None
+    for i, (ax, m, title) in enumerate(zip(axes, mats, titles)):
+        image = ax.imshow(m, aspect="auto", vmin=vmin, vmax=vmax, cmap="viridis")
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_xticks(range(m.shape[1]))
+        ax.set_yticks(range(m.shape[0]))
+        ax.set_yticklabels([str(r) for r in row_labels] if i == 0 else [], fontsize=5)
+    axes[0].set_ylabel(ylabel)
+    fig.colorbar(image, ax=list(axes), label=colorbar_label)
+    return save_figure(fig, path, dpi)
+
+
+def plot_scatter_series(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], path: str | Path,
+                        xlabel: str = "", ylabel: str = "", title: str = "", dpi: float = 120) -> Path:
+    """``series``: ``(label, xs, ys)``; one colour per series, legend with the labels."""
+    if not series:
+        raise ValueError("series must hold at least one (label, xs, ys)")
+    fig = new_figure(5.0, 4.0)
+    ax = fig.add_subplot()
+    for label, xs, ys in series:
+        if len(xs) != len(ys):
+            raise ValueError(f"series {label!r}: xs and ys must have equal lengths, got {len(xs)} and {len(ys)}")
+        ax.scatter(list(xs), list(ys), s=14, label=label, alpha=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path, dpi)
+
+
+def plot_mixing_weights(alpha, path: str | Path, depth_weights: Sequence[float] | None = None,
+                        learned_depth: int | None = None, dpi: float = 120) -> Path:
+    """``alpha``: layers x resolutions mixing weights in ``[0, 1]`` (column ``r`` is resolution
+    ``1/2^r``), drawn as an annotated heat-map; with ``depth_weights`` (one per layer) a bar chart
+    of them beside it, titled with ``learned_depth``."""
+    a = np.asarray(alpha, dtype=float)
+    if a.ndim != 2:
+        raise ValueError(f"alpha must be 2-D (layers x resolutions), got shape {a.shape}")
+    ncols = 2 if depth_weights is not None else 1
+    fig = new_figure(3.2 + 3.0 * (ncols - 1), 0.35 * a.shape[0] + 1.6)
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    ax = axes[0]
+    im = ax.imshow(a, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            v = a[i, j]
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.5 else "black")
+    ax.set_xticks(range(a.shape[1]), [f"1/{2**r}" for r in range(a.shape[1])])
+    ax.set_yticks(range(a.shape[0]), [str(i + 1) for i in range(a.shape[0])])
+    ax.set_xlabel("resolution")
+    ax.set_ylabel("layer")
+    ax.set_title("mixing weights")
+    fig.colorbar(im, ax=ax, fraction=0.05)
+    if depth_weights is not None:
+        ax2 = axes[1]
+        ax2.barh(range(len(depth_weights)), list(depth_weights), color="tab:orange")
+        ax2.invert_yaxis()
+        ax2.set_yticks(range(len(depth_weights)), [str(i + 1) for i in range(len(depth_weights))])
+        ax2.set_xlabel("depth weight")
+        ax2.set_title(f"learned depth = {learned_depth}")
+    return save_figure(fig, path, dpi)

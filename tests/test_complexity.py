@@ -496,3 +496,29 @@ def test_loss_value_exact_for_formula_not_proportional_to_output():
     assert loss.item() == pytest.approx(count_macs(model, x).gmacs, rel=1e-6)
     loss.backward()
     assert model.p1.alpha.grad.abs().min() > 0
+
+
+def test_share_groups_are_the_connected_components():
+    """Against a brute-force transitive closure on random graphs."""
+    import random
+
+    from poolarch.layers.grouping import share_groups
+
+    rng = random.Random(0)
+    for _ in range(50):
+        n = rng.randint(0, 12)
+        pairs = [(rng.randrange(n), rng.randrange(n)) for _ in range(rng.randint(0, n))] if n else []
+        reach = [{i} for i in range(n)]
+        changed = True
+        while changed:
+            changed = False
+            for a, b in pairs:
+                union = reach[a] | reach[b]
+                for k in union:
+                    if reach[k] != union | reach[k] or not union <= reach[k]:
+                        reach[k] |= union
+                        changed = True
+        expected = sorted({tuple(sorted(r)) for r in reach})
+        assert [tuple(g) for g in share_groups(n, pairs)] == expected
+    with pytest.raises(ValueError, match="pairs"):
+        share_groups(2, [(0, 2)])

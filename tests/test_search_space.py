@@ -118,6 +118,12 @@ def test_registered_models():
     assert sn.num_weight_sets == 2
     with pytest.raises(ValueError, match="pool"):
         create_model("resnet20_blocks", pool="dynopool")
+    # "human" is the search space's max-pooling; "strided" cannot follow a moving pooling position
+    assert isinstance(net.pools[0], torch.nn.MaxPool2d) and net.pool == "max"
+    assert create_model("resnet20_supernet", pool="avg", widths=(2, 4, 4)).nets[0].pool == "avg"
+    for name in ("resnet20_blocks", "resnet20_supernet", "resnet20_multires_supernet"):
+        with pytest.raises(ValueError, match=r"pool must be one of \['human', 'max', 'avg'\], got 'strided'"):
+            create_model(name, pool="strided", widths=(2, 4, 4))
 
 
 @pytest.mark.parametrize("backbone,reference", [("resnet18_imagenet", "resnet18"), ("resnet50_imagenet", "resnet50")])

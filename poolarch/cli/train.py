@@ -10,7 +10,7 @@ from typing import Any
 from poolarch._schema import option
 from poolarch.data import list_datasets, list_variants
 from poolarch.export import export_run
-from poolarch.layers import list_pools
+from poolarch.layers import pool_choices
 from poolarch.models import list_models
 from poolarch.train import Trainer, TrainConfig, evaluate_run, list_methods, list_tasks, train
 
@@ -35,7 +35,7 @@ DEMO_CONFIG: dict[str, Any] = dict(
 # TrainConfig fields whose valid values are the names of a registry (listed in --help).
 REGISTRY_NAMES = {
     "model": list_models,
-    "pool": lambda: ["strided", *list_pools()],
+    "pool": pool_choices,
     "dataset": list_datasets,
     "variant": list_variants,
     "method": list_methods,

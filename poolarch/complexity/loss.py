@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers.base import LearnableResize, learnable_resizers
+from ..layers.grouping import share_groups
 from ._trace import CallKey, CallRecord, first_tensor, spatial_shape, tracing_active, unwrap_model
 from .macs import TOTAL_CATEGORIES, macs_formula, make_example_input, trace_macs
 
@@ -108,20 +109,10 @@ def _perturbed_shapes(model: nn.Module, example: Tensor, perturb: _Perturb) -> S
 
 def _shared_groups(resizers: list[LearnableResize]) -> dict[int, int]:
     """id(resizer) -> group id; resizers sharing an architecture parameter are in one group."""
-    parent = list(range(len(resizers)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     owner: dict[int, int] = {}
-    for i, module in enumerate(resizers):
-        for p in module.arch_parameters():
-            j = owner.setdefault(id(p), i)
-            parent[find(i)] = find(j)
-    return {id(m): find(i) for i, m in enumerate(resizers)}
+    pairs = [(i, owner.setdefault(id(p), i)) for i, module in enumerate(resizers) for p in module.arch_parameters()]
+    groups = share_groups(len(resizers), pairs)
+    return {id(resizers[i]): g for g, members in enumerate(groups) for i in members}
 
 
 class ComplexityLoss:

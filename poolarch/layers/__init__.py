@@ -27,9 +27,19 @@ __all__ = [
     "dynopool_output_size",
 ]
 
-from .factory import list_pools, make_pool, register_pool  # noqa: E402  (after the layers it registers)
+from .factory import (  # noqa: E402  (after the layers it registers)
+    FIXED_POOLS,
+    HUMAN,
+    STRIDED,
+    learnable_pools,
+    list_pools,
+    make_pool,
+    pool_choices,
+    register_pool,
+)
 
-__all__ += ["list_pools", "make_pool", "register_pool"]
+__all__ += ["FIXED_POOLS", "HUMAN", "STRIDED", "learnable_pools", "list_pools", "make_pool", "pool_choices",
+            "register_pool"]
 
 from .multires import MultiResBlock, multi_resolution  # noqa: E402
 

@@ -14,6 +14,8 @@ from typing import List, Sequence
 import torch
 from torch import Tensor, nn
 
+from .._validate import check_positive_finite  # noqa: F401  (re-exported for the layers)
+
 __all__ = ["LearnableResize", "learnable_resizers", "architecture_parameters", "to_pair"]
 
 
@@ -40,12 +42,6 @@ def shape_repr(shape: List[int]) -> str:
     if len(shape) == 1:
         text += ","
     return "(" + text + ")"
-
-
-def check_positive_finite(values: Sequence[float], name: str) -> None:
-    for v in values:
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{name} must be positive and finite, got {tuple(values)}")
 
 
 class LearnableResize(nn.Module):

@@ -1,7 +1,18 @@
-"""Registry of resizing layers, so models take the layer choice at construction (``pool=``).
+"""The ``pool`` vocabulary and the registry of resizing layers, so models take the layer choice at
+construction (``pool=``).
 
-A builder receives the stride the human-designed network uses at that place and returns a module
-that shrinks a ``(N, C, H, W)`` map by that factor at initialisation::
+What ``pool`` may name (this module is the one place these words are defined):
+
+* a **learnable** kind -- a registered layer with a trainable scale (:func:`learnable_pools`:
+  ``"dynopool"``, ``"shape_adaptor"``, ``"diffstride"``);
+* a **fixed** kind -- a parameter-free pooling layer (:data:`FIXED_POOLS`: ``"max"``, ``"avg"``);
+* :data:`STRIDED` (``"strided"``) -- no resizing layer: the convolution itself strides;
+* :data:`HUMAN` (``"human"``) -- the architecture as its authors built it (each model family's
+  docstring says which of the above that is, e.g. max-pooling for VGG, strided convs for ResNet).
+
+:func:`make_pool` builds the registered kinds (learnable and fixed). A builder receives the stride
+the human-designed network uses at that place and returns a module that shrinks a
+``(N, C, H, W)`` map by that factor at initialisation::
 
     make_pool("dynopool", stride=2)             # DynOPool2d(init_scale=0.5)
     make_pool("dynopool", stride=2, init_scale=(0.6, 0.4))
@@ -16,10 +27,23 @@ from typing import Callable, Protocol, Sequence
 
 from torch import nn
 
+from .._registry import Registry
 from .base import to_pair
 from .dynopool import DynOPool2d
 
-__all__ = ["register_pool", "make_pool", "list_pools", "FIXED_POOLS"]
+__all__ = [
+    "POOLS",
+    "FIXED_POOLS",
+    "STRIDED",
+    "HUMAN",
+    "register_pool",
+    "make_pool",
+    "list_pools",
+    "learnable_pools",
+    "pool_choices",
+    "check_pool",
+    "resolve_pool",
+]
 
 
 class PoolBuilder(Protocol):
@@ -32,27 +56,50 @@ class PoolBuilder(Protocol):
     ) -> nn.Module: ...
 
 
-_POOLS: dict[str, PoolBuilder] = {}
-FIXED_POOLS = ("max", "avg")
+POOLS: Registry[PoolBuilder] = Registry("pool")
+FIXED_POOLS = ("max", "avg")  # parameter-free pooling layers
+STRIDED = "strided"  # no resizing layer: the convolution itself strides
+HUMAN = "human"  # the architecture as its authors built it (per family: one of the words above)
 
 
 def register_pool(name: str) -> Callable[[PoolBuilder], PoolBuilder]:
     """Decorator registering a pool builder under ``name``."""
-
-    def deco(fn: PoolBuilder) -> PoolBuilder:
-        if name in _POOLS:
-            raise ValueError(f"pool {name!r} is already registered")
-        _POOLS[name] = fn
-        return fn
-
-    return deco
+    return POOLS.register(name)  # type: ignore[return-value]
 
 
 def list_pools() -> list[str]:
-    """Names accepted by :func:`make_pool` (the zoo adds ``"strided"``: resizing by the conv).
+    """Kinds :func:`make_pool` builds (fixed and learnable; models also accept ``"strided"`` and
+    ``"human"``, see :func:`pool_choices`).
 
     Layer modules register themselves on import; ``poolarch.layers`` imports all of them."""
-    return sorted(_POOLS)
+    return POOLS.names()
+
+
+def learnable_pools() -> list[str]:
+    """Registered kinds with a trainable scale (every registered kind that is not fixed)."""
+    return [k for k in POOLS.names() if k not in FIXED_POOLS]
+
+
+def pool_choices() -> list[str]:
+    """Every value a model's ``pool=`` accepts: ``"human"``, ``"strided"`` and the registered kinds."""
+    return [HUMAN, STRIDED, *POOLS.names()]
+
+
+def check_pool(pool: str, allowed: Sequence[str] | None = None) -> str:
+    """``pool`` if it is in ``allowed`` (default :func:`pool_choices`), else ``ValueError`` naming them."""
+    allowed = list(allowed) if allowed is not None else pool_choices()
+    if not isinstance(pool, str) or pool not in allowed:
+        raise ValueError(f"pool must be one of {allowed}, got {pool!r}")
+    return pool
+
+
+def resolve_pool(pool: str, human: str, allowed: Sequence[str] | None = None) -> str:
+    """The concrete kind ``pool`` stands for in a family whose authors resize with ``human``:
+    ``human`` for ``"human"``, ``pool`` itself otherwise. ``pool`` must be ``"human"`` or in
+    ``allowed`` (default :func:`pool_choices`); ``ValueError`` naming the allowed values otherwise."""
+    allowed = [k for k in (allowed if allowed is not None else pool_choices()) if k != HUMAN]
+    check_pool(pool, [HUMAN, *allowed])
+    return human if pool == HUMAN else pool
 
 
 def make_pool(
@@ -72,13 +119,12 @@ def make_pool(
         channels: number of channels of the map (needed by some layers, ignored by others).
         share_with: an existing layer of the same kind whose scale is shared.
     """
-    if kind not in _POOLS:
-        raise ValueError(f"pool must be one of {sorted(_POOLS)}, got {kind!r}")
+    builder = POOLS.get(kind)
     stride_pair = tuple(int(s) for s in to_pair(stride, "stride"))
     if any(s < 1 for s in stride_pair):
         raise ValueError(f"stride must be >= 1, got {stride!r}")
     scale_pair = None if init_scale is None else to_pair(init_scale, "init_scale")
-    return _POOLS[kind](stride_pair, scale_pair, channels, share_with)  # type: ignore[arg-type]
+    return builder(stride_pair, scale_pair, channels, share_with)  # type: ignore[arg-type]
 
 
 @register_pool("max")

@@ -30,6 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._validate import check_choice
+from .factory import FIXED_POOLS
+
 __all__ = [
     "multi_resolution",
     "mixing_weights",
@@ -43,14 +46,9 @@ __all__ = [
     "MIXING_MODES",
 ]
 
-POOL_MODES = ("max", "avg")
+POOL_MODES = FIXED_POOLS  # the branches pool with a fixed kind
 UPSAMPLE_MODES = ("nearest", "bilinear")
 MIXING_MODES = ("learned", "uniform")
-
-
-def _check_choice(value: str, allowed: Sequence[str], name: str) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
 
 
 def downsample(x: Tensor, level: int, pool: str = "max") -> Tensor:
@@ -135,8 +133,8 @@ def multi_resolution(
     Returns:
         ``(N, C_out, H, W)``: every branch is resized to the input's spatial size.
     """
-    _check_choice(pool, POOL_MODES, "pool")
-    _check_choice(upsample_mode, UPSAMPLE_MODES, "upsample")
+    check_choice(pool, POOL_MODES, "pool")
+    check_choice(upsample_mode, UPSAMPLE_MODES, "upsample")
     if x.dim() != 4:
         raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
     levels = list(range(len(branches))) if levels is None else list(levels)
@@ -189,9 +187,9 @@ class MultiResBlock(nn.Module):
             raise TypeError(f"block must be an nn.Module, got {type(block).__name__}")
         if isinstance(resolutions, bool) or not isinstance(resolutions, int) or resolutions < 1:
             raise ValueError(f"resolutions must be an int >= 1, got {resolutions!r}")
-        _check_choice(pool, POOL_MODES, "pool")
-        _check_choice(upsample, UPSAMPLE_MODES, "upsample")
-        _check_choice(mixing, MIXING_MODES, "mixing")
+        check_choice(pool, POOL_MODES, "pool")
+        check_choice(upsample, UPSAMPLE_MODES, "upsample")
+        check_choice(mixing, MIXING_MODES, "mixing")
         if not (isinstance(temperature, (int, float)) and temperature > 0 and temperature != float("inf")):
             raise ValueError(f"temperature must be a positive finite float, got {temperature!r}")
         self.resolutions = resolutions

@@ -3,7 +3,8 @@
 Every zoo model has a fixed, ordered list of *resizing positions* (the places where the human
 design halves the map). :class:`ResizePlan` hands out, position by position, either nothing
 (``pool="strided"``: the convolution strides) or the layer :func:`poolarch.layers.make_pool`
-builds, with the per-position initial scale.
+builds, with the per-position initial scale. ``pool="human"`` is replaced by the family's own
+choice (``human=``) first.
 """
 from __future__ import annotations
 
@@ -12,36 +13,31 @@ from typing import Sequence
 from torch import nn
 
 from ..layers.base import LearnableResize
-from ..layers.factory import list_pools, make_pool
+from ..layers.factory import FIXED_POOLS, STRIDED, make_pool, resolve_pool
 
-__all__ = ["ResizePlan", "STRIDED", "check_pool_kind"]
-
-STRIDED = "strided"
+__all__ = ["ResizePlan", "STRIDED"]
 
 ScaleSpec = float | Sequence[float] | None
-
-
-def check_pool_kind(pool: str) -> None:
-    """Raise ``ValueError`` unless ``pool`` is ``"strided"`` or a registered pool kind."""
-    allowed = [STRIDED, *list_pools()]
-    if not isinstance(pool, str) or pool not in allowed:
-        raise ValueError(f"pool must be one of {allowed}, got {pool!r}")
 
 
 class ResizePlan:
     """Builds the resizing layers of one model, in position order.
 
     Args:
-        pool: ``"strided"`` or a kind of :func:`poolarch.layers.list_pools`.
+        pool: ``"human"``, ``"strided"`` or a kind of :func:`poolarch.layers.list_pools`.
         init_scales: ``None`` (every position starts at ``1/stride``), one number (every
             position), or one entry per resizing position: a float, an ``(r_h, r_w)`` pair, or
             ``None`` for the default.
         num_positions: how many resizing positions the model has.
+        human: what ``"human"`` means for this family (``"strided"`` or ``"max"``).
+
+    Attributes:
+        pool: the concrete kind (never ``"human"``).
     """
 
-    def __init__(self, pool: str, init_scales: Sequence[ScaleSpec] | None, num_positions: int) -> None:
-        check_pool_kind(pool)
-        self.pool = pool
+    def __init__(self, pool: str, init_scales: Sequence[ScaleSpec] | None, num_positions: int,
+                 human: str = STRIDED) -> None:
+        self.pool = resolve_pool(pool, human)
         if isinstance(init_scales, (int, float)) and not isinstance(init_scales, bool):
             init_scales = [init_scales] * num_positions  # one number: every position
         if init_scales is not None:
@@ -52,7 +48,7 @@ class ResizePlan:
                     f"init_scales must have one entry per resizing position ({num_positions}), "
                     f"got {len(init_scales)}"
                 )
-            if pool == STRIDED or pool in ("max", "avg"):
+            if self.pool == STRIDED or self.pool in FIXED_POOLS:
                 raise ValueError(f"init_scales needs a learnable pool (e.g. 'dynopool'), got pool={pool!r}")
         self.init_scales = list(init_scales) if init_scales is not None else [None] * num_positions
         self.num_positions = num_positions

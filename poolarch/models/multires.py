@@ -19,6 +19,9 @@ Registered names (``poolarch.models.create_model``) and their kwargs:
   ``channels``, ``num_layers``, ``resolutions`` (R, default 3), ``learn_depth`` (bool),
   ``upsample`` ("nearest"|"bilinear"), ``temperature``, ``share_weights``, ``first_layer_full_res``,
   ``block`` ("conv"|"mbconv"); ``pool`` ("max"|"avg") is the pooling of the branches.
+* ``pool="human"`` (the builders' default) is ``"max"`` for all of them: the paper names pooling
+  without the operator; poolarch pools with 2x max-pooling (as its predefined-pooling baseline and
+  the search spaces of paper 003). ``"strided"`` and the learnable kinds are refused.
 * ``multires_no_pool``, ``multires_predefined`` (``every``: layers per resolution, default 3),
   ``multires_one_res`` (``schedule``: list of levels, required): ``channels``, ``num_layers``,
   ``resolutions``, ``block``, ``learn_depth``, ``pool``.
@@ -34,7 +37,11 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from .._validate import check_choice, check_int
+from ..plots import plot_mixing_weights
+from ..layers.factory import HUMAN, resolve_pool
 from ..layers.multires import POOL_MODES, UPSAMPLE_MODES, MultiResBlock
+from ._blocks import MBConv, ConvNormAct, SqueezeExcite
 from .registry import register_model
 
 __all__ = [
@@ -57,42 +64,8 @@ BLOCK_KINDS = ("conv", "mbconv")
 
 # -- blocks ----------------------------------------------------------------------------------
 def conv_relu_bn(in_chans: int, out_chans: int) -> nn.Sequential:
-    """Conv3x3 (padding 1) -> ReLU -> BatchNorm: the basic block of paper 002 Sec. 4.1."""
-    return nn.Sequential(nn.Conv2d(in_chans, out_chans, 3, padding=1), nn.ReLU(inplace=True), nn.BatchNorm2d(out_chans))
-
-
-class SqueezeExcite(nn.Module):
-    """Channel gating ``x * sigmoid(W2 silu(W1 GAP(x)))`` (Hu et al.). Shape-preserving."""
-
-    def __init__(self, channels: int, reduced: int) -> None:
-        super().__init__()
-        self.reduce = nn.Conv2d(channels, reduced, 1)
-        self.expand = nn.Conv2d(reduced, channels, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        s = x.mean((2, 3), keepdim=True)
-        return x * torch.sigmoid(self.expand(nn.functional.silu(self.reduce(s))))
-
-
-class MBConv(nn.Module):
-    """MBConv (EfficientNet): 1x1 expansion by ``expand_ratio`` -> BN -> SiLU -> depthwise 3x3 ->
-    BN -> SiLU -> squeeze-excitation (``se_ratio`` of the input channels) -> 1x1 projection -> BN;
-    identity shortcut when ``in_chans == out_chans``. Shape ``(N, in, H, W) -> (N, out, H, W)``."""
-
-    def __init__(self, in_chans: int, out_chans: int, expand_ratio: int = 6, se_ratio: float = 0.25) -> None:
-        super().__init__()
-        hidden = in_chans * expand_ratio
-        self.expand = nn.Sequential(nn.Conv2d(in_chans, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.SiLU(inplace=True))
-        self.depthwise = nn.Sequential(
-            nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.SiLU(inplace=True)
-        )
-        self.se = SqueezeExcite(hidden, max(1, int(in_chans * se_ratio)))
-        self.project = nn.Sequential(nn.Conv2d(hidden, out_chans, 1, bias=False), nn.BatchNorm2d(out_chans))
-        self.residual = in_chans == out_chans
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.project(self.se(self.depthwise(self.expand(x))))
-        return x + y if self.residual else y
+    """Conv3x3 (padding 1, with bias) -> ReLU -> BatchNorm: the basic block of paper 002 Sec. 4.1."""
+    return ConvNormAct(in_chans, out_chans, 3, order="conv-relu-bn", bias=True)
 
 
 def make_block(kind: str, in_chans: int, out_chans: int) -> nn.Module:
@@ -130,12 +103,6 @@ class DepthMixing(nn.Module):
 
     def extra_repr(self) -> str:
         return f"layers={self.beta.numel()}, learned_depth={self.learned_depth()}"
-
-
-def _check_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _classify(layers: Sequence[nn.Module], depth: DepthMixing | None, head: nn.Linear, x: Tensor) -> Tensor:
@@ -185,10 +152,9 @@ class MultiResNet(nn.Module):
     ) -> None:
         super().__init__()
         for value, name in ((num_classes, "num_classes"), (in_chans, "in_chans"), (channels, "channels"), (num_layers, "num_layers")):
-            _check_int(value, name)
-        _check_int(resolutions, "resolutions")
-        if block not in BLOCK_KINDS:
-            raise ValueError(f"block must be one of {BLOCK_KINDS}, got {block!r}")
+            check_int(value, name, 1)
+        check_int(resolutions, "resolutions", 1)
+        check_choice(block, BLOCK_KINDS, "block")
         self.block_kind = block
         self.channels = channels
         self.in_chans = in_chans
@@ -274,9 +240,9 @@ class MultiResNet(nn.Module):
 def predefined_schedule(num_layers: int = 10, resolutions: int = 3, every: int = 3) -> list[int]:
     """The rule of thumb of paper 002 Sec. 4.2: the resolution halves every ``every`` layers,
     never below level ``resolutions - 1``. ``(10, 3, 3) -> [0,0,0,1,1,1,2,2,2,2]``."""
-    _check_int(num_layers, "num_layers")
-    _check_int(resolutions, "resolutions")
-    _check_int(every, "every")
+    check_int(num_layers, "num_layers", 1)
+    check_int(resolutions, "resolutions", 1)
+    check_int(every, "every", 1)
     return [min(i // every, resolutions - 1) for i in range(num_layers)]
 
 
@@ -318,14 +284,11 @@ class PoolingCNN(nn.Module):
         if isinstance(schedule, (str, bytes)) or not isinstance(schedule, Sequence) or not schedule:
             raise TypeError(f"schedule must be a non-empty sequence of ints >= 0, got {schedule!r}")
         for s in schedule:
-            _check_int(s, "schedule entries", minimum=0)
-        if pool not in POOL_MODES:
-            raise ValueError(f"pool must be one of {POOL_MODES}, got {pool!r}")
-        if upsample not in UPSAMPLE_MODES:
-            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
-        if on_rise not in ("upsample", "error"):
-            raise ValueError(f"on_rise must be one of ('upsample', 'error'), got {on_rise!r}")
-        _check_int(channels, "channels")
+            check_int(s, "schedule entries", 0)
+        check_choice(pool, POOL_MODES, "pool")
+        check_choice(upsample, UPSAMPLE_MODES, "upsample")
+        check_choice(on_rise, ("upsample", "error"), "on_rise")
+        check_int(channels, "channels", 1)
         self.schedule = [int(s) for s in schedule]
         layers = []
         prev = 0
@@ -424,15 +387,11 @@ def architecture_from_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
 # -- plots -----------------------------------------------------------------------------------
 def plot_multires(model_or_arch: MultiResNet | Mapping[str, Any], path: str) -> str:
     """Draw the mixing weights as a layers x resolutions heat-map (paper 002 Fig. 3) and, when
-    depth is learned, the depth weights ``softmax(beta)`` per layer. Writes a PNG to ``path``.
+    depth is learned, the depth weights ``softmax(beta)`` per layer (drawn by
+    :func:`poolarch.plots.plot_mixing_weights`). Writes a PNG to ``path``.
 
     ``model_or_arch``: a :class:`MultiResNet` or its :meth:`~MultiResNet.architecture` record
     (e.g. loaded from a run's ``architecture.yaml``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if isinstance(model_or_arch, MultiResNet):
         arch = model_or_arch.architecture()
     elif isinstance(model_or_arch, Mapping) and "alpha" in model_or_arch:
@@ -444,31 +403,7 @@ def plot_multires(model_or_arch: MultiResNet | Mapping[str, Any], path: str) -> 
             "model_or_arch must be a MultiResNet, a MultiResNet.architecture() record or a metrics row "
             "with 'alpha/l{l}_r{r}' columns"
         )
-    alpha = torch.tensor(arch["alpha"], dtype=torch.float32)
-    depth = arch.get("depth_weights")
-    ncols = 2 if depth is not None else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(3.2 + 3.0 * (ncols - 1), 0.35 * alpha.shape[0] + 1.6), squeeze=False)
-    ax = axes[0, 0]
-    im = ax.imshow(alpha.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    for (i, j), v in zip(((i, j) for i in range(alpha.shape[0]) for j in range(alpha.shape[1])), alpha.flatten().tolist()):
-        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.5 else "black")
-    ax.set_xticks(range(alpha.shape[1]), [f"1/{2**r}" for r in range(alpha.shape[1])])
-    ax.set_yticks(range(alpha.shape[0]), [str(i + 1) for i in range(alpha.shape[0])])
-    ax.set_xlabel("resolution")
-    ax.set_ylabel("layer")
-    ax.set_title("mixing weights")
-    fig.colorbar(im, ax=ax, fraction=0.05)
-    if depth is not None:
-        ax2 = axes[0, 1]
-        ax2.barh(range(len(depth)), depth, color="tab:orange")
-        ax2.invert_yaxis()
-        ax2.set_yticks(range(len(depth)), [str(i + 1) for i in range(len(depth))])
-        ax2.set_xlabel("depth weight")
-        ax2.set_title(f"learned depth = {arch.get('learned_depth')}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return str(plot_mixing_weights(arch["alpha"], path, arch.get("depth_weights"), arch.get("learned_depth")))
 
 
 # -- registry ---------------------------------------------------------------------------------
@@ -486,31 +421,35 @@ _MULTIRES_NET_KEYS = (
 _POOLING_CNN_KEYS = ("channels", "block", "upsample", "learn_depth")
 
 
-def _check_common(pool: str, init_scales: Any, kwargs: Mapping[str, Any], allowed: Sequence[str]) -> None:
-    if pool not in POOL_MODES:
-        raise ValueError(f"pool must be one of {POOL_MODES} for multi-resolution models, got {pool!r}")
+MULTIRES_HUMAN_POOL = "max"  # what pool="human" means for the multi-resolution models
+
+
+def _check_common(pool: str, init_scales: Any, kwargs: Mapping[str, Any], allowed: Sequence[str]) -> str:
+    """The concrete branch pooling (``"human"`` resolved) after checking the common arguments."""
+    pool = resolve_pool(pool, MULTIRES_HUMAN_POOL, POOL_MODES)
     if init_scales is not None:
         raise ValueError("init_scales is not supported by multi-resolution models (no learnable resizers)")
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise TypeError(f"unknown model argument(s) {unknown}; allowed: {sorted(allowed)}")
+    return pool
 
 
 def _multires_builder(defaults: Mapping[str, Any]):
-    def build(num_classes: int = 10, pool: str = "max", in_chans: int = 3, init_scales: Any = None, **kwargs: Any) -> MultiResNet:
-        _check_common(pool, init_scales, kwargs, _MULTIRES_NET_KEYS)
+    def build(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales: Any = None, **kwargs: Any) -> MultiResNet:
+        pool = _check_common(pool, init_scales, kwargs, _MULTIRES_NET_KEYS)
         return MultiResNet(num_classes=num_classes, in_chans=in_chans, pool=pool, **{**defaults, **kwargs})
 
     return build
 
 
 def _pooling_builder(kind: str):
-    def build(num_classes: int = 10, pool: str = "max", in_chans: int = 3, init_scales: Any = None, **kwargs: Any) -> PoolingCNN:
+    def build(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales: Any = None, **kwargs: Any) -> PoolingCNN:
         extra = {"no_pool": ("num_layers",), "predefined": ("num_layers", "resolutions", "every"), "one_res": ("schedule", "resolutions", "num_layers")}[kind]
-        _check_common(pool, init_scales, kwargs, _POOLING_CNN_KEYS + extra)
+        pool = _check_common(pool, init_scales, kwargs, _POOLING_CNN_KEYS + extra)
         num_layers = kwargs.pop("num_layers", 10)
         if kind == "no_pool":
-            schedule = [0] * _check_int(num_layers, "num_layers")
+            schedule = [0] * check_int(num_layers, "num_layers", 1)
         elif kind == "predefined":
             schedule = predefined_schedule(num_layers, kwargs.pop("resolutions", 3), kwargs.pop("every", 3))
         else:

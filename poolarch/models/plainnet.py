@@ -1,9 +1,14 @@
 """The 10-layer, 64-channel Conv-ReLU-BN network of paper 002 ("CNNs without pooling or fixed
-filter sizes", Sec. 4.2), with configurable pooling positions."""
+filter sizes", Sec. 4.2), with configurable pooling positions.
+
+``pool="human"`` (the default) is ``"max"``: the paper's "predefined pooling" baseline halves the
+map with 2x2 max-pooling after the chosen layers (as its multi-resolution blocks pool with max).
+"""
 from __future__ import annotations
 
 from typing import Sequence
 
+from ..layers.factory import HUMAN
 from .registry import register_model
 from .vgg import ConvStageNet
 
@@ -22,7 +27,7 @@ def plain_stages(depth: int, channels: int, pool_after: Sequence[int]) -> list[l
 @register_model("plainnet10")
 def plainnet10(
     num_classes: int = 10,
-    pool: str = "max",
+    pool: str = HUMAN,
     in_chans: int = 3,
     init_scales=None,
     pool_after: Sequence[int] = (3, 6, 8),
@@ -32,4 +37,4 @@ def plainnet10(
     """``depth`` Conv(3x3)-ReLU-BN layers of ``channels``; a resizing after each layer in ``pool_after``
     (default: maps 32-16-8-4 for layers 1-3, 4-6, 7-8, 9-10), GAP + FC."""
     stages = plain_stages(depth, channels, pool_after)
-    return ConvStageNet(stages, num_classes, pool, in_chans, init_scales, order="conv-relu-bn")
+    return ConvStageNet(stages, num_classes, pool, in_chans, init_scales, order="conv-relu-bn", human="max")

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers.factory import HUMAN
 from ..layers.multires import MultiResBlock, multi_resolution
 from .space import Config, SearchSpace, config_to_resolutions, format_config, list_backbones
 from .supernet import PoolingResNet
@@ -30,7 +31,8 @@ class MultiResolutionResNet(nn.Module):
     """A :class:`~poolarch.models.supernet.PoolingResNet` relaxed over resolutions.
 
     Args:
-        backbone, num_classes, in_chans, widths, pool: as for ``PoolingResNet``.
+        backbone, num_classes, in_chans, widths, pool: as for ``PoolingResNet`` (``"human"`` = ``"max"``:
+            every resolution's branch max-pools; ``"strided"`` is refused).
         share_weights: same filters at every resolution (default) or one copy per resolution.
         same_init: with ``share_weights=False``: copies start identical or re-initialised.
         upsample: ``"nearest"`` or ``"bilinear"``.
@@ -39,10 +41,11 @@ class MultiResolutionResNet(nn.Module):
     """
 
     def __init__(self, backbone: str = "resnet20", num_classes: int = 10, in_chans: int = 3,
-                 widths: Sequence[int] | None = None, pool: str = "max", share_weights: bool = True,
+                 widths: Sequence[int] | None = None, pool: str = HUMAN, share_weights: bool = True,
                  same_init: bool = True, upsample: str = "nearest") -> None:
         super().__init__()
         base = PoolingResNet(backbone, num_classes, in_chans, widths, pool)
+        pool = base.pool  # "human" resolved
         self.backbone = backbone
         self.space: SearchSpace = base.space
         self.default_config: Config = base.config
@@ -109,12 +112,12 @@ def _register_all() -> None:
         return
 
     def builder(backbone: str):
-        def build(num_classes: int = 10, pool: str = "max", in_chans: int = 3, init_scales: Any = None,
+        def build(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales: Any = None,
                   **kwargs: Any) -> MultiResolutionResNet:
             if init_scales is not None:
                 raise ValueError("init_scales is not used by pooling-search models; pass None")
             return MultiResolutionResNet(backbone, num_classes, in_chans,
-                                         pool="max" if pool in (None, "strided") else pool, **kwargs)
+                                         pool=pool, **kwargs)
         return build
 
     for name in list_backbones():

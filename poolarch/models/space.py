@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+from .._validate import check_int
+
 __all__ = [
     "Config",
     "SearchSpace",
@@ -31,18 +33,10 @@ __all__ = [
 Config = tuple[int, ...]
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 def space_size(num_layers: int, num_pools: int) -> int:
     """Number of configurations: ``comb(num_layers - 1, num_pools)``."""
-    _check_int("num_layers", num_layers, 1)
-    _check_int("num_pools", num_pools, 0)
+    check_int(num_layers, "num_layers", 1)
+    check_int(num_pools, "num_pools", 0)
     return math.comb(num_layers - 1, num_pools)
 
 
@@ -58,8 +52,8 @@ def _compositions(total: int, parts: int) -> Iterator[Config]:
 def enumerate_configs(num_layers: int, num_pools: int) -> list[Config]:
     """Every configuration ``(n0, ..., n_num_pools)`` with ``n_i >= 1`` and ``sum == num_layers``,
     in lexicographic order."""
-    _check_int("num_layers", num_layers, 1)
-    _check_int("num_pools", num_pools, 0)
+    check_int(num_layers, "num_layers", 1)
+    check_int(num_pools, "num_pools", 0)
     if num_pools + 1 > num_layers:
         raise ValueError(
             f"num_pools must be <= num_layers - 1 (each resolution needs a layer), got num_pools={num_pools}, "

@@ -24,6 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._validate import check_int
+from ..layers.factory import FIXED_POOLS, HUMAN, resolve_pool
+from ..models._blocks import BasicBlock, Bottleneck, ConvNormAct
 from .space import Backbone, Config, SearchSpace, format_config, get_backbone, list_backbones, pool_positions
 
 __all__ = [
@@ -37,56 +40,8 @@ __all__ = [
 ]
 
 
-class BasicBlock(nn.Module):
-    """3x3 conv-BN-ReLU, 3x3 conv-BN, plus shortcut (1x1 conv-BN when channels change); stride 1."""
-
-    expansion = 1
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.shortcut = _projection(in_channels, out_channels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
-
-
-class Bottleneck(nn.Module):
-    """1x1 (out/4), 3x3, 1x1 (out) with BN, plus shortcut (1x1 conv-BN when channels change); stride 1."""
-
-    expansion = 4
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        mid = max(out_channels // self.expansion, 1)
-        self.conv1 = nn.Conv2d(in_channels, mid, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(mid)
-        self.conv2 = nn.Conv2d(mid, mid, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(mid)
-        self.conv3 = nn.Conv2d(mid, out_channels, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_channels)
-        self.shortcut = _projection(in_channels, out_channels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return F.relu(out + self.shortcut(x))
-
-
-def _projection(in_channels: int, out_channels: int) -> nn.Module:
-    if in_channels == out_channels:
-        return nn.Identity()
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
-
-
 _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
-_POOLS = ("max", "avg")
+SUPERNET_HUMAN_POOL = "max"  # what pool="human" means here: the search space's 2x max-pooling
 
 
 def pool2x(kind: str = "max") -> nn.Module:
@@ -125,7 +80,9 @@ class PoolingResNet(nn.Module):
         num_classes: classifier outputs.
         in_chans: input channels.
         widths: output channels per default resolution (default: the backbone's, e.g. (16, 32, 64)).
-        pool: ``"max"`` (paper) or ``"avg"``.
+        pool: ``"human"`` (default) = ``"max"``, the 2x max-pooling of Javan et al.'s search
+            space, or ``"avg"``. ``"strided"`` is refused: a pooling configuration moves the
+            downsampling between layers, which a strided convolution cannot follow.
         config: default configuration for calls without ``config`` (default: the backbone's).
 
     Shapes: ``x`` (N, in_chans, H, W) -> logits (N, num_classes).
@@ -137,12 +94,11 @@ class PoolingResNet(nn.Module):
         num_classes: int = 10,
         in_chans: int = 3,
         widths: Sequence[int] | None = None,
-        pool: str = "max",
+        pool: str = HUMAN,
         config: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if pool not in _POOLS:
-            raise ValueError(f"pool must be one of {list(_POOLS)} for a pooling supernet, got {pool!r}")
+        pool = resolve_pool(pool, SUPERNET_HUMAN_POOL, FIXED_POOLS)
         self.backbone = backbone
         self.spec = get_backbone(backbone)
         self.space: SearchSpace = self.spec.space
@@ -154,14 +110,11 @@ class PoolingResNet(nn.Module):
         layers: list[nn.Module] = []
         if self.spec.stem == "cifar":
             self.stem = nn.Identity()
-            layers.append(nn.Sequential(nn.Conv2d(in_chans, stem_channels, 3, padding=1, bias=False),
-                                        nn.BatchNorm2d(stem_channels), nn.ReLU(inplace=True)))
+            layers.append(ConvNormAct(in_chans, stem_channels, 3))
             previous = stem_channels
             rest = per_layer[1:]
         else:
-            self.stem = nn.Sequential(nn.Conv2d(in_chans, stem_channels, 7, stride=2, padding=3, bias=False),
-                                      nn.BatchNorm2d(stem_channels), nn.ReLU(inplace=True),
-                                      nn.MaxPool2d(3, stride=2, padding=1))
+            self.stem = nn.Sequential(*ConvNormAct(in_chans, stem_channels, 7, 2), nn.MaxPool2d(3, stride=2, padding=1))
             previous = stem_channels
             rest = per_layer
         for channels in rest:
@@ -202,10 +155,9 @@ class PoolingSupernet(nn.Module):
     """
 
     def __init__(self, backbone: str = "resnet20", num_classes: int = 10, in_chans: int = 3,
-                 num_weight_sets: int = 1, widths: Sequence[int] | None = None, pool: str = "max") -> None:
+                 num_weight_sets: int = 1, widths: Sequence[int] | None = None, pool: str = HUMAN) -> None:
         super().__init__()
-        if isinstance(num_weight_sets, bool) or not isinstance(num_weight_sets, int) or num_weight_sets < 1:
-            raise ValueError(f"num_weight_sets must be an int >= 1, got {num_weight_sets!r}")
+        check_int(num_weight_sets, "num_weight_sets", 1)
         self.nets = nn.ModuleList(
             PoolingResNet(backbone, num_classes, in_chans, widths, pool) for _ in range(num_weight_sets)
         )
@@ -259,7 +211,7 @@ def create_supernet(backbone: str, num_weight_sets: int = 1, **kwargs: Any) -> P
 def _zoo_kwargs(num_classes: int, pool: str, in_chans: int, init_scales: Any, kwargs: dict) -> dict:
     if init_scales is not None:
         raise ValueError("init_scales is not used by pooling-search models (they pool by exactly 2); pass None")
-    return dict(num_classes=num_classes, in_chans=in_chans, pool="max" if pool in (None, "strided") else pool, **kwargs)
+    return dict(num_classes=num_classes, in_chans=in_chans, pool=pool, **kwargs)
 
 
 def _register_all() -> None:
@@ -269,14 +221,14 @@ def _register_all() -> None:
         return
 
     def supernet_builder(backbone: str):
-        def build(num_classes: int = 10, pool: str = "max", in_chans: int = 3, init_scales: Any = None,
+        def build(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales: Any = None,
                   num_weight_sets: int = 1, **kwargs: Any) -> PoolingSupernet:
             return PoolingSupernet(backbone, num_weight_sets=num_weight_sets,
                                    **_zoo_kwargs(num_classes, pool, in_chans, init_scales, kwargs))
         return build
 
     def blocks_builder(backbone: str):
-        def build(num_classes: int = 10, pool: str = "max", in_chans: int = 3, init_scales: Any = None,
+        def build(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales: Any = None,
                   config_blocks: Sequence[int] | str | None = None, **kwargs: Any) -> PoolingResNet:
             return resnet_from_blocks(backbone, config_blocks,
                                       **_zoo_kwargs(num_classes, pool, in_chans, init_scales, kwargs))

@@ -4,6 +4,8 @@
 Conv-BN-ReLU layers, 4 resizings (maps 32-16-8-4-2 on 32x32 input), global average pooling and
 one FC layer (0.31 GMACs, 100 classes). ``vgg_small`` is a narrow 4-layer net for CPU demos
 (MNIST 28x28: maps 28-14-7-3 with max pooling; DynOPool at r=0.5 rounds 7/2 up, 28-14-7-4).
+
+``pool="human"`` (the default) is ``"max"``: VGG's authors resize with 2x2 max-pooling.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Any, Sequence
 from torch import Tensor, nn
 
 from ._blocks import ClassifierHead, ConvNormAct, scaled_width
+from .._validate import check_number
+from ..layers.factory import HUMAN
 from ._resize import ResizePlan
 from .registry import register_model
 
@@ -31,6 +35,7 @@ class ConvStageNet(nn.Module):
     Args:
         stages: output channels of every layer, grouped by stage (before ``width`` scaling).
         order: ``"conv-bn-relu"`` (VGG) or ``"conv-relu-bn"`` (paper 002's plain net).
+        human: what ``pool="human"`` builds (``"max"``: 2x2 max-pooling, as VGG).
     Attributes:
         stage_strides: nominal reduction entering each stage (1 for the first, 2 after).
     """
@@ -39,19 +44,19 @@ class ConvStageNet(nn.Module):
         self,
         stages: Sequence[Sequence[int]],
         num_classes: int = 10,
-        pool: str = "max",
+        pool: str = HUMAN,
         in_chans: int = 3,
         init_scales: Sequence[Any] | None = None,
         width: float = 1.0,
         order: str = "conv-bn-relu",
+        human: str = "max",
     ) -> None:
         super().__init__()
-        if not (isinstance(width, (int, float)) and width > 0):
-            raise ValueError(f"width must be a positive number, got {width!r}")
+        check_number(width, "width", 0, strict=True)
         if len(stages) < 1 or any(len(s) < 1 for s in stages):
             raise ValueError(f"stages must be non-empty lists of channel counts, got {stages!r}")
-        plan = ResizePlan(pool, init_scales, len(stages) - 1)
-        self.pool_kind = pool
+        plan = ResizePlan(pool, init_scales, len(stages) - 1, human=human)
+        self.pool_kind = plan.pool
         blocks = []
         in_ch = in_chans
         for index, stage in enumerate(stages):
@@ -78,12 +83,12 @@ class ConvStageNet(nn.Module):
 
 
 @register_model("vgg16_cifar")
-def vgg16_cifar(num_classes: int = 10, pool: str = "max", in_chans: int = 3, init_scales=None, width: float = 1.0):
+def vgg16_cifar(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales=None, width: float = 1.0):
     """CIFAR VGG-16 (13 conv, 4 resizings, GAP + FC); ``width`` scales every layer's channels."""
     return ConvStageNet(VGG16_STAGES, num_classes, pool, in_chans, init_scales, width=width)
 
 
 @register_model("vgg_small")
-def vgg_small(num_classes: int = 10, pool: str = "max", in_chans: int = 3, init_scales=None, width: float = 1.0):
+def vgg_small(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales=None, width: float = 1.0):
     """4-layer VGG (16-32-64-128 channels x ``width``, 3 resizings) for fast CPU runs (MNIST 28x28)."""
     return ConvStageNet(VGG_SMALL_STAGES, num_classes, pool, in_chans, init_scales, width=width)

@@ -1,6 +1,6 @@
 """Ranking quality of a search against the brute-force ground truth (paper 003 Sec. 3.2, Fig. 3).
 
-* :func:`kendall_tau` -- Kendall's tau-b (ties handled as in ``scipy.stats.kendalltau``);
+* :func:`kendall_tau` -- Kendall's tau-b (``scipy.stats.kendalltau``);
 * :func:`top_k_overlap` -- fraction of the ground truth's top-k found in the search's top-k;
 * :func:`rank_correlation` -- both, on the configurations present in both rankings;
 * :func:`plot_rank_correlation` -- search accuracy vs ground-truth accuracy, one colour per search.
@@ -12,40 +12,32 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from scipy.stats import kendalltau
+
+from .._validate import check_int
+from ..plots import plot_scatter_series
 
 __all__ = ["kendall_tau", "top_k_overlap", "rank_correlation", "plot_rank_correlation"]
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b of two equally long sequences: ``(concordant - discordant) /
-    sqrt((n0 - ties_x) (n0 - ties_y))`` over all pairs (``n0 = n (n - 1) / 2``). NaN when either
-    sequence is constant. O(n^2) time in row blocks, O(n * block) memory."""
+    """Kendall's tau-b of two equally long sequences (``scipy.stats.kendalltau``, ``variant="b"``):
+    ``(concordant - discordant) / sqrt((n0 - ties_x) (n0 - ties_y))`` over all pairs
+    (``n0 = n (n - 1) / 2``). NaN when either sequence is constant. O(n log n)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.ndim != 1 or x.shape != y.shape:
         raise ValueError(f"x and y must be 1-D of equal length, got shapes {x.shape} and {y.shape}")
-    n = x.size
-    if n < 2:
-        raise ValueError(f"x and y need at least 2 values, got {n}")
-    score = tied_x = tied_y = 0
-    block = max(1, 2_000_000 // n)
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        dx = np.sign(x[start:stop, None] - x[None, :])
-        dy = np.sign(y[start:stop, None] - y[None, :])
-        upper = np.arange(start, stop)[:, None] < np.arange(n)[None, :]  # each pair once
-        score += int(np.sum((dx * dy)[upper]))
-        tied_x += int(np.sum((dx == 0)[upper]))
-        tied_y += int(np.sum((dy == 0)[upper]))
-    pairs = n * (n - 1) // 2
-    denominator = math.sqrt((pairs - tied_x) * (pairs - tied_y))
-    return float("nan") if denominator == 0 else score / denominator
+    if x.size < 2:
+        raise ValueError(f"x and y need at least 2 values, got {x.size}")
+    if np.all(x == x[0]) or np.all(y == y[0]):
+        return float("nan")  # tau-b is undefined (0 / 0); scipy would warn
+    return float(kendalltau(x, y, variant="b").statistic)
 
 
 def top_k_overlap(search: Mapping[str, float], truth: Mapping[str, float], k: int) -> float:
     """``|top_k(search) ∩ top_k(truth)| / k`` over the shared keys (ties broken by key)."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    check_int(k, "k", 1)
     keys = sorted(set(search) & set(truth))
     k = min(k, len(keys))
     if k == 0:
@@ -75,22 +67,14 @@ def rank_correlation(search: Mapping[str, float], truth: Mapping[str, float], ks
 
 
 def plot_rank_correlation(searches: Mapping[str, Mapping[str, float]], truth: Mapping[str, float],
-                          path: str | Path, taus: Mapping[str, float] | None = None) -> None:
-    """Scatter of search accuracy (y) vs ground-truth accuracy (x) per configuration (Fig. 3)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4))
+                          path: str | Path, taus: Mapping[str, float] | None = None) -> Path:
+    """Scatter of search accuracy (y) vs ground-truth accuracy (x) per configuration (Fig. 3),
+    drawn by :func:`poolarch.plots.plot_scatter_series`; ``taus`` label each search."""
+    series = []
     for label, search in searches.items():
         keys = sorted(set(search) & set(truth))
         tau = (taus or {}).get(label)
         name = f"{label} (tau={tau:.2f})" if tau is not None and not math.isnan(tau) else label
-        ax.scatter([truth[c] for c in keys], [search[c] for c in keys], s=14, label=name, alpha=0.8)
-    ax.set_xlabel("ground truth accuracy (%)")
-    ax.set_ylabel("search evaluation accuracy (%)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        series.append((name, [truth[c] for c in keys], [search[c] for c in keys]))
+    return plot_scatter_series(series, path, xlabel="ground truth accuracy (%)",
+                               ylabel="search evaluation accuracy (%)")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..layers.factory import HUMAN, STRIDED
 from ..data import DATASETS, VARIANTS, load_data
 from ..distributed import DistInfo
 from ..methods import METHODS, Method
@@ -22,7 +23,7 @@ __all__ = ["TORCHVISION_PREFIX", "check_config_names", "resolve_device", "seed_e
            "blocks_model_name", "example_input"]
 
 TORCHVISION_PREFIX = "torchvision."
-HUMAN_POOLS = ("max", "strided")  # "keep the network's own resizing" for torchvision models
+HUMAN_POOLS = (HUMAN, STRIDED, "max")  # "keep the network's own resizing" for torchvision models
 
 
 def seed_everything(seed: int) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from torch import Tensor, nn
 
+from ...plots import plot_heatmap_panels
 from ...models.space import Config, format_config
 from ..base import RunInfo, register_method
 from .base import SamplingSearchMethod
@@ -136,31 +137,15 @@ class BalancedMixture(SamplingSearchMethod):
 
 
 def plot_model_assignment(conditional: np.ndarray, configs: Sequence[Config], path: str | Path,
-                          history: Sequence[np.ndarray] = ()) -> None:
+                          history: Sequence[np.ndarray] = ()) -> Path:
     """Heat-map of ``p(m | c)`` (configurations x models) as in the paper's Fig. 5: a few snapshots
-    from ``history`` (one per epoch) followed by the final matrix."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from ``history`` (one per epoch) followed by the final matrix (drawn by
+    :func:`poolarch.plots.plot_heatmap_panels`)."""
     snapshots = [np.asarray(h) for h in history]
     if len(snapshots) > 3:
         snapshots = [snapshots[0], snapshots[len(snapshots) // 2]]
     panels = snapshots + [np.asarray(conditional)]
     titles = [f"epoch {i}" for i in ([1, len(history) // 2 + 1] if len(history) > 3 else range(1, len(snapshots) + 1))]
     titles = titles[: len(snapshots)] + ["final"]
-    height = max(3.0, 0.18 * len(configs))
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + 1.6 * len(panels) * max(1, panels[0].shape[1] / 4), height),
-                             squeeze=False)
-    for i, (ax, panel, title) in enumerate(zip(axes[0], panels, titles)):
-        image = ax.imshow(panel, aspect="auto", vmin=0.0, vmax=1.0, cmap="viridis")
-        ax.set_title(title, fontsize=8)
-        ax.set_xlabel("model m")
-        ax.set_xticks(range(panel.shape[1]))
-        ax.set_yticks(range(len(configs)))
-        ax.set_yticklabels([format_config(c) for c in configs] if i == 0 else [], fontsize=5)
-    axes[0][0].set_ylabel("configuration c")
-    fig.colorbar(image, ax=axes[0].tolist(), label="p(m | c)")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return plot_heatmap_panels(panels, titles, [format_config(c) for c in configs], path, xlabel="model m",
+                               ylabel="configuration c", colorbar_label="p(m | c)")

@@ -26,7 +26,7 @@ __all__ = ["fused_dynopool", "extension_available", "extension_enabled", "build_
 _SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "dynopool.cpp"
 _LIB_NAME = "poolarch_dynopool"
 _MODES = {"max": 0, "avg": 1}
-_DTYPES = (torch.float32, torch.float64)
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"loaded": None}  # None: not tried; True: ops available; False: failed

@@ -291,6 +291,31 @@ inline void aggregate_row(const acc_t* __restrict La, const acc_t* __restrict Lb
   }
 }
 
+// channels_last: horizontal resample and aggregation of one output row in one pass (same arithmetic
+// as resample_columns + aggregate_row), written straight to the output.
+template <typename scalar_t, typename acc_t, int64_t kMode>
+inline void resample_aggregate_row(const acc_t* __restrict Ra, const acc_t* __restrict Rb, const Axis<acc_t>& tw,
+                                   int64_t Wo, int64_t Q, scalar_t* __restrict orow, int8_t* __restrict crow) {
+  int8_t unused = 0;
+  for (int64_t j = 0; j < Wo; ++j) {
+    const int64_t l0 = 2 * j, l1 = 2 * j + 1;
+    const acc_t a0 = tw.w0[l0], b0 = tw.w1[l0], a1 = tw.w0[l1], b1 = tw.w1[l1];
+    const int64_t A0 = tw.i0[l0] * Q, B0 = tw.i1[l0] * Q, A1 = tw.i0[l1] * Q, B1 = tw.i1[l1] * Q;
+    scalar_t* o = orow + j * Q;
+    int8_t* c = kMode == kMax ? crow + j * Q : &unused;
+#pragma omp simd
+    for (int64_t q = 0; q < Q; ++q) {
+      const acc_t v00 = a0 * Ra[A0 + q] + b0 * Ra[B0 + q];
+      const acc_t v01 = a1 * Ra[A1 + q] + b1 * Ra[B1 + q];
+      const acc_t v10 = a0 * Rb[A0 + q] + b0 * Rb[B0 + q];
+      const acc_t v11 = a1 * Rb[A1 + q] + b1 * Rb[B1 + q];
+      acc_t v;
+      aggregate<acc_t, kMode>(v00, v01, v10, v11, v, kMode == kMax ? c[q] : unused);
+      o[q] = store_value<scalar_t, acc_t>(v);
+    }
+  }
+}
+
 template <typename scalar_t, typename acc_t, int64_t kMode, bool kIdH, bool kIdW, bool kPlanar>
 void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const Axis<acc_t>& th,
                   const Axis<acc_t>& tw) {
@@ -310,7 +335,7 @@ void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const
     constexpr bool kPadded = kPlanar && !kIdW;
     constexpr bool kBuffered = kPadded || !kNative;
     const int64_t Wo_pad = kPadded ? (Wo + 15) / 16 * 16 : Wo;
-    std::vector<acc_t> lat_a(kIdW ? 0 : 2 * Wo_pad * Q, 0), lat_b(kIdW ? 0 : 2 * Wo_pad * Q, 0);
+    std::vector<acc_t> lat_a(kIdW || !kPlanar ? 0 : 2 * Wo_pad * Q, 0), lat_b(kIdW || !kPlanar ? 0 : 2 * Wo_pad * Q, 0);
     std::vector<acc_t> out_buf(kBuffered ? Wo_pad * Q : 0);
     std::vector<int8_t> code_buf(kPadded ? Wo_pad : 0);
     for (int64_t task = begin; task < end; ++task) {
@@ -330,6 +355,11 @@ void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const
         blend_row(plane, th, 2 * i + 1, WQ, row_b.data());
         Ra = row_a.data();
         Rb = row_b.data();
+      }
+      if constexpr (!kIdW && !kPlanar) {
+        resample_aggregate_row<scalar_t, acc_t, kMode>(Ra, Rb, tw, Wo, Q, od + (p * Ho + i) * Wo * Q,
+                                                       cd ? cd + (p * Ho + i) * Wo * Q : nullptr);
+        continue;
       }
       if constexpr (!kIdW) {
         resample_columns<acc_t, kPlanar>(Ra, tw, Q, lat_a.data());
@@ -518,20 +548,20 @@ void backward_identity(const at::Tensor& grad_out, const at::Tensor& x, const at
 // out[j*Q + q] = sum over the transposed list of input index j: weight * src[l*Q + q].
 template <typename acc_t, bool kPlanar>
 inline void gather_transposed(const acc_t* __restrict src, const std::vector<int64_t>& off,
-                              const std::vector<int64_t>& idx, const std::vector<acc_t>& wt, int64_t W,
-                              int64_t Q_dyn, acc_t* __restrict out) {
+                              const std::vector<int64_t>& idx, const std::vector<acc_t>& wt, int64_t j_begin,
+                              int64_t j_end, int64_t Q_dyn, acc_t* __restrict out) {
   const int64_t* o = off.data();
   const int64_t* ix = idx.data();
   const acc_t* w = wt.data();
   if constexpr (kPlanar) {
-    for (int64_t j = 0; j < W; ++j) {
+    for (int64_t j = j_begin; j < j_end; ++j) {
       acc_t s = 0;
       for (int64_t e = o[j]; e < o[j + 1]; ++e) s += w[e] * src[ix[e]];
       out[j] = s;
     }
   } else {
     const int64_t Q = Q_dyn;
-    for (int64_t j = 0; j < W; ++j) {
+    for (int64_t j = j_begin; j < j_end; ++j) {
       acc_t* __restrict dst = out + j * Q;
 #pragma omp simd
       for (int64_t q = 0; q < Q; ++q) dst[q] = 0;
@@ -563,6 +593,7 @@ void backward_general(const at::Tensor& grad_out, const at::Tensor& x, const at:
   constexpr int64_t kFlushEvery = 16;  // lattice rows summed in acc_t before adding to double
   std::vector<double> partial(kSizeGrad ? 2 * P : 0, 0.0);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, 2 * Ho * (3 * LQ + 6 * WQ)));
+  const int64_t chunk = kPlanar ? W : std::max<int64_t>(1, 512 / Q);
   at::parallel_for(0, P, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> GL(LQ), GR(WQ), N(kSizeGrad ? WQ : 0), xbuf;
     std::vector<acc_t> gbuf((kInputGrad && !kNative) ? H * WQ : 0);
@@ -589,34 +620,42 @@ void backward_general(const at::Tensor& grad_out, const at::Tensor& x, const at:
           const int64_t k = 2 * i + a;
           const acc_t wh0 = th.w0[k], wh1 = th.w1[k];
           expand_grad_row<scalar_t, acc_t, kMode, kPlanar>(go, co, Wo, Q, a, GL.data());
-          gather_transposed<acc_t, kPlanar>(GL.data(), tw.it_off, tw.it_idx, tw.it_w, W, Q, GR.data());
-          const acc_t* __restrict gr = GR.data();
-          if constexpr (kInputGrad) {
-            acc_t* __restrict g0 = gp + th.i0[k] * WQ;
+          // Columns in chunks whose working set stays in L1 (channels_last rows are long).
+          for (int64_t j0 = 0; j0 < W; j0 += chunk) {
+            const int64_t j1 = std::min(j0 + chunk, W), e0 = j0 * Q, e1 = j1 * Q;
+            gather_transposed<acc_t, kPlanar>(GL.data(), tw.it_off, tw.it_idx, tw.it_w, j0, j1, Q, GR.data());
+            const acc_t* __restrict gr = GR.data();
+            if constexpr (kInputGrad) {
+              acc_t* __restrict g0 = gp + th.i0[k] * WQ;
 #pragma omp simd
-            for (int64_t e = 0; e < WQ; ++e) g0[e] += wh0 * gr[e];
-            if (wh1 != 0) {
-              acc_t* __restrict g1 = gp + th.i1[k] * WQ;
+              for (int64_t e = e0; e < e1; ++e) g0[e] += wh0 * gr[e];
+              if (wh1 != 0) {
+                acc_t* __restrict g1 = gp + th.i1[k] * WQ;
 #pragma omp simd
-              for (int64_t e = 0; e < WQ; ++e) g1[e] += wh1 * gr[e];
+                for (int64_t e = e0; e < e1; ++e) g1[e] += wh1 * gr[e];
+              }
+            }
+            if constexpr (kSizeGrad) {
+              acc_t* __restrict ah = acc_h.data();
+              acc_t* __restrict aw = acc_w.data();
+              const acc_t fh = static_cast<acc_t>(th.f[k]);
+              if (fh != 0) {
+                const acc_t* __restrict xs0 = xp + th.s0[k] * WQ;
+                const acc_t* __restrict xs1 = xp + th.s1[k] * WQ;
+#pragma omp simd
+                for (int64_t e = e0; e < e1; ++e) ah[e] += (gr[e] * (xs1[e] - xs0[e])) * fh;
+              }
+              gather_transposed<acc_t, kPlanar>(GL.data(), tw.st_off, tw.st_idx, tw.st_w, j0, j1, Q, N.data());
+              const acc_t* __restrict n = N.data();
+              const acc_t* __restrict x0 = xp + th.i0[k] * WQ;
+              const acc_t* __restrict x1 = xp + th.i1[k] * WQ;
+#pragma omp simd
+              for (int64_t e = e0; e < e1; ++e) aw[e] += n[e] * (wh0 * x0[e] + wh1 * x1[e]);
             }
           }
           if constexpr (kSizeGrad) {
             acc_t* __restrict ah = acc_h.data();
             acc_t* __restrict aw = acc_w.data();
-            const acc_t fh = static_cast<acc_t>(th.f[k]);
-            if (fh != 0) {
-              const acc_t* __restrict xs0 = xp + th.s0[k] * WQ;
-              const acc_t* __restrict xs1 = xp + th.s1[k] * WQ;
-#pragma omp simd
-              for (int64_t e = 0; e < WQ; ++e) ah[e] += (gr[e] * (xs1[e] - xs0[e])) * fh;
-            }
-            gather_transposed<acc_t, kPlanar>(GL.data(), tw.st_off, tw.st_idx, tw.st_w, W, Q, N.data());
-            const acc_t* __restrict n = N.data();
-            const acc_t* __restrict x0 = xp + th.i0[k] * WQ;
-            const acc_t* __restrict x1 = xp + th.i1[k] * WQ;
-#pragma omp simd
-            for (int64_t e = 0; e < WQ; ++e) aw[e] += n[e] * (wh0 * x0[e] + wh1 * x1[e]);
             if (++rows % kFlushEvery == 0) {
               for (int64_t e = 0; e < WQ; ++e) {
                 dacc_h[e] += static_cast<double>(ah[e]);

@@ -6,15 +6,28 @@
 // input gradient and the gradient with respect to the two continuous output sizes (which reaches
 // alpha through the straight-through size surrogate).
 //
+// dtypes: float32, float64, bfloat16, float16. Arithmetic runs in at::opmath_type (float for the
+// 16-bit types, which are read/written at the row boundaries only); size gradients sum in double.
+//
+// Lattice coordinates are exact: point k of an axis (input length L, output size S) sits at
+// u_k = n_k / (4S) with the integer n_k = (2k+1) L - 2S, so taps, weights and kinks are decided in
+// integer arithmetic. Scale gradient at kinks (u_k exactly on a pixel centre, including the border
+// points u = 0 and u = L-1): the MEAN of the two one-sided slopes, (x[m+1] - x[m-1]) / 2 with border
+// indices clamped -- the gradient averaged over an infinitesimal jitter of the scale
+// (see /work/wt/_notes/kink_convention.md and the dynopool module docstring).
+//
 // Memory layouts: an (N, C, H, W) tensor is viewed as (P, H, W, Q) with (P, Q) = (N*C, 1) when
 // contiguous and (N, C) when channels_last; every element goes through the same arithmetic in both
 // layouts, so results are bit-identical. Built with -ffp-contract=off so no FMA changes that.
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
+#include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
+#include <c10/util/Half.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -32,41 +45,97 @@ namespace {
 constexpr int64_t kMax = 0;
 constexpr int64_t kAvg = 1;
 
-// Source taps of one axis for lattice points k = 0..lattice_len-1 (PyTorch's linear
-// align_corners=False convention: u = (k + 1/2) * in/lattice - 1/2 clamped to >= 0).
-template <typename scalar_t>
-struct AxisTaps {
-  std::vector<int64_t> i0, i1;
-  std::vector<scalar_t> w0, w1;
-  std::vector<double> du_ds;  // d u_k / d (continuous output size); 0 where u was clamped
+// ------------------------------------------------------------------------------------------------
+// Axis tables
+// ------------------------------------------------------------------------------------------------
+// One axis: input length L, output size S, lattice length 2S. Lattice point k reads
+// w0[k] * x[i0[k]] + w1[k] * x[i1[k]]; its slope d value / d u_k is c_k * (x[s1[k]] - x[s0[k]]) and
+// f[k] = c_k * d u_k / d s (c_k = 1, 1/2 at a kink, 0 where u_k is clamped). The transposed lists
+// (input index -> lattice points, CSR, zero weights skipped) serve the backward pass.
+template <typename acc_t>
+struct Axis {
+  int64_t in_len = 0, lat_len = 0;
+  bool identity = false;  // lattice == input (L == 2S): every point sits on its own pixel
+  std::vector<int64_t> i0, i1, s0, s1;
+  std::vector<acc_t> w0, w1;
+  std::vector<double> f;
+  std::vector<int64_t> it_off, it_idx, st_off, st_idx;
+  std::vector<acc_t> it_w, st_w;  // interpolation weights; slope weights +-f
 };
 
-template <typename scalar_t>
-AxisTaps<scalar_t> axis_taps(int64_t in_len, int64_t lattice_len, double size_value) {
-  AxisTaps<scalar_t> t;
-  t.i0.resize(lattice_len);
-  t.i1.resize(lattice_len);
-  t.w0.resize(lattice_len);
-  t.w1.resize(lattice_len);
-  t.du_ds.resize(lattice_len);
-  const scalar_t scale = static_cast<scalar_t>(in_len) / static_cast<scalar_t>(lattice_len);
-  for (int64_t k = 0; k < lattice_len; ++k) {
-    scalar_t u = scale * (static_cast<scalar_t>(k) + static_cast<scalar_t>(0.5)) - static_cast<scalar_t>(0.5);
-    if (u < 0) u = 0;
-    const int64_t i0 = std::min(static_cast<int64_t>(u), in_len - 1);
-    scalar_t lambda = u - static_cast<scalar_t>(i0);
-    lambda = std::min(std::max(lambda, static_cast<scalar_t>(0)), static_cast<scalar_t>(1));
-    t.i0[k] = i0;
-    t.i1[k] = std::min(i0 + 1, in_len - 1);
-    t.w0[k] = static_cast<scalar_t>(1) - lambda;
-    t.w1[k] = lambda;
-    const double kh = static_cast<double>(k) + 0.5;
-    const double u_exact = kh * static_cast<double>(in_len) / static_cast<double>(lattice_len) - 0.5;
-    t.du_ds[k] = u_exact > 0 ? -kh * static_cast<double>(in_len) / (2.0 * size_value * size_value) : 0.0;
+template <typename acc_t>
+void transpose_lists(int64_t in_len, const std::vector<std::tuple<int64_t, int64_t, acc_t>>& entries,
+                     std::vector<int64_t>& off, std::vector<int64_t>& idx, std::vector<acc_t>& w) {
+  off.assign(in_len + 1, 0);
+  for (const auto& e : entries) ++off[std::get<0>(e) + 1];
+  for (int64_t j = 0; j < in_len; ++j) off[j + 1] += off[j];
+  idx.resize(entries.size());
+  w.resize(entries.size());
+  std::vector<int64_t> pos(off.begin(), off.end() - 1);
+  for (const auto& e : entries) {  // entries are in increasing lattice order: stable
+    const int64_t p = pos[std::get<0>(e)]++;
+    idx[p] = std::get<1>(e);
+    w[p] = std::get<2>(e);
   }
+}
+
+template <typename acc_t>
+Axis<acc_t> make_axis(int64_t L, int64_t S, double size_value) {
+  Axis<acc_t> t;
+  const int64_t n_lat = 2 * S, D = 4 * S;
+  t.in_len = L;
+  t.lat_len = n_lat;
+  t.identity = (L == n_lat);
+  t.i0.resize(n_lat); t.i1.resize(n_lat); t.s0.resize(n_lat); t.s1.resize(n_lat);
+  t.w0.resize(n_lat); t.w1.resize(n_lat); t.f.resize(n_lat);
+  std::vector<std::tuple<int64_t, int64_t, acc_t>> interp, slope;
+  for (int64_t k = 0; k < n_lat; ++k) {
+    const int64_t n = (2 * k + 1) * L - 2 * S;  // u_k = n / D
+    int64_t i0 = 0;
+    double lambda = 0.0;
+    if (n > 0) {
+      i0 = n / D;
+      lambda = static_cast<double>(n % D) / static_cast<double>(D);
+      if (i0 >= L - 1) {
+        i0 = L - 1;
+        lambda = 0.0;
+      }
+    }
+    t.i0[k] = i0;
+    t.i1[k] = std::min(i0 + 1, L - 1);
+    t.w1[k] = static_cast<acc_t>(lambda);
+    t.w0[k] = static_cast<acc_t>(1) - t.w1[k];
+    double c = 0.0;
+    int64_t a = 0, b = 0;
+    if (n >= 0 && n % D == 0) {  // kink: u_k == m exactly
+      const int64_t m = n / D;
+      a = std::max<int64_t>(m - 1, 0);
+      b = std::min<int64_t>(m + 1, L - 1);
+      c = 0.5;
+    } else if (n > 0 && n / D + 1 <= L - 1) {
+      a = n / D;
+      b = a + 1;
+      c = 1.0;
+    }
+    t.s0[k] = a;
+    t.s1[k] = b;
+    const double kh = static_cast<double>(k) + 0.5;
+    t.f[k] = (n >= 0 && a != b) ? c * (-kh * static_cast<double>(L) / (2.0 * size_value * size_value)) : 0.0;
+    if (t.w0[k] != 0) interp.emplace_back(t.i0[k], k, t.w0[k]);
+    if (t.w1[k] != 0) interp.emplace_back(t.i1[k], k, t.w1[k]);
+    if (t.f[k] != 0) {
+      slope.emplace_back(b, k, static_cast<acc_t>(t.f[k]));
+      slope.emplace_back(a, k, static_cast<acc_t>(-t.f[k]));
+    }
+  }
+  transpose_lists<acc_t>(L, interp, t.it_off, t.it_idx, t.it_w);
+  transpose_lists<acc_t>(L, slope, t.st_off, t.st_idx, t.st_w);
   return t;
 }
 
+// ------------------------------------------------------------------------------------------------
+// Layout and dtype helpers
+// ------------------------------------------------------------------------------------------------
 // Shape of the (P, H, W, Q) view and whether the tensor is channels_last.
 struct Layout {
   int64_t P, Q;
@@ -87,32 +156,51 @@ at::Tensor as_layout(const at::Tensor& x) {
   return x.contiguous();
 }
 
-// Vertical blend of lattice row k: row[w*Q + q] = w0 * x[i0, w, q] + w1 * x[i1, w, q].
-template <typename scalar_t>
-inline void blend_row(const scalar_t* plane, const AxisTaps<scalar_t>& th, int64_t k, int64_t WQ,
-                      scalar_t* row) {
-  const scalar_t* r0 = plane + th.i0[k] * WQ;
-  const scalar_t* r1 = plane + th.i1[k] * WQ;
-  const scalar_t a = th.w0[k], b = th.w1[k];
-  for (int64_t e = 0; e < WQ; ++e) row[e] = a * r0[e] + b * r1[e];
+// 16-bit <-> float conversions written as bit operations so the row loops vectorise.
+inline float load_value(c10::BFloat16 v) { return std::bit_cast<float>(static_cast<uint32_t>(v.x) << 16); }
+inline float load_value(c10::Half v) { return static_cast<float>(v); }
+inline float load_value(float v) { return v; }
+inline double load_value(double v) { return v; }
+
+template <typename scalar_t, typename acc_t>
+inline scalar_t store_value(acc_t v) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return v;
+  } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    // round to nearest even; NaN stays a (quiet) NaN
+    const uint32_t u = std::bit_cast<uint32_t>(v);
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t nan = (u >> 16) | 0x40u;
+    c10::BFloat16 out;
+    out.x = static_cast<uint16_t>(v != v ? nan : rounded);
+    return out;
+  } else {
+    return static_cast<scalar_t>(v);
+  }
 }
 
-// True when resizing this axis is the identity (lattice == input: r = 1/2 on an even size); the
-// kernel then reads the input directly, which is exact even for non-finite neighbours.
-template <typename scalar_t>
-bool is_identity(const AxisTaps<scalar_t>& t, int64_t in_len) {
-  if (static_cast<int64_t>(t.i0.size()) != in_len) return false;
-  for (int64_t k = 0; k < in_len; ++k)
-    if (t.i0[k] != k || t.w1[k] != 0 || t.w0[k] != 1) return false;
-  return true;
+template <typename scalar_t, typename acc_t>
+inline void load_row(const scalar_t* __restrict src, int64_t n, acc_t* __restrict dst) {
+#pragma omp simd
+  for (int64_t e = 0; e < n; ++e) dst[e] = load_value(src[e]);
+}
+
+template <typename scalar_t, typename acc_t>
+inline void store_row(const acc_t* __restrict src, int64_t n, scalar_t* __restrict dst) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    std::memcpy(dst, src, sizeof(acc_t) * n);
+  } else {
+#pragma omp simd
+    for (int64_t e = 0; e < n; ++e) dst[e] = store_value<scalar_t, acc_t>(src[e]);
+  }
 }
 
 // Branch-free select (bit masks, so scalar remainder loops do not mispredict): s ? a : b.
-template <typename scalar_t>
-inline scalar_t select(bool s, scalar_t a, scalar_t b) {
-  using bits_t = std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint64_t>;
+template <typename acc_t>
+inline acc_t select(bool s, acc_t a, acc_t b) {
+  using bits_t = std::conditional_t<sizeof(acc_t) == 4, uint32_t, uint64_t>;
   const bits_t m = bits_t(0) - static_cast<bits_t>(s);
-  return std::bit_cast<scalar_t>((std::bit_cast<bits_t>(a) & m) | (std::bit_cast<bits_t>(b) & ~m));
+  return std::bit_cast<acc_t>((std::bit_cast<bits_t>(a) & m) | (std::bit_cast<bits_t>(b) & ~m));
 }
 
 inline int8_t select_code(bool s, int8_t a, int8_t b) {
@@ -120,12 +208,25 @@ inline int8_t select_code(bool s, int8_t a, int8_t b) {
   return static_cast<int8_t>((a & m) | (b & ~m));
 }
 
+// ------------------------------------------------------------------------------------------------
+// Forward
+// ------------------------------------------------------------------------------------------------
+// Vertical blend of lattice row k: row[w*Q + q] = w0 * x[i0, w, q] + w1 * x[i1, w, q].
+template <typename scalar_t, typename acc_t>
+inline void blend_row(const scalar_t* plane, const Axis<acc_t>& th, int64_t k, int64_t WQ, acc_t* __restrict row) {
+  const scalar_t* __restrict r0 = plane + th.i0[k] * WQ;
+  const scalar_t* __restrict r1 = plane + th.i1[k] * WQ;
+  const acc_t a = th.w0[k], b = th.w1[k];
+#pragma omp simd
+  for (int64_t e = 0; e < WQ; ++e) row[e] = a * load_value(r0[e]) + b * load_value(r1[e]);
+}
+
 // Aggregate the 4 lattice values of a cell. max: same tie/NaN rule as max_pool2d (a later point
 // wins if strictly greater or NaN), code = 2a + b of the winner; avg: row-major sum / 4.
-template <typename scalar_t, int64_t kMode>
-inline void aggregate(scalar_t v00, scalar_t v01, scalar_t v10, scalar_t v11, scalar_t& out, int8_t& code) {
+template <typename acc_t, int64_t kMode>
+inline void aggregate(acc_t v00, acc_t v01, acc_t v10, acc_t v11, acc_t& out, int8_t& code) {
   if (kMode == kMax) {
-    scalar_t best = v00;
+    acc_t best = v00;
     int8_t c = 0;
     bool t = (v01 > best) | (v01 != v01);
     best = select(t, v01, best);
@@ -139,61 +240,86 @@ inline void aggregate(scalar_t v00, scalar_t v01, scalar_t v10, scalar_t v11, sc
     out = best;
     code = c;
   } else {
-    out = (((v00 + v01) + v10) + v11) / static_cast<scalar_t>(4);
+    out = (((v00 + v01) + v10) + v11) / static_cast<acc_t>(4);
   }
 }
 
-// Horizontal resample of a (vertically blended) row R (W*Q) to lattice columns L (Lw*Q):
-// L[l*Q + q] = w0[l] * R[i0[l]*Q + q] + w1[l] * R[i1[l]*Q + q].
-template <typename scalar_t, bool kPlanar>
-inline void resample_columns(const scalar_t* __restrict R, const AxisTaps<scalar_t>& tw, int64_t Q_dyn,
-                             scalar_t* __restrict L) {
-  const int64_t Q = kPlanar ? 1 : Q_dyn, Lw = static_cast<int64_t>(tw.i0.size());
+// Horizontal resample of a (vertically blended) row R (W*Q) to lattice columns L (Lw*Q).
+template <typename acc_t, bool kPlanar>
+inline void resample_columns(const acc_t* __restrict R, const Axis<acc_t>& tw, int64_t Q_dyn, acc_t* __restrict L) {
+  const int64_t Q = kPlanar ? 1 : Q_dyn, Lw = tw.lat_len;
   const int64_t* i0 = tw.i0.data();
   const int64_t* i1 = tw.i1.data();
-  const scalar_t* w0 = tw.w0.data();
-  const scalar_t* w1 = tw.w1.data();
+  const acc_t* w0 = tw.w0.data();
+  const acc_t* w1 = tw.w1.data();
   if constexpr (kPlanar) {
 #pragma omp simd
     for (int64_t l = 0; l < Lw; ++l) L[l] = w0[l] * R[i0[l]] + w1[l] * R[i1[l]];
   } else {
     for (int64_t l = 0; l < Lw; ++l) {
-      const scalar_t a = w0[l], b = w1[l];
-      const scalar_t* A = R + i0[l] * Q;
-      const scalar_t* B = R + i1[l] * Q;
-      scalar_t* out = L + l * Q;
+      const acc_t a = w0[l], b = w1[l];
+      const acc_t* __restrict A = R + i0[l] * Q;
+      const acc_t* __restrict B = R + i1[l] * Q;
+      acc_t* __restrict out = L + l * Q;
+#pragma omp simd
       for (int64_t q = 0; q < Q; ++q) out[q] = a * A[q] + b * B[q];
     }
   }
 }
 
 // One output row from the two lattice rows La (k = 2i) and Lb (k = 2i+1), both (2*Wo)*Q long.
-template <typename scalar_t, int64_t kMode, bool kPlanar>
-inline void aggregate_row(const scalar_t* __restrict La, const scalar_t* __restrict Lb, int64_t Wo, int64_t Q_dyn,
-                          scalar_t* __restrict orow, int8_t* __restrict crow) {
+template <typename acc_t, int64_t kMode, bool kPlanar>
+inline void aggregate_row(const acc_t* __restrict La, const acc_t* __restrict Lb, int64_t Wo, int64_t Q_dyn,
+                          acc_t* __restrict orow, int8_t* __restrict crow) {
   int8_t unused = 0;
   if constexpr (kPlanar) {
 #pragma omp simd
     for (int64_t j = 0; j < Wo; ++j)
-      aggregate<scalar_t, kMode>(La[2 * j], La[2 * j + 1], Lb[2 * j], Lb[2 * j + 1], orow[j],
-                                 kMode == kMax ? crow[j] : unused);
+      aggregate<acc_t, kMode>(La[2 * j], La[2 * j + 1], Lb[2 * j], Lb[2 * j + 1], orow[j],
+                              kMode == kMax ? crow[j] : unused);
   } else {
     const int64_t Q = Q_dyn;
     for (int64_t j = 0; j < Wo; ++j) {
-      const scalar_t *A0 = La + (2 * j) * Q, *A1 = La + (2 * j + 1) * Q;
-      const scalar_t *C0 = Lb + (2 * j) * Q, *C1 = Lb + (2 * j + 1) * Q;
-      scalar_t* o = orow + j * Q;
+      const acc_t *A0 = La + (2 * j) * Q, *A1 = La + (2 * j + 1) * Q;
+      const acc_t *C0 = Lb + (2 * j) * Q, *C1 = Lb + (2 * j + 1) * Q;
+      acc_t* o = orow + j * Q;
       int8_t* c = kMode == kMax ? crow + j * Q : &unused;
 #pragma omp simd
       for (int64_t q = 0; q < Q; ++q)
-        aggregate<scalar_t, kMode>(A0[q], A1[q], C0[q], C1[q], o[q], kMode == kMax ? c[q] : unused);
+        aggregate<acc_t, kMode>(A0[q], A1[q], C0[q], C1[q], o[q], kMode == kMax ? c[q] : unused);
     }
   }
 }
 
-template <typename scalar_t, int64_t kMode, bool kIdH, bool kIdW, bool kPlanar>
-void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const AxisTaps<scalar_t>& th,
-                  const AxisTaps<scalar_t>& tw) {
+// channels_last: horizontal resample and aggregation of one output row in one pass (same arithmetic
+// as resample_columns + aggregate_row), written straight to the output.
+template <typename scalar_t, typename acc_t, int64_t kMode>
+inline void resample_aggregate_row(const acc_t* __restrict Ra, const acc_t* __restrict Rb, const Axis<acc_t>& tw,
+                                   int64_t Wo, int64_t Q, scalar_t* __restrict orow, int8_t* __restrict crow) {
+  int8_t unused = 0;
+  for (int64_t j = 0; j < Wo; ++j) {
+    const int64_t l0 = 2 * j, l1 = 2 * j + 1;
+    const acc_t a0 = tw.w0[l0], b0 = tw.w1[l0], a1 = tw.w0[l1], b1 = tw.w1[l1];
+    const int64_t A0 = tw.i0[l0] * Q, B0 = tw.i1[l0] * Q, A1 = tw.i0[l1] * Q, B1 = tw.i1[l1] * Q;
+    scalar_t* o = orow + j * Q;
+    int8_t* c = kMode == kMax ? crow + j * Q : &unused;
+#pragma omp simd
+    for (int64_t q = 0; q < Q; ++q) {
+      const acc_t v00 = a0 * Ra[A0 + q] + b0 * Ra[B0 + q];
+      const acc_t v01 = a1 * Ra[A1 + q] + b1 * Ra[B1 + q];
+      const acc_t v10 = a0 * Rb[A0 + q] + b0 * Rb[B0 + q];
+      const acc_t v11 = a1 * Rb[A1 + q] + b1 * Rb[B1 + q];
+      acc_t v;
+      aggregate<acc_t, kMode>(v00, v01, v10, v11, v, kMode == kMax ? c[q] : unused);
+      o[q] = store_value<scalar_t, acc_t>(v);
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t, int64_t kMode, bool kIdH, bool kIdW, bool kPlanar>
+void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const Axis<acc_t>& th,
+                  const Axis<acc_t>& tw) {
+  constexpr bool kNative = std::is_same_v<scalar_t, acc_t>;
   const Layout lay = layout_of(x);
   const int64_t H = x.size(2), W = x.size(3), Ho = out.size(2), Wo = out.size(3);
   const int64_t P = lay.P, Q = lay.Q, WQ = W * Q, LQ = 2 * Wo * Q;
@@ -202,52 +328,66 @@ void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const
   int8_t* cd = kMode == kMax ? codes.mutable_data_ptr<int8_t>() : nullptr;
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, 3 * LQ + 2 * WQ));
   at::parallel_for(0, P * Ho, grain, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> row_a(kIdH ? 0 : WQ), row_b(kIdH ? 0 : WQ);
+    constexpr bool kDirectRows = kIdH && kNative;
+    std::vector<acc_t> row_a(kDirectRows ? 0 : WQ), row_b(kDirectRows ? 0 : WQ);
     // Planar rows are short: pad them to whole vectors (aggregated into scratch, then copied) so
     // the aggregation never runs a scalar remainder loop.
     constexpr bool kPadded = kPlanar && !kIdW;
+    constexpr bool kBuffered = kPadded || !kNative;
     const int64_t Wo_pad = kPadded ? (Wo + 15) / 16 * 16 : Wo;
-    std::vector<scalar_t> lat_a(kIdW ? 0 : 2 * Wo_pad * Q, 0), lat_b(kIdW ? 0 : 2 * Wo_pad * Q, 0);
-    std::vector<scalar_t> out_pad(kPadded ? Wo_pad : 0);
-    std::vector<int8_t> code_pad(kPadded ? Wo_pad : 0);
+    std::vector<acc_t> lat_a(kIdW || !kPlanar ? 0 : 2 * Wo_pad * Q, 0), lat_b(kIdW || !kPlanar ? 0 : 2 * Wo_pad * Q, 0);
+    std::vector<acc_t> out_buf(kBuffered ? Wo_pad * Q : 0);
+    std::vector<int8_t> code_buf(kPadded ? Wo_pad : 0);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t p = task / Ho, i = task % Ho;
       const scalar_t* plane = xd + p * H * WQ;
-      const scalar_t *Ra, *Rb;
-      if (kIdH) {
-        Ra = plane + (2 * i) * WQ;
-        Rb = plane + (2 * i + 1) * WQ;
+      const acc_t *Ra, *Rb;
+      if constexpr (kDirectRows) {
+        Ra = reinterpret_cast<const acc_t*>(plane + (2 * i) * WQ);
+        Rb = reinterpret_cast<const acc_t*>(plane + (2 * i + 1) * WQ);
+      } else if constexpr (kIdH) {
+        load_row(plane + (2 * i) * WQ, WQ, row_a.data());
+        load_row(plane + (2 * i + 1) * WQ, WQ, row_b.data());
+        Ra = row_a.data();
+        Rb = row_b.data();
       } else {
         blend_row(plane, th, 2 * i, WQ, row_a.data());
         blend_row(plane, th, 2 * i + 1, WQ, row_b.data());
         Ra = row_a.data();
         Rb = row_b.data();
       }
-      if (!kIdW) {
-        resample_columns<scalar_t, kPlanar>(Ra, tw, Q, lat_a.data());
-        resample_columns<scalar_t, kPlanar>(Rb, tw, Q, lat_b.data());
+      if constexpr (!kIdW && !kPlanar) {
+        resample_aggregate_row<scalar_t, acc_t, kMode>(Ra, Rb, tw, Wo, Q, od + (p * Ho + i) * Wo * Q,
+                                                       cd ? cd + (p * Ho + i) * Wo * Q : nullptr);
+        continue;
+      }
+      if constexpr (!kIdW) {
+        resample_columns<acc_t, kPlanar>(Ra, tw, Q, lat_a.data());
+        resample_columns<acc_t, kPlanar>(Rb, tw, Q, lat_b.data());
         Ra = lat_a.data();
         Rb = lat_b.data();
       }
       const int64_t o = (p * Ho + i) * Wo * Q;
-      if (kPadded) {
-        aggregate_row<scalar_t, kMode, kPlanar>(Ra, Rb, Wo_pad, Q, out_pad.data(), code_pad.data());
-        std::memcpy(od + o, out_pad.data(), sizeof(scalar_t) * Wo);
-        if (cd) std::memcpy(cd + o, code_pad.data(), Wo);
-        continue;
+      if constexpr (kBuffered) {
+        aggregate_row<acc_t, kMode, kPlanar>(Ra, Rb, Wo_pad, Q, out_buf.data(),
+                                             kPadded ? code_buf.data() : (cd ? cd + o : nullptr));
+        store_row<scalar_t, acc_t>(out_buf.data(), Wo * Q, od + o);
+        if (kPadded && cd) std::memcpy(cd + o, code_buf.data(), Wo);
+      } else {
+        aggregate_row<acc_t, kMode, kPlanar>(Ra, Rb, Wo, Q, reinterpret_cast<acc_t*>(od + o), cd ? cd + o : nullptr);
       }
-      aggregate_row<scalar_t, kMode, kPlanar>(Ra, Rb, Wo, Q, od + o, cd ? cd + o : nullptr);
     }
   });
 }
 
 template <typename scalar_t, int64_t kMode>
 void forward_impl(const at::Tensor& x, at::Tensor& out, at::Tensor& codes) {
+  using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = x.size(2), W = x.size(3), Ho = out.size(2), Wo = out.size(3);
-  const auto th = axis_taps<scalar_t>(H, 2 * Ho, static_cast<double>(Ho));
-  const auto tw = axis_taps<scalar_t>(W, 2 * Wo, static_cast<double>(Wo));
-  const bool id_h = is_identity(th, H), id_w = is_identity(tw, W), planar = layout_of(x).Q == 1;
-#define POOLARCH_FWD(IH, IW, PL) forward_loop<scalar_t, kMode, IH, IW, PL>(x, out, codes, th, tw)
+  const auto th = make_axis<acc_t>(H, Ho, static_cast<double>(Ho));
+  const auto tw = make_axis<acc_t>(W, Wo, static_cast<double>(Wo));
+  const bool id_h = th.identity, id_w = tw.identity, planar = layout_of(x).Q == 1;
+#define POOLARCH_FWD(IH, IW, PL) forward_loop<scalar_t, acc_t, kMode, IH, IW, PL>(x, out, codes, th, tw)
   if (planar) {
     if (id_h && id_w) POOLARCH_FWD(true, true, true);
     else if (id_w) POOLARCH_FWD(false, true, true);
@@ -262,6 +402,9 @@ void forward_impl(const at::Tensor& x, at::Tensor& out, at::Tensor& codes) {
 #undef POOLARCH_FWD
 }
 
+// ------------------------------------------------------------------------------------------------
+// Backward
+// ------------------------------------------------------------------------------------------------
 // Size gradients = the sums of the per-chunk partials (h, w) written by the parallel tasks, added in
 // a fixed order so the result does not depend on the thread count's scheduling.
 inline void sum_partials(const std::vector<double>& partial, double* grad_sizes) {
@@ -274,27 +417,21 @@ inline void sum_partials(const std::vector<double>& partial, double* grad_sizes)
   grad_sizes[1] = gw;
 }
 
-// Backward when both axes are the identity (r = 1/2 on even sizes): every input element belongs to
-// exactly one cell, so the input gradient of lattice row k is written (not accumulated) as
-// G[e] = (point e won the max, or avg) ? g : 0, and the size-gradient terms are
-// sum_e G[e] * (x[next row] - x) * du/ds_h and sum_e G[e] * (x[next column] - x) * du/ds_w
-// (the tap weights are exactly 1 and 0). Tasks are output rows.
-
-// Expanded gradient of lattice row 2i+a (length W*Q) from the output row (length Wo*Q).
-template <typename scalar_t, int64_t kMode, bool kPlanar>
+// Expanded gradient of lattice row 2i+a (length 2*Wo*Q) from the output row (length Wo*Q).
+template <typename scalar_t, typename acc_t, int64_t kMode, bool kPlanar>
 inline void expand_grad_row(const scalar_t* __restrict go, const int8_t* __restrict co, int64_t Wo, int64_t Q_dyn,
-                            int64_t a, scalar_t* __restrict G) {
+                            int64_t a, acc_t* __restrict G) {
   const int8_t p0 = static_cast<int8_t>(2 * a), p1 = static_cast<int8_t>(2 * a + 1);
-  const scalar_t zero = 0, quarter = static_cast<scalar_t>(4);
+  const acc_t zero = 0, four = static_cast<acc_t>(4);
   auto cell = [&](int64_t j, int64_t q, int64_t Q) {
-    const scalar_t g = go[j * Q + q];
+    const acc_t g = load_value(go[j * Q + q]);
     if (kMode == kMax) {
       const int8_t c = co[j * Q + q];
       G[(2 * j) * Q + q] = select(c == p0, g, zero);
       G[(2 * j + 1) * Q + q] = select(c == p1, g, zero);
     } else {
-      G[(2 * j) * Q + q] = g / quarter;
-      G[(2 * j + 1) * Q + q] = g / quarter;
+      G[(2 * j) * Q + q] = g / four;
+      G[(2 * j + 1) * Q + q] = g / four;
     }
   };
   if constexpr (kPlanar) {
@@ -308,19 +445,27 @@ inline void expand_grad_row(const scalar_t* __restrict go, const int8_t* __restr
   }
 }
 
-// acc_h[e] += G[e] * (xn[e] - xk[e]) * fh;  acc_w[e] += G[e] * (xk[e + Q] - xk[e]) (last column: 0).
-template <typename scalar_t>
-inline void accumulate_size_terms(const scalar_t* __restrict G, const scalar_t* __restrict xk,
-                                  const scalar_t* __restrict xn, int64_t WQ, int64_t Q, scalar_t fh,
-                                  scalar_t* __restrict acc_h, scalar_t* __restrict acc_w) {
-  for (int64_t e = 0; e < WQ; ++e) acc_h[e] += (G[e] * (xn[e] - xk[e])) * fh;
-  for (int64_t e = 0; e < WQ - Q; ++e) acc_w[e] += G[e] * (xk[e + Q] - xk[e]);
+// Rows of one plane as acc_t: the plane itself when scalar_t == acc_t, else converted into `buffer`.
+template <typename scalar_t, typename acc_t>
+inline const acc_t* plane_as_acc(const scalar_t* plane, int64_t n, std::vector<acc_t>& buffer) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return plane;
+  } else {
+    buffer.resize(n);
+    load_row(plane, n, buffer.data());
+    return buffer.data();
+  }
 }
 
-template <typename scalar_t, int64_t kMode, bool kInputGrad, bool kSizeGrad, bool kPlanar>
+// Backward when both axes are the identity (r = 1/2 on even sizes): every input element belongs to
+// exactly one cell, so the input gradient of lattice row k is written (not accumulated) as
+// G[e] = (point e won the max, or avg) ? g : 0. Every lattice point is a kink, so the size-gradient
+// terms use the central slopes: sum_e G[e] (x[k+1] - x[k-1])[e] f_h[k] and
+// sum_e G[e] (x[column+1] - x[column-1])[e] f_w[column] (indices clamped at the borders; f holds 1/2).
+template <typename scalar_t, typename acc_t, int64_t kMode, bool kInputGrad, bool kSizeGrad, bool kPlanar>
 void backward_identity(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& codes,
-                       at::Tensor& grad_x, const AxisTaps<scalar_t>& th, const AxisTaps<scalar_t>& tw,
-                       double* grad_sizes) {
+                       at::Tensor& grad_x, const Axis<acc_t>& th, const Axis<acc_t>& tw, double* grad_sizes) {
+  constexpr bool kNative = std::is_same_v<scalar_t, acc_t>;
   const Layout lay = layout_of(x);
   const int64_t H = x.size(2), W = x.size(3), Ho = grad_out.size(2), Wo = grad_out.size(3);
   const int64_t P = lay.P, Q = lay.Q, WQ = W * Q;
@@ -329,15 +474,15 @@ void backward_identity(const at::Tensor& grad_out, const at::Tensor& x, const at
   const int8_t* cd = kMode == kMax ? codes.const_data_ptr<int8_t>() : nullptr;
   scalar_t* gxd = kInputGrad ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
   const int64_t tasks = P * Ho;
-  // d u / d s_w per element of a row, applied when the (scalar_t) row sums are flushed to double.
   std::vector<double> fw(WQ);
-  for (int64_t e = 0; e < WQ; ++e) fw[e] = tw.du_ds[e / Q];
-  constexpr int64_t kFlushEvery = 8;  // output rows summed in scalar_t before adding to double
+  for (int64_t e = 0; e < WQ; ++e) fw[e] = tw.f[e / Q];
+  constexpr int64_t kFlushEvery = 8;  // output rows summed in acc_t before adding to double
   std::vector<double> partial(kSizeGrad ? 2 * tasks : 0, 0.0);  // slot of each chunk's first task
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, 2 * WQ));
   at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> buffer(kInputGrad ? 0 : WQ);
-    std::vector<scalar_t> acc_h(kSizeGrad ? WQ : 0, 0), acc_w(kSizeGrad ? WQ : 0, 0);
+    std::vector<acc_t> buffer((kInputGrad && kNative) ? 0 : WQ);
+    std::vector<acc_t> rows(kNative || !kSizeGrad ? 0 : 4 * WQ);  // x rows 2i-1 .. 2i+2 as acc_t
+    std::vector<acc_t> acc_h(kSizeGrad ? WQ : 0, 0), acc_w(kSizeGrad ? WQ : 0, 0);
     std::vector<double> dacc_h(kSizeGrad ? WQ : 0, 0.0), dacc_w(kSizeGrad ? WQ : 0, 0.0);
     auto flush = [&]() {
       for (int64_t e = 0; e < WQ; ++e) {
@@ -352,13 +497,37 @@ void backward_identity(const at::Tensor& grad_out, const at::Tensor& x, const at
       const scalar_t* xp = xd + p * H * WQ;
       const scalar_t* go = god + (p * Ho + i) * Wo * Q;
       const int8_t* co = cd ? cd + (p * Ho + i) * Wo * Q : nullptr;
+      const int64_t lo = std::max<int64_t>(2 * i - 1, 0);
+      auto row = [&](int64_t h) -> const acc_t* {
+        if constexpr (kNative) return reinterpret_cast<const acc_t*>(xp + h * WQ);
+        else return rows.data() + (h - lo) * WQ;
+      };
+      if constexpr (!kNative && kSizeGrad) {
+        const int64_t hi = std::min<int64_t>(2 * i + 2, H - 1);
+        load_row(xp + lo * WQ, (hi - lo + 1) * WQ, rows.data());
+      }
       for (int64_t a = 0; a < 2; ++a) {
         const int64_t k = 2 * i + a;
-        scalar_t* G = kInputGrad ? gxd + p * H * WQ + k * WQ : buffer.data();
-        expand_grad_row<scalar_t, kMode, kPlanar>(go, co, Wo, Q, a, G);
-        if (kSizeGrad)
-          accumulate_size_terms<scalar_t>(G, xp + k * WQ, xp + th.i1[k] * WQ, WQ, Q,
-                                          static_cast<scalar_t>(th.du_ds[k]), acc_h.data(), acc_w.data());
+        acc_t* G = (kInputGrad && kNative) ? reinterpret_cast<acc_t*>(gxd + p * H * WQ + k * WQ) : buffer.data();
+        expand_grad_row<scalar_t, acc_t, kMode, kPlanar>(go, co, Wo, Q, a, G);
+        if constexpr (kInputGrad && !kNative) store_row<scalar_t, acc_t>(G, WQ, gxd + p * H * WQ + k * WQ);
+        if constexpr (kSizeGrad) {
+          const acc_t* __restrict xs0 = row(th.s0[k]);
+          const acc_t* __restrict xs1 = row(th.s1[k]);
+          const acc_t* __restrict xk = row(k);
+          const acc_t fh = static_cast<acc_t>(th.f[k]);
+          acc_t* __restrict ah = acc_h.data();
+          acc_t* __restrict aw = acc_w.data();
+#pragma omp simd
+          for (int64_t e = 0; e < WQ; ++e) ah[e] += (G[e] * (xs1[e] - xs0[e])) * fh;
+          // central column differences, one-sided halves at the two border columns (W >= 2 here)
+#pragma omp simd
+          for (int64_t e = 0; e < Q; ++e) aw[e] += G[e] * (xk[e + Q] - xk[e]);
+#pragma omp simd
+          for (int64_t e = Q; e < WQ - Q; ++e) aw[e] += G[e] * (xk[e + Q] - xk[e - Q]);
+#pragma omp simd
+          for (int64_t e = WQ - Q; e < WQ; ++e) aw[e] += G[e] * (xk[e] - xk[e - Q]);
+        }
       }
       if (kSizeGrad && (task - begin + 1) % kFlushEvery == 0) flush();
     }
@@ -376,15 +545,44 @@ void backward_identity(const at::Tensor& grad_out, const at::Tensor& x, const at
   sum_partials(partial, grad_sizes);
 }
 
-// General backward, the transpose of the separable forward. Per plane p (all Q channels of it):
-// for every lattice row k, GL = gradient of the lattice row (expand_grad_row); the input gradient
-// scatters GL to the column taps (GR, input width) and then to rows i0[k], i1[k]. The size terms:
-// d value / d u_k at (k, l) = horizontal resample of D = x[i1[k]] - x[i0[k]] at l, and
-// d value / d u_l = R[i1[l]] - R[i0[l]] with R the vertical blend of row k.
-template <typename scalar_t, int64_t kMode, bool kInputGrad, bool kSizeGrad, bool kPlanar>
+// out[j*Q + q] = sum over the transposed list of input index j: weight * src[l*Q + q].
+template <typename acc_t, bool kPlanar>
+inline void gather_transposed(const acc_t* __restrict src, const std::vector<int64_t>& off,
+                              const std::vector<int64_t>& idx, const std::vector<acc_t>& wt, int64_t j_begin,
+                              int64_t j_end, int64_t Q_dyn, acc_t* __restrict out) {
+  const int64_t* o = off.data();
+  const int64_t* ix = idx.data();
+  const acc_t* w = wt.data();
+  if constexpr (kPlanar) {
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      acc_t s = 0;
+      for (int64_t e = o[j]; e < o[j + 1]; ++e) s += w[e] * src[ix[e]];
+      out[j] = s;
+    }
+  } else {
+    const int64_t Q = Q_dyn;
+    for (int64_t j = j_begin; j < j_end; ++j) {
+      acc_t* __restrict dst = out + j * Q;
+#pragma omp simd
+      for (int64_t q = 0; q < Q; ++q) dst[q] = 0;
+      for (int64_t e = o[j]; e < o[j + 1]; ++e) {
+        const acc_t a = w[e];
+        const acc_t* __restrict s = src + ix[e] * Q;
+#pragma omp simd
+        for (int64_t q = 0; q < Q; ++q) dst[q] += a * s[q];
+      }
+    }
+  }
+}
+
+// General backward, the transpose of the separable forward. Per plane p and lattice row k:
+// GL = gradient of the lattice row, GR = GL scattered to the input columns (interpolation taps),
+// N = GL scattered with the column slope weights (+-f_w). Input gradient: rows i0[k], i1[k] += w * GR.
+// Size terms: d/ds_h += f_h[k] <GR, x[s1[k]] - x[s0[k]]>, d/ds_w += <N, w0 x[i0[k]] + w1 x[i1[k]]>.
+template <typename scalar_t, typename acc_t, int64_t kMode, bool kInputGrad, bool kSizeGrad, bool kPlanar>
 void backward_general(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& codes,
-                      at::Tensor& grad_x, const AxisTaps<scalar_t>& th, const AxisTaps<scalar_t>& tw,
-                      double* grad_sizes) {
+                      at::Tensor& grad_x, const Axis<acc_t>& th, const Axis<acc_t>& tw, double* grad_sizes) {
+  constexpr bool kNative = std::is_same_v<scalar_t, acc_t>;
   const Layout lay = layout_of(x);
   const int64_t H = x.size(2), W = x.size(3), Ho = grad_out.size(2), Wo = grad_out.size(3);
   const int64_t P = lay.P, Q = kPlanar ? 1 : lay.Q, WQ = W * Q, Lw = 2 * Wo, LQ = Lw * Q;
@@ -392,26 +590,25 @@ void backward_general(const at::Tensor& grad_out, const at::Tensor& x, const at:
   const scalar_t* god = grad_out.const_data_ptr<scalar_t>();
   const int8_t* cd = kMode == kMax ? codes.const_data_ptr<int8_t>() : nullptr;
   scalar_t* gxd = kInputGrad ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
-  std::vector<double> fw(LQ);
-  for (int64_t e = 0; e < LQ; ++e) fw[e] = tw.du_ds[e / Q];
-  const int64_t* ci0 = tw.i0.data();
-  const int64_t* ci1 = tw.i1.data();
-  const scalar_t* cw0 = tw.w0.data();
-  const scalar_t* cw1 = tw.w1.data();
-  constexpr int64_t kFlushEvery = 16;  // lattice rows summed in scalar_t before adding to double
+  constexpr int64_t kFlushEvery = 16;  // lattice rows summed in acc_t before adding to double
   std::vector<double> partial(kSizeGrad ? 2 * P : 0, 0.0);
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, 2 * Ho * (3 * LQ + 4 * WQ)));
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, 2 * Ho * (3 * LQ + 6 * WQ)));
+  const int64_t chunk = kPlanar ? W : std::max<int64_t>(1, 512 / Q);
   at::parallel_for(0, P, grain, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> GL(LQ), GR(kInputGrad ? WQ : 0), D(kSizeGrad ? WQ : 0), R(kSizeGrad ? WQ : 0);
-    std::vector<scalar_t> acc_h(kSizeGrad ? LQ : 0), acc_w(kSizeGrad ? LQ : 0);
-    std::vector<double> dacc_h(kSizeGrad ? LQ : 0), dacc_w(kSizeGrad ? LQ : 0);
+    std::vector<acc_t> GL(LQ), GR(WQ), N(kSizeGrad ? WQ : 0), xbuf;
+    std::vector<acc_t> gbuf((kInputGrad && !kNative) ? H * WQ : 0);
+    std::vector<acc_t> acc_h(kSizeGrad ? WQ : 0), acc_w(kSizeGrad ? WQ : 0);
+    std::vector<double> dacc_h(kSizeGrad ? WQ : 0), dacc_w(kSizeGrad ? WQ : 0);
     for (int64_t p = begin; p < end; ++p) {
-      const scalar_t* xp = xd + p * H * WQ;
-      scalar_t* gp = kInputGrad ? gxd + p * H * WQ : nullptr;
-      if (kInputGrad) std::memset(gp, 0, sizeof(scalar_t) * H * WQ);
+      const acc_t* xp = kSizeGrad ? plane_as_acc<scalar_t, acc_t>(xd + p * H * WQ, H * WQ, xbuf) : nullptr;
+      acc_t* gp = nullptr;
+      if constexpr (kInputGrad) {
+        gp = kNative ? reinterpret_cast<acc_t*>(gxd + p * H * WQ) : gbuf.data();
+        std::memset(gp, 0, sizeof(acc_t) * H * WQ);
+      }
       if (kSizeGrad) {
-        std::fill(acc_h.begin(), acc_h.end(), scalar_t(0));
-        std::fill(acc_w.begin(), acc_w.end(), scalar_t(0));
+        std::fill(acc_h.begin(), acc_h.end(), acc_t(0));
+        std::fill(acc_w.begin(), acc_w.end(), acc_t(0));
         std::fill(dacc_h.begin(), dacc_h.end(), 0.0);
         std::fill(dacc_w.begin(), dacc_w.end(), 0.0);
       }
@@ -421,70 +618,61 @@ void backward_general(const at::Tensor& grad_out, const at::Tensor& x, const at:
         const int8_t* co = cd ? cd + (p * Ho + i) * Wo * Q : nullptr;
         for (int64_t a = 0; a < 2; ++a) {
           const int64_t k = 2 * i + a;
-          const scalar_t wh0 = th.w0[k], wh1 = th.w1[k];
-          const scalar_t* x0 = xp + th.i0[k] * WQ;
-          const scalar_t* x1 = xp + th.i1[k] * WQ;
-          expand_grad_row<scalar_t, kMode, kPlanar>(go, co, Wo, Q, a, GL.data());
-          if (kInputGrad) {
-            scalar_t* gr = GR.data();
-            const scalar_t* gl = GL.data();
-            std::fill(GR.begin(), GR.end(), scalar_t(0));
-            for (int64_t l = 0; l < Lw; ++l) {
-              const scalar_t a0 = cw0[l], a1 = cw1[l];
-              scalar_t* A = gr + ci0[l] * Q;
-              scalar_t* B = gr + ci1[l] * Q;
-              const scalar_t* src = gl + l * Q;
-              for (int64_t q = 0; q < Q; ++q) A[q] += a0 * src[q];
-              for (int64_t q = 0; q < Q; ++q) B[q] += a1 * src[q];
-            }
-            scalar_t* g0 = gp + th.i0[k] * WQ;
-            for (int64_t e = 0; e < WQ; ++e) g0[e] += wh0 * gr[e];
-            scalar_t* g1 = gp + th.i1[k] * WQ;
-            for (int64_t e = 0; e < WQ; ++e) g1[e] += wh1 * gr[e];
-          }
-          if (kSizeGrad) {
-            scalar_t* d = D.data();
-            scalar_t* r = R.data();
-            for (int64_t e = 0; e < WQ; ++e) d[e] = x1[e] - x0[e];
-            for (int64_t e = 0; e < WQ; ++e) r[e] = wh0 * x0[e] + wh1 * x1[e];
-            const scalar_t fh = static_cast<scalar_t>(th.du_ds[k]);
-            const scalar_t* gl = GL.data();
-            scalar_t* ah = acc_h.data();
-            scalar_t* aw = acc_w.data();
-            if constexpr (kPlanar) {
+          const acc_t wh0 = th.w0[k], wh1 = th.w1[k];
+          expand_grad_row<scalar_t, acc_t, kMode, kPlanar>(go, co, Wo, Q, a, GL.data());
+          // Columns in chunks whose working set stays in L1 (channels_last rows are long).
+          for (int64_t j0 = 0; j0 < W; j0 += chunk) {
+            const int64_t j1 = std::min(j0 + chunk, W), e0 = j0 * Q, e1 = j1 * Q;
+            gather_transposed<acc_t, kPlanar>(GL.data(), tw.it_off, tw.it_idx, tw.it_w, j0, j1, Q, GR.data());
+            const acc_t* __restrict gr = GR.data();
+            if constexpr (kInputGrad) {
+              acc_t* __restrict g0 = gp + th.i0[k] * WQ;
 #pragma omp simd
-              for (int64_t l = 0; l < Lw; ++l) {
-                ah[l] += (gl[l] * (cw0[l] * d[ci0[l]] + cw1[l] * d[ci1[l]])) * fh;
-                aw[l] += gl[l] * (r[ci1[l]] - r[ci0[l]]);
-              }
-            } else {
-              for (int64_t l = 0; l < Lw; ++l) {
-                const scalar_t a0 = cw0[l], a1 = cw1[l];
-                const scalar_t *dA = d + ci0[l] * Q, *dB = d + ci1[l] * Q;
-                const scalar_t *rA = r + ci0[l] * Q, *rB = r + ci1[l] * Q;
-                const scalar_t* g = gl + l * Q;
-                for (int64_t q = 0; q < Q; ++q) {
-                  ah[l * Q + q] += (g[q] * (a0 * dA[q] + a1 * dB[q])) * fh;
-                  aw[l * Q + q] += g[q] * (rB[q] - rA[q]);
-                }
+              for (int64_t e = e0; e < e1; ++e) g0[e] += wh0 * gr[e];
+              if (wh1 != 0) {
+                acc_t* __restrict g1 = gp + th.i1[k] * WQ;
+#pragma omp simd
+                for (int64_t e = e0; e < e1; ++e) g1[e] += wh1 * gr[e];
               }
             }
+            if constexpr (kSizeGrad) {
+              acc_t* __restrict ah = acc_h.data();
+              acc_t* __restrict aw = acc_w.data();
+              const acc_t fh = static_cast<acc_t>(th.f[k]);
+              if (fh != 0) {
+                const acc_t* __restrict xs0 = xp + th.s0[k] * WQ;
+                const acc_t* __restrict xs1 = xp + th.s1[k] * WQ;
+#pragma omp simd
+                for (int64_t e = e0; e < e1; ++e) ah[e] += (gr[e] * (xs1[e] - xs0[e])) * fh;
+              }
+              gather_transposed<acc_t, kPlanar>(GL.data(), tw.st_off, tw.st_idx, tw.st_w, j0, j1, Q, N.data());
+              const acc_t* __restrict n = N.data();
+              const acc_t* __restrict x0 = xp + th.i0[k] * WQ;
+              const acc_t* __restrict x1 = xp + th.i1[k] * WQ;
+#pragma omp simd
+              for (int64_t e = e0; e < e1; ++e) aw[e] += n[e] * (wh0 * x0[e] + wh1 * x1[e]);
+            }
+          }
+          if constexpr (kSizeGrad) {
+            acc_t* __restrict ah = acc_h.data();
+            acc_t* __restrict aw = acc_w.data();
             if (++rows % kFlushEvery == 0) {
-              for (int64_t e = 0; e < LQ; ++e) {
-                dacc_h[e] += static_cast<double>(acc_h[e]);
-                dacc_w[e] += static_cast<double>(acc_w[e]) * fw[e];
-                acc_h[e] = 0;
-                acc_w[e] = 0;
+              for (int64_t e = 0; e < WQ; ++e) {
+                dacc_h[e] += static_cast<double>(ah[e]);
+                dacc_w[e] += static_cast<double>(aw[e]);
+                ah[e] = 0;
+                aw[e] = 0;
               }
             }
           }
         }
       }
+      if constexpr (kInputGrad && !kNative) store_row<scalar_t, acc_t>(gp, H * WQ, gxd + p * H * WQ);
       if (kSizeGrad) {
         double sh = 0.0, sw = 0.0;
-        for (int64_t e = 0; e < LQ; ++e) {
+        for (int64_t e = 0; e < WQ; ++e) {
           sh += dacc_h[e] + static_cast<double>(acc_h[e]);
-          sw += dacc_w[e] + static_cast<double>(acc_w[e]) * fw[e];
+          sw += dacc_w[e] + static_cast<double>(acc_w[e]);
         }
         partial[2 * p] = sh;
         partial[2 * p + 1] = sw;
@@ -497,12 +685,14 @@ void backward_general(const at::Tensor& grad_out, const at::Tensor& x, const at:
 template <typename scalar_t, bool kInputGrad, bool kSizeGrad>
 void backward_dispatch(const at::Tensor& g, const at::Tensor& x, const at::Tensor& codes, at::Tensor& grad_x,
                        double* grad_sizes, int64_t mode) {
+  using acc_t = at::opmath_type<scalar_t>;
   const int64_t H = x.size(2), W = x.size(3), Ho = g.size(2), Wo = g.size(3);
-  const auto th = axis_taps<scalar_t>(H, 2 * Ho, static_cast<double>(Ho));
-  const auto tw = axis_taps<scalar_t>(W, 2 * Wo, static_cast<double>(Wo));
-  if (is_identity(th, H) && is_identity(tw, W)) {
-    const bool planar = layout_of(x).Q == 1;
-#define POOLARCH_BWD(M, PL) backward_identity<scalar_t, M, kInputGrad, kSizeGrad, PL>(g, x, codes, grad_x, th, tw, grad_sizes)
+  const auto th = make_axis<acc_t>(H, Ho, static_cast<double>(Ho));
+  const auto tw = make_axis<acc_t>(W, Wo, static_cast<double>(Wo));
+  const bool planar = layout_of(x).Q == 1;
+  if (th.identity && tw.identity) {
+#define POOLARCH_BWD(M, PL) \
+  backward_identity<scalar_t, acc_t, M, kInputGrad, kSizeGrad, PL>(g, x, codes, grad_x, th, tw, grad_sizes)
     if (mode == kMax) {
       if (planar) POOLARCH_BWD(kMax, true); else POOLARCH_BWD(kMax, false);
     } else {
@@ -511,8 +701,8 @@ void backward_dispatch(const at::Tensor& g, const at::Tensor& x, const at::Tenso
 #undef POOLARCH_BWD
     return;
   }
-  const bool planar = layout_of(x).Q == 1;
-#define POOLARCH_BWD(M, PL) backward_general<scalar_t, M, kInputGrad, kSizeGrad, PL>(g, x, codes, grad_x, th, tw, grad_sizes)
+#define POOLARCH_BWD(M, PL) \
+  backward_general<scalar_t, acc_t, M, kInputGrad, kSizeGrad, PL>(g, x, codes, grad_x, th, tw, grad_sizes)
   if (mode == kMax) {
     if (planar) POOLARCH_BWD(kMax, true); else POOLARCH_BWD(kMax, false);
   } else {
@@ -527,8 +717,9 @@ void check_args(const at::Tensor& x, int64_t out_h, int64_t out_w, int64_t mode)
   TORCH_CHECK(x.size(2) > 0 && x.size(3) > 0, "poolarch dynopool kernel: empty spatial size");
   TORCH_CHECK(out_h > 0 && out_w > 0, "poolarch dynopool kernel: output size must be positive");
   TORCH_CHECK(mode == kMax || mode == kAvg, "poolarch dynopool kernel: mode must be 0 (max) or 1 (avg)");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "poolarch dynopool kernel: dtype must be float32 or float64");
+  const auto t = x.scalar_type();
+  TORCH_CHECK(t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf,
+              "poolarch dynopool kernel: dtype must be float32, float64, bfloat16 or float16");
 }
 
 std::tuple<at::Tensor, at::Tensor> dynopool2d_forward(const at::Tensor& input, int64_t out_h, int64_t out_w,
@@ -541,7 +732,7 @@ std::tuple<at::Tensor, at::Tensor> dynopool2d_forward(const at::Tensor& input, i
   at::Tensor codes = mode == kMax ? at::empty({x.size(0), x.size(1), out_h, out_w}, opts.dtype(at::kChar))
                                   : at::empty({0}, x.options().dtype(at::kChar));
   if (out.numel() == 0) return {out, codes};
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "poolarch_dynopool2d_forward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "poolarch_dynopool2d_forward", [&] {
     if (mode == kMax) forward_impl<scalar_t, kMax>(x, out, codes);
     else forward_impl<scalar_t, kAvg>(x, out, codes);
   });
@@ -565,7 +756,7 @@ std::tuple<at::Tensor, at::Tensor> dynopool2d_backward(const at::Tensor& grad_ou
     if (input_grad) grad_x.zero_();
     return {grad_x, grad_sizes};
   }
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "poolarch_dynopool2d_backward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "poolarch_dynopool2d_backward", [&] {
     if (input_grad && size_grad) backward_dispatch<scalar_t, true, true>(g, x, c, grad_x, gs, mode);
     else if (input_grad) backward_dispatch<scalar_t, true, false>(g, x, c, grad_x, gs, mode);
     else if (size_grad) backward_dispatch<scalar_t, false, true>(g, x, c, grad_x, gs, mode);

@@ -5,8 +5,12 @@ The C++ source ``poolarch/csrc/dynopool.cpp`` is compiled on first use with
 ``$TORCH_EXTENSIONS_DIR/poolarch``, else ``~/.cache/poolarch/torch_extensions`` (one sub-directory per
 Python/torch version and SIMD level; torch rebuilds when the source changes). :func:`fused_dynopool` returns
 ``None`` -- meaning "use the reference path" -- when ``POOLARCH_DISABLE_EXT=1`` is set, the build
-failed (warned once), the input is not a plain CPU float32/float64 4-d tensor, or the call is being
-traced/compiled.
+failed (warned once), the input is not a plain CPU float32/float64/bfloat16/float16 4-d tensor, or the
+call is being traced/compiled.
+
+16-bit inputs are computed in float32 (output and input gradient in the input dtype, size gradient in
+the surrogate's dtype). The scale gradient at kinks -- lattice points exactly on a pixel centre, decided
+in exact integer arithmetic -- is the mean of the two one-sided slopes (see :mod:`.dynopool`).
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ __all__ = ["fused_dynopool", "extension_available", "extension_enabled", "build_
 _SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "dynopool.cpp"
 _LIB_NAME = "poolarch_dynopool"
 _MODES = {"max": 0, "avg": 1}
-_DTYPES = (torch.float32, torch.float64)
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 _lock = threading.Lock()
 _state: dict[str, object] = {"loaded": None}  # None: not tried; True: ops available; False: failed

@@ -64,7 +64,10 @@ def _format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-@torch.library.custom_op("poolarch::dynopool2d", mutates_args=())
+_TAGS = tuple(getattr(torch.Tag, t) for t in ("needs_exact_strides",) if hasattr(torch.Tag, t))
+
+
+@torch.library.custom_op("poolarch::dynopool2d", mutates_args=(), tags=_TAGS)
 def dynopool2d_op(x: Tensor, surrogate: Tensor, out_h: int, out_w: int, mode: int) -> tuple[Tensor, Tensor]:
     """``x (N,C,H,W) -> (out (N,C,out_h,out_w), codes)``; ``mode`` 0: max, 1: average."""
     return _torch_forward(x, out_h, out_w, mode)
@@ -98,7 +101,7 @@ def _fake_forward(x: Tensor, surrogate: Tensor, out_h: int, out_w: int, mode: in
     return out, codes
 
 
-@torch.library.custom_op("poolarch::dynopool2d_backward", mutates_args=())
+@torch.library.custom_op("poolarch::dynopool2d_backward", mutates_args=(), tags=_TAGS)
 def dynopool2d_backward_op(
     grad_out: Tensor, x: Tensor, codes: Tensor, mode: int, input_grad: bool, size_grad: bool
 ) -> tuple[Tensor, Tensor]:

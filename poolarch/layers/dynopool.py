@@ -90,7 +90,6 @@ def dynopool_output_size(
         # stays right when alpha crosses a rounding boundary. They are >= round(min_size) >= 1.
         sizes = tuple(rounded.to(torch.int64).tolist())
         for v in sizes:
-            torch._check_is_size(v)
             torch._check(v >= max(1, int(math.floor(min_size + 0.5))))
         return surrogate, sizes
     sizes = tuple(int(v) for v in rounded.tolist())

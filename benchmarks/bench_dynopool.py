@@ -35,7 +35,8 @@ METHODS = ("maxpool", "fused", "torch")
 
 def _uses_kernel(y: torch.Tensor) -> bool:
     """The custom op saves the kernel's int8 codes (the PyTorch path saves int64 indices)."""
-    return y.grad_fn is not None and any(t.dtype == torch.int8 for t in y.grad_fn.saved_tensors)
+    saved = getattr(y.grad_fn, "saved_tensors", ())
+    return any(t.dtype == torch.int8 for t in saved)
 
 
 def make_step(method: str, x: torch.Tensor, scale: tuple[float, float]) -> tuple[Callable[[], None], bool]:

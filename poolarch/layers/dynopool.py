@@ -310,8 +310,9 @@ class DynOPool3d(_DynOPoolNd):
 
 @torch.jit.unused
 def _fused_static(x: Tensor, sizes: List[int], aggregation: str) -> Optional[Tensor]:
-    """2-d: the custom op for a fixed output size (eager and torch.compile); ``None``: reference path."""
-    if x.dim() != 4:
+    """2-d eager: the custom op for a fixed output size; ``None`` (the reference path of plain aten
+    ops, which exporters know) for 1-d/3-d and under tracing, torch.export, ONNX or torch.compile."""
+    if x.dim() != 4 or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return None
     return _dispatch(x, x.new_zeros((2,)), sizes, aggregation)
 

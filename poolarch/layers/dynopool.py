@@ -9,18 +9,28 @@ Implementation: the query points of all cells form one regular ``2H_out x 2W_out
 points are exactly the pixel centres of an ``align_corners=False`` resize to that size. So the layer
 is ``pool2x2(interpolate(x, size=2*out))`` -- separable, no sampling grid -- and at ``r = 0.5`` on
 even sizes it *is* ``MaxPool2d(2)``. The gradient with respect to the lattice coordinates is
-attached by :class:`_LatticeGrad`, an identity in the forward pass. The same code serves 1, 2 and
-3 spatial axes. A fused C++ kernel (see :mod:`poolarch.layers._dynopool_ext`) replaces it on CPU when
-available; this module is the reference fallback.
+attached by :class:`_LatticeGrad`, an identity in the forward pass. That reference path serves 1,
+2 and 3 spatial axes; 1-d and 3-d layers run it.
+
+2-d layers run one ``torch.library`` custom op, ``poolarch::dynopool2d`` (:mod:`._dynopool_op`), so
+``torch.compile`` traces them without a graph break: on CPU the fused C++ kernel
+(:mod:`._dynopool_ext`), elsewhere -- or with ``POOLARCH_DISABLE_EXT=1`` -- the fast pure-PyTorch path
+(:mod:`._dynopool_torch`: two small interpolation matmuls and one 2x2 max).
+
+Scale gradient at kinks (every path): where a lattice point lies exactly on a pixel centre, the slope
+is the mean of the two one-sided slopes (the gradient averaged over an infinitesimal jitter of the
+scale), decided exactly on integers; see :mod:`._dynopool_torch`.
 """
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _dynopool_torch
 from .base import LearnableResize, check_positive_finite, shape_repr, to_tuple
 
 __all__ = [
@@ -38,6 +48,7 @@ __all__ = [
 
 AGGREGATIONS = ("max", "avg")
 _INTERP_MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
+_MODES = {"max": 0, "avg": 1}
 
 
 def _check_aggregation(aggregation: str) -> None:
@@ -67,29 +78,22 @@ def dynopool_output_size(
     pass; ``surrogate`` is a float tensor whose *value* equals ``sizes`` and whose *gradient* is that
     of the continuous ``max(in_size / alpha, min_size)`` (straight-through estimator).
     """
-    alpha_values = alpha.detach().double().cpu().tolist()
-    check_positive_finite(alpha_values, "alpha")
+    compiling = torch.compiler.is_compiling()
+    if not compiling:  # under torch.compile the values are symbolic: no Python-level check
+        check_positive_finite(alpha.detach().double().cpu().tolist(), "alpha")
     in_t = torch.tensor(list(in_size), dtype=alpha.dtype, device=alpha.device)
     continuous = torch.clamp(in_t / alpha, min=min_size)
     rounded = torch.floor(continuous.detach() + 0.5)
     surrogate = rounded + (continuous - continuous.detach())
+    if compiling:
+        # Unbacked SymInts (needs torch._dynamo.config.capture_scalar_outputs): the compiled graph
+        # stays right when alpha crosses a rounding boundary. They are >= round(min_size) >= 1.
+        sizes = tuple(rounded.to(torch.int64).tolist())
+        for v in sizes:
+            torch._check(v >= max(1, int(math.floor(min_size + 0.5))))
+        return surrogate, sizes
     sizes = tuple(int(v) for v in rounded.tolist())
     return surrogate, sizes
-
-
-def _source_coordinates(in_len: int, out_len: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """PyTorch's ``align_corners=False`` linear source coordinates for resizing ``in_len -> out_len``.
-
-    Returns ``(k_plus_half, i0, i1, inside)``: lattice index + 0.5, the two source taps (border
-    clamped) and a mask of points whose coordinate was not clamped (where it moves with the size).
-    """
-    k = torch.arange(out_len, device=device, dtype=torch.float64) + 0.5
-    u = k * (in_len / out_len) - 0.5
-    inside = u > 0
-    u = u.clamp(min=0)
-    i0 = u.floor().long().clamp(max=in_len - 1)
-    i1 = (i0 + 1).clamp(max=in_len - 1)
-    return k, i0, i1, inside
 
 
 class _LatticeGrad(torch.autograd.Function):
@@ -110,37 +114,20 @@ class _LatticeGrad(torch.autograd.Function):
         return grad_z, None, grad_sizes
 
 
-def _tap_difference(a: Tensor, dim: int, i0: Tensor, i1: Tensor, lattice_len: int) -> Tensor:
-    """``a[i1] - a[i0]`` along ``dim`` (``i1`` is ``i0 + 1`` or, at the border, ``i0``).
-
-    When the lattice is at least as long as the input, the forward difference of ``a`` is formed
-    once (zero at the last index) and gathered -- one gather instead of two, bit-identical values.
-    """
-    length = a.shape[dim]
-    if lattice_len < length:
-        return a.index_select(dim, i1) - a.index_select(dim, i0)
-    forward_diff = a.narrow(dim, 1, length - 1) - a.narrow(dim, 0, length - 1)
-    pad = [0, 0] * (a.dim() - 1 - dim) + [0, 1]
-    forward_diff = F.pad(forward_diff, pad)
-    if lattice_len == length:  # identity resize: i0 == arange
-        return forward_diff
-    return forward_diff.index_select(dim, i0)
-
-
 def _lattice_size_grad(x: Tensor, grad_z: Tensor, sizes: Tensor) -> Tensor:
     """d loss / d (continuous output size) for every spatial axis, shape ``(ndim,)``.
 
     Lattice point ``k`` of axis ``d`` sits at source coordinate
     ``u_k = (k + 1/2) * L_in / (2 s) - 1/2`` (``s`` the continuous output size), so
     ``du_k/ds = -(k + 1/2) L_in / (2 s^2)``; ``dz/du_k`` is the difference of the two taps of the
-    input resampled along every other axis.
+    input resampled along every other axis (the mean of both sides at a kink). Both are the rows of
+    the axis matrix ``D`` of :func:`._dynopool_torch.axis_matrices`, applied along axis ``d``.
     """
     ndim = x.dim() - 2
     in_size = x.shape[2:]
     lattice = grad_z.shape[2:]
     mode = _INTERP_MODE[ndim]
     grads = []
-    s_values = sizes.detach().double().cpu().tolist()
     for d in range(ndim):
         other = list(lattice)
         other[d] = in_size[d]
@@ -148,13 +135,9 @@ def _lattice_size_grad(x: Tensor, grad_z: Tensor, sizes: Tensor) -> Tensor:
             along_others = x
         else:
             along_others = F.interpolate(x, size=tuple(other), mode=mode, align_corners=False)
-        k, i0, i1, inside = _source_coordinates(in_size[d], lattice[d], x.device)
-        dim = 2 + d
-        diff = _tap_difference(along_others, dim, i0, i1, lattice[d])
-        reduce_dims = [i for i in range(grad_z.dim()) if i != dim]
-        grad_u = (grad_z * diff).sum(dim=reduce_dims, dtype=torch.float64)
-        du_ds = -k * in_size[d] / (2.0 * s_values[d] ** 2) * inside
-        grads.append((grad_u * du_ds).sum())
+        D = _dynopool_torch.axis_matrices(in_size[d], lattice[d] // 2, torch.float64, x.device)[2]
+        slope = torch.matmul(D, along_others.double().movedim(2 + d, -1).unsqueeze(-1)).squeeze(-1)
+        grads.append((grad_z.double().movedim(2 + d, -1) * slope).sum())
     return torch.stack(grads).to(sizes.dtype)
 
 
@@ -184,11 +167,15 @@ def dynopool(
         raise ValueError(f"alpha must have 1, 2 or 3 elements (one per spatial axis), got {ndim}")
     _check_input(x, ndim)
     surrogate, sizes = dynopool_output_size(x.shape[2:], alpha.reshape(-1), min_size)
-    from . import _dynopool_ext  # local import: the extension module imports this one
+    return _dispatch(x, surrogate, sizes, aggregation)
 
-    fused = _dynopool_ext.fused_dynopool(x, surrogate, sizes, aggregation)
-    if fused is not None:
-        return fused
+
+def _dispatch(x: Tensor, surrogate: Tensor, sizes: Sequence[int], aggregation: str) -> Tensor:
+    """2-d: the custom op ``poolarch::dynopool2d``; 1-d/3-d: the reference path."""
+    if x.dim() == 4:
+        from ._dynopool_op import dynopool2d_op  # local import: it imports the extension module
+
+        return dynopool2d_op(x, surrogate, sizes[0], sizes[1], _MODES[aggregation])[0]
     return _resample_and_pool(x, surrogate, sizes, aggregation)
 
 
@@ -300,12 +287,7 @@ class _DynOPoolNd(LearnableResize):
         self.last_in_size = tuple(x.shape[2:])
         self.last_out_size = sizes
         self.last_size_surrogate = surrogate
-        from . import _dynopool_ext
-
-        fused = _dynopool_ext.fused_dynopool(x, surrogate, sizes, self.aggregation)
-        if fused is not None:
-            return fused
-        return _resample_and_pool(x, surrogate, sizes, self.aggregation)
+        return _dispatch(x, surrogate, sizes, self.aggregation)
 
     def to_static(self) -> "StaticResizePool":
         if self.last_out_size is None:
@@ -340,10 +322,11 @@ class DynOPool3d(_DynOPoolNd):
 
 @torch.jit.unused
 def _fused_static(x: Tensor, sizes: List[int], aggregation: str) -> Optional[Tensor]:
-    """The fused C++ kernel for a fixed output size (eager only); ``None``: use the reference path."""
-    from . import _dynopool_ext  # local import: the extension module imports this one
-
-    return _dynopool_ext.fused_dynopool(x, None, sizes, aggregation)
+    """2-d eager: the custom op for a fixed output size; ``None`` (the reference path of plain aten
+    ops, which exporters know) for 1-d/3-d and under tracing, torch.export, ONNX or torch.compile."""
+    if x.dim() != 4 or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return None
+    return _dispatch(x, x.new_zeros((2,)), sizes, aggregation)
 
 
 class StaticResizePool(nn.Module):

@@ -1,0 +1,149 @@
+"""``poolarch::dynopool2d``: one ``torch.library`` custom op for every 2-d DynOPool backend.
+
+Two operators, both opaque to ``torch.compile`` (it traces them through their fake implementations,
+without a graph break):
+
+* ``poolarch::dynopool2d(x, surrogate, out_h, out_w, mode) -> (out, codes)``
+* ``poolarch::dynopool2d_backward(grad_out, x, codes, mode, input_grad, size_grad) -> (grad_x, grad_sizes)``
+
+with the autograd formula registered on the first (``register_autograd``). ``surrogate`` is the
+straight-through size tensor (value ``== (out_h, out_w)``); it only routes the size gradient, which
+reaches ``alpha`` through it.
+
+Backends, chosen per call:
+
+* CPU: the fused C++ kernel (:mod:`._dynopool_ext`) when it is built, enabled (``POOLARCH_DISABLE_EXT``
+  unset) and supports the dtype; else the pure-PyTorch path.
+* every other device: the pure-PyTorch path (:mod:`._dynopool_torch`). A CUDA/Triton kernel drops in
+  as ``dynopool2d.register_kernel("cuda")`` + ``dynopool2d_backward.register_kernel("cuda")``.
+
+``codes`` is whatever the backend saves for its backward: the kernel's int8 winner codes
+(``2a + b`` of the winning query point ``(2i+a, 2j+b)``) or the pure-PyTorch path's int64 lattice
+indices of ``max_pool2d``. Its dtype tells the backward which backend made it, so a forward and its
+backward always run the same backend (even if ``POOLARCH_DISABLE_EXT`` changes in between).
+
+Output size and fake tensors: the rounded output size depends on the *value* of ``alpha``, so it is
+computed outside the op and passed in as the ints ``out_h, out_w`` (see
+:func:`poolarch.layers.dynopool.dynopool_output_size`). In eager mode they are Python ints; under
+``torch.compile`` they are unbacked SymInts read from ``alpha`` (this needs
+``torch._dynamo.config.capture_scalar_outputs = True``), so the compiled graph stays valid when
+training moves ``alpha`` across a rounding boundary -- specialising on the current size would
+silently keep a stale size, and a data-dependent output shape inside the op would hide the size from
+the layers after it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _dynopool_ext, _dynopool_torch
+
+__all__ = ["dynopool2d_op", "dynopool2d_backward_op", "kernel_usable"]
+
+_CODES_KERNEL = torch.int8
+_CODES_TORCH = torch.int64
+
+
+def kernel_usable(x: Tensor) -> bool:
+    """True when the fused C++ kernel runs for ``x``: a non-empty 4-d CPU tensor of a dtype the kernel
+    supports, the extension built and not disabled by ``POOLARCH_DISABLE_EXT``."""
+    return (
+        x.device.type == "cpu"
+        and x.dim() == 4
+        and x.dtype in getattr(_dynopool_ext, "_DTYPES", ())
+        and x.numel() > 0
+        and _dynopool_ext.extension_enabled()
+        and _dynopool_ext.extension_available()
+    )
+
+
+def _format(x: Tensor) -> torch.memory_format:
+    """channels_last for a channels_last (and not also contiguous) 4-d tensor, else contiguous."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+_TAGS = tuple(getattr(torch.Tag, t) for t in ("needs_exact_strides",) if hasattr(torch.Tag, t))
+
+
+@torch.library.custom_op("poolarch::dynopool2d", mutates_args=(), tags=_TAGS)
+def dynopool2d_op(x: Tensor, surrogate: Tensor, out_h: int, out_w: int, mode: int) -> tuple[Tensor, Tensor]:
+    """``x (N,C,H,W) -> (out (N,C,out_h,out_w), codes)``; ``mode`` 0: max, 1: average."""
+    return _torch_forward(x, out_h, out_w, mode)
+
+
+def _torch_forward(x: Tensor, out_h: int, out_w: int, mode: int) -> tuple[Tensor, Tensor]:
+    fmt = _format(x)
+    out, idx = _dynopool_torch.forward2d(x, (out_h, out_w), mode, need_indices=True)
+    out = out.contiguous(memory_format=fmt)
+    if mode == 0:
+        idx = idx.contiguous(memory_format=fmt)
+    return out, idx
+
+
+@dynopool2d_op.register_kernel("cpu")
+def _cpu_forward(x: Tensor, surrogate: Tensor, out_h: int, out_w: int, mode: int) -> tuple[Tensor, Tensor]:
+    if kernel_usable(x):
+        return _dynopool_ext._ops().forward(x, out_h, out_w, mode)
+    return _torch_forward(x, out_h, out_w, mode)
+
+
+@dynopool2d_op.register_fake
+def _fake_forward(x: Tensor, surrogate: Tensor, out_h: int, out_w: int, mode: int) -> tuple[Tensor, Tensor]:
+    fmt = _format(x)
+    codes_dtype = _CODES_KERNEL if kernel_usable(x) else _CODES_TORCH
+    out = x.new_empty((x.shape[0], x.shape[1], out_h, out_w)).contiguous(memory_format=fmt)
+    if mode == 0:
+        codes = torch.empty_like(out, dtype=codes_dtype)
+    else:
+        codes = x.new_empty((0,), dtype=codes_dtype)
+    return out, codes
+
+
+@torch.library.custom_op("poolarch::dynopool2d_backward", mutates_args=(), tags=_TAGS)
+def dynopool2d_backward_op(
+    grad_out: Tensor, x: Tensor, codes: Tensor, mode: int, input_grad: bool, size_grad: bool
+) -> tuple[Tensor, Tensor]:
+    """``(grad_x, grad_sizes)``: ``grad_sizes`` float64 ``(2,)``; ``grad_x`` empty unless ``input_grad``."""
+    if codes.dtype == _CODES_KERNEL:
+        grad_x, grad_sizes = _dynopool_ext._ops().backward(grad_out, x, codes, mode, input_grad, size_grad)
+        if not input_grad:
+            grad_x = x.new_empty((0,))
+        return grad_x, grad_sizes
+    grad_x, grad_sizes = _dynopool_torch.backward2d(grad_out, x, codes, mode, input_grad, size_grad)
+    if input_grad:
+        grad_x = grad_x.contiguous(memory_format=_format(x))
+    return grad_x, grad_sizes
+
+
+@dynopool2d_backward_op.register_fake
+def _fake_backward(grad_out, x, codes, mode, input_grad, size_grad):
+    grad_x = torch.empty_like(x) if input_grad else x.new_empty((0,))
+    return grad_x, x.new_empty((2,), dtype=torch.float64)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, surrogate, _, _, mode = inputs
+    _, codes = output
+    ctx.save_for_backward(x, codes)
+    ctx.mode = mode
+    ctx.surrogate_dtype = surrogate.dtype
+
+
+def _backward(ctx, grad_out: Tensor, grad_codes):
+    x, codes = ctx.saved_tensors
+    need_x, need_size = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if not (need_x or need_size):
+        return None, None, None, None, None
+    grad_x, grad_sizes = dynopool2d_backward_op(grad_out, x, codes, ctx.mode, need_x, need_size)
+    return (
+        grad_x if need_x else None,
+        grad_sizes.to(ctx.surrogate_dtype) if need_size else None,
+        None,
+        None,
+        None,
+    )
+
+
+dynopool2d_op.register_autograd(_backward, setup_context=_setup_context)

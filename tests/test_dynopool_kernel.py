@@ -28,6 +28,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _ran_kernel(y: torch.Tensor) -> bool:
+    """The custom op saved the fused kernel's int8 winner codes (the PyTorch path saves int64 indices)."""
+    return any(t.dtype == torch.int8 for t in y.grad_fn.saved_tensors)
+
+
 @pytest.fixture(autouse=True)
 def _kernel(monkeypatch):
     monkeypatch.delenv("POOLARCH_DISABLE_EXT", raising=False)
@@ -106,7 +111,7 @@ def layer_alpha_grad(x: torch.Tensor, alpha: torch.Tensor, aggregation: str, wei
     with torch.no_grad():
         pool.alpha.copy_(alpha)
     y = pool(x)
-    assert "Fused" in type(y.grad_fn).__name__
+    assert _ran_kernel(y)
     assert tuple(y.shape) == tuple(weight.shape)
     (y.double() * weight).sum().backward()
     return pool.alpha.grad.double(), pool.last_size_surrogate
@@ -227,7 +232,7 @@ def test_half_precision_matches_float32_kernel(dtype, aggregation, channels_last
     x32 = x.float().detach().clone().requires_grad_(True)
     y16 = ext.fused_dynopool(x16, s16, tuple(g.shape[2:]), aggregation)
     y32 = ext.fused_dynopool(x32, s32, tuple(g.shape[2:]), aggregation)
-    assert y16.dtype == dtype and "Fused" in type(y16.grad_fn).__name__
+    assert y16.dtype == dtype and _ran_kernel(y16)
     assert y16.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     y16.backward(g)
     y32.backward(g.float())
@@ -244,7 +249,7 @@ def test_bfloat16_layer_gradient_reaches_alpha():
     x = torch.randn(4, 8, 16, 16).bfloat16()
     pools = [DynOPool2d((0.66, 0.44)) for _ in range(2)]
     ys = [pools[0](x), pools[1](x.float())]
-    assert ys[0].dtype == torch.bfloat16 and "Fused" in type(ys[0].grad_fn).__name__
+    assert ys[0].dtype == torch.bfloat16 and _ran_kernel(ys[0])
     w = torch.randn(ys[1].shape).bfloat16()
     for pool, y in zip(pools, ys):
         (y.float() * w.float()).sum().backward()

@@ -427,7 +427,8 @@ class DiffStride2d(LearnableResize):
         self.last_in_size = (int(x.shape[2]), int(x.shape[3]))
         self.last_out_size = sizes
         self.last_size_surrogate = surrogate
-        self.last_stride = (float(stride[0]), float(stride[1]))
+        values = stride.detach().tolist()
+        self.last_stride = (float(values[0]), float(values[1]))
         return diffstride2d(x, stride, self.smoothness, self.crop, impl=self.impl, clamp_stride=False)
 
     def to_static(self) -> "StaticDiffStride2d":

@@ -30,7 +30,7 @@ Output size (``rounding=``), as in the authors' code, which carries the size alo
   fixed resizing layer (or without a chain) starts from its actual input size, and two adaptors on
   the same input (a shortcut sharing ``alpha`` with its main path) agree. A forward pre-hook on the
   model clears it at every call;
-* ``"nearest"`` (poolarch before 0.2): each layer rounds its own ``in_size * s``, halves up.
+* ``"nearest"`` (poolarch's former default): each layer rounds its own ``in_size * s``, halves up.
 
 Memory bound (as in the paper): when the continuous final feature size exceeds a limit, every
 adaptor's ratio is multiplied by the same ``penalty p < 1`` so the product meets the limit; the

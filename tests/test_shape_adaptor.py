@@ -358,10 +358,12 @@ def test_chain_resets_every_pass_survives_deepcopy_and_shared_pairs_agree():
 
     model = chained(3, "global")
     twin = copy.deepcopy(model)  # before a forward pass (last_size_surrogate is not a leaf)
-    assert out_sizes(model, (224, 224)) == out_sizes(model, (224, 224)) == [(168,) * 2, (126,) * 2, (94,) * 2]
+    assert out_sizes(model, (168, 168)) == out_sizes(model, (168, 168)) == [(126,) * 2, (94,) * 2, (71,) * 2]
+    # a new pass starting at 94 (a size the last pass produced from 94.5) starts from 94, not 94.5
+    assert out_sizes(model, (94, 94)) == [(70,) * 2, (53,) * 2, (40,) * 2]  # 70.5, 52.875, 39.66 (not 71 from 94.5)
     assert chain_shape_adaptors(model) is model[0].chain  # idempotent
     assert twin[0].chain is twin[2].chain and twin[0].chain is not model[0].chain
-    assert out_sizes(twin, (224, 224)) == [(168,) * 2, (126,) * 2, (94,) * 2]
+    assert out_sizes(twin, (168, 168)) == [(126,) * 2, (94,) * 2, (71,) * 2]
 
     class Pair(nn.Module):  # a main path and a shortcut sharing alpha, after an adaptor: 94.5 -> both 70.875
         def __init__(self):
@@ -412,3 +414,24 @@ def test_chain_rounding_override_and_bad_rounding():
         chain_shape_adaptors(model, rounding="up")
     with pytest.raises(ValueError, match="rounding"):
         shape_adaptor2d(torch.randn(1, 1, 8, 8), torch.tensor(0.0), rounding="ceil")
+
+
+def test_frozen_chained_model_scripts_and_exports():
+    from poolarch.convert import freeze
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.shortcut, self.main = nn.Conv2d(2, 2, 1, stride=2), nn.Conv2d(2, 2, 3, padding=1)
+            self.adaptor = ResidualShapeAdaptor2d(0.7, rounding="global")
+
+        def forward(self, x):
+            return self.adaptor(self.shortcut(x), self.main(x))
+
+    model = nn.Sequential(Block(), ShapeAdaptor2d(0.8, rounding="global"))
+    init_shape_adaptors(model, 32, 18)
+    x = torch.randn(2, 2, 32, 32)
+    y = model.eval()(x)
+    frozen = freeze(model)
+    torch.testing.assert_close(torch.jit.script(frozen)(x), y)
+    torch.testing.assert_close(torch.export.export(frozen, (x,)).module()(x), y)

@@ -28,8 +28,8 @@ Output size (``rounding=``), as in the authors' code, which carries the size alo
   an adaptor produced in the current forward pass to the continuous size it stands for, so an
   adaptor whose input is a previous adaptor's output continues that product, an adaptor after a
   fixed resizing layer (or without a chain) starts from its actual input size, and two adaptors on
-  the same input (a shortcut sharing ``alpha`` with its main path) agree. A forward pre-hook on the
-  model clears it at every call;
+  the same input (a shortcut sharing ``alpha`` with its main path) agree. A new forward pass is
+  recognised by the order of the adaptors' calls (no hook on the model);
 * ``"nearest"`` (poolarch's former default): each layer rounds its own ``in_size * s``, halves up.
 
 Memory bound (as in the paper): when the continuous final feature size exceeds a limit, every
@@ -295,16 +295,33 @@ def _ratio_to_alpha(ratio: float, r1: float, r2: float, margin: float = BOUNDARY
 
 class ShapeAdaptorChain:
     """The sizes carried along one forward pass (the authors' ``ShapeAdaptor.current_dim``), shared
-    by the adaptors of one model: a map from each integer size an adaptor produced since the last
-    :meth:`reset` to the continuous size it rounds (per axis). Set up by :func:`chain_shape_adaptors`.
+    by the adaptors of one model: a map from each integer size an adaptor produced in the current
+    pass to the continuous size it rounds (per axis). Set up by :func:`chain_shape_adaptors`.
+
+    A new pass is recognised without hooks on the model (which TorchScript could not compile): each
+    adaptor takes a position in the order of its first call; a call at a position not after the
+    previous call's starts a new pass and clears the map. (An adaptor module called twice in one
+    pass therefore restarts the product -- from its actual input size, as an unchained layer.)
     """
 
     def __init__(self) -> None:
         self.sizes: Dict[Tuple[int, ...], Tuple[float, ...]] = {}
+        self.positions = 0  # positions handed out
+        self.last = -1  # position of the previous call
 
     def reset(self) -> None:
-        """Forget the carried sizes (start of a forward pass)."""
+        """Forget the carried sizes (the next call starts a pass)."""
         self.sizes.clear()
+        self.last = -1
+
+    def enter(self, module: "ShapeAdaptor2d") -> None:
+        """Called by each adaptor at the start of its forward pass."""
+        if module.chain_position is None:
+            module.chain_position = self.positions
+            self.positions += 1
+        if module.chain_position <= self.last:
+            self.sizes.clear()
+        self.last = module.chain_position
 
     def carried(self, in_size: Sequence[int]) -> tuple[float, ...]:
         """The continuous size an input of integer size ``in_size`` stands for (itself if no
@@ -316,18 +333,7 @@ class ShapeAdaptorChain:
         self.sizes[tuple(int(v) for v in out_size)] = tuple(float(v) for v in carried)
 
     def __repr__(self) -> str:
-        return f"ShapeAdaptorChain({self.sizes})"
-
-
-class _ResetChain:
-    """Forward pre-hook resetting a :class:`ShapeAdaptorChain` (a class, so that ``copy.deepcopy``
-    and pickling of the model carry the hook along with its chain)."""
-
-    def __init__(self, chain: ShapeAdaptorChain) -> None:
-        self.chain = chain
-
-    def __call__(self, module: nn.Module, args: tuple) -> None:
-        self.chain.reset()
+        return f"ShapeAdaptorChain(sizes={self.sizes}, positions={self.positions})"
 
 
 class ShapeAdaptor2d(LearnableResize):
@@ -366,6 +372,7 @@ class ShapeAdaptor2d(LearnableResize):
         self.rounding = rounding
         self.penalty = 1.0
         self.chain: ShapeAdaptorChain | None = None
+        self.chain_position: int | None = None
         if share_with is not None:
             if not isinstance(share_with, ShapeAdaptor2d):
                 raise TypeError(f"share_with must be a ShapeAdaptor2d, got {type(share_with).__name__}")
@@ -411,6 +418,8 @@ class ShapeAdaptor2d(LearnableResize):
     def _call_sizes(self, in_size: tuple[int, int]) -> tuple[int, ...]:
         """Output sizes of this call (reading and updating the chain), recorded as ``last_*``."""
         use_chain = self.chain is not None and self.rounding != "nearest"
+        if use_chain:
+            self.chain.enter(self)
         carried = self.chain.carried(in_size) if use_chain else None
         surrogate, sizes, carried_out = _sizes(
             in_size, self.alpha, self.r1, self.r2, self.penalty, self.rounding, carried
@@ -553,26 +562,26 @@ def shape_adaptors(model: nn.Module) -> list[ShapeAdaptor2d]:
 
 
 def chain_shape_adaptors(model: nn.Module, rounding: str | None = None) -> ShapeAdaptorChain:
-    """Give every :class:`ShapeAdaptor2d` of ``model`` one shared :class:`ShapeAdaptorChain`, reset
-    by a forward pre-hook on ``model`` (idempotent: a second call reuses the chain). With
-    ``rounding`` also set every adaptor's size rule (e.g. ``"global"`` for the authors' AutoSC).
+    """Give every :class:`ShapeAdaptor2d` of ``model`` one shared :class:`ShapeAdaptorChain`
+    (idempotent: a second call keeps the chain the adaptors already share). With ``rounding`` also
+    set every adaptor's size rule (e.g. ``"global"`` for the authors' AutoSC). Returns the chain.
 
-    Sizes carry over only within calls of ``model`` itself (calling a submodule directly skips the
-    reset). Returns the chain."""
+    Nothing is attached to ``model`` itself: the adaptors recognise a new forward pass (see
+    :class:`ShapeAdaptorChain`), so the model can still be frozen, scripted and exported."""
     if rounding is not None:
         _check_rounding(rounding)
-    chain = None
-    for hook in model._forward_pre_hooks.values():
-        if isinstance(hook, _ResetChain):
-            chain = hook.chain
+    adaptors = [m for m in model.modules() if isinstance(m, ShapeAdaptor2d)]
+    chains = {id(m.chain): m.chain for m in adaptors if m.chain is not None}
+    chain = next(iter(chains.values())) if len(chains) == 1 and all(m.chain is not None for m in adaptors) else None
     if chain is None:
         chain = ShapeAdaptorChain()
-        model.register_forward_pre_hook(_ResetChain(chain))
-    for module in model.modules():
-        if isinstance(module, ShapeAdaptor2d):
-            module.chain = chain
-            if rounding is not None:
-                module.rounding = rounding
+        for m in adaptors:
+            m.chain_position = None
+    chain.reset()
+    for module in adaptors:
+        module.chain = chain
+        if rounding is not None:
+            module.rounding = rounding
     return chain
 
 

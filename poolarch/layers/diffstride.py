@@ -26,8 +26,8 @@ Two crops (``crop=``):
 Stride clamp (the authors', on every call): each stride is raised to ``S >= H / (H - R)`` for the
 axis length ``H`` of the input at hand (when ``H > R``; e.g. ``H = 16, S = 1.2`` gives 4/3), so the
 ramp never lies entirely outside the spectrum and the stride keeps a gradient. The raised value is
-used straight-through (the gradient reaches the stride as if unclamped), as the authors' in-place
-assignment does. ``clamp_stride=False`` keeps only ``S >= 1`` (then ``S = 1`` is the identity).
+used straight-through: the gradient, taken at the raised value, reaches the stride unchanged, as
+with the authors' in-place assignment. ``clamp_stride=False`` keeps only ``S >= 1`` (then ``S = 1`` is the identity).
 
 Intended differences from the authors' TensorFlow layer (symmetric mask, normalisation, the
 ``1 + softplus`` parameterisation, the Nyquist bin, the clamp not written back, the ``"window"``
@@ -139,9 +139,7 @@ def clamp_stride(stride: Tensor, in_size: Sequence[int], smoothness: float) -> T
 
 def _clamp_hw(stride: Tensor, h: int, w: int, smoothness: float) -> Tensor:
     """:func:`clamp_stride` for an ``h x w`` input (TorchScript-able: the frozen layer's path)."""
-    low_h = h / (h - smoothness) if h > smoothness else 1.0
-    low_w = w / (w - smoothness) if w > smoothness else 1.0
-    low = torch.tensor([low_h, low_w], dtype=stride.dtype, device=stride.device)
+    low = torch.tensor([min_stride(h, smoothness), min_stride(w, smoothness)], dtype=stride.dtype, device=stride.device)
     return stride + (torch.maximum(stride, low) - stride).detach()
 
 

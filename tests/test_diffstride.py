@@ -5,17 +5,26 @@ import pytest
 import torch
 
 from poolarch.layers import DiffStride2d, LearnableResize, make_pool
-from poolarch.layers.diffstride import diffstride2d, diffstride_macs, diffstride_output_size
+from poolarch.layers.diffstride import (
+    clamp_stride,
+    diffstride2d,
+    diffstride_macs,
+    diffstride_output_size,
+    min_stride,
+)
 
 D = torch.float64
 
 
-def reference(x: torch.Tensor, stride, smoothness: float, out_size) -> torch.Tensor:
+def reference(x: torch.Tensor, stride, smoothness: float, out_size, clamp: bool = True) -> torch.Tensor:
     """The masked band-limited signal sampled on the output grid, as an explicit sum over the
     symmetric frequency set of each axis (an even axis' Nyquist bin counted as +-H/2 with half
-    weight), with explicit DFT matrices: no FFT, no folding, no cropping."""
+    weight), with explicit DFT matrices: no FFT, no folding, no cropping. ``clamp``: the authors'
+    stride clamp ``S >= H / (H - R)``."""
 
     def axis(n: int, s: float, out: int) -> torch.Tensor:  # (out, n) real operator along one axis
+        if clamp and n > smoothness:
+            s = max(s, n / (n - smoothness))
         k = torch.arange(-(n // 2), n // 2 + 1, dtype=D)
         weight = torch.where((k.abs() == n / 2), 0.5, 1.0).to(D)
         mask = ((smoothness + n / (2 * s) - k.abs()) / smoothness).clamp(0, 1) * weight
@@ -34,9 +43,10 @@ IMPLS = ["dense", "fft"]
 @pytest.mark.parametrize("impl", IMPLS)
 def test_stride_one_is_identity(impl):
     x = torch.randn(2, 3, 12, 9, dtype=D)
-    torch.testing.assert_close(diffstride2d(x, torch.ones(2, dtype=D), impl=impl), x)
-    torch.testing.assert_close(diffstride2d(x, torch.ones(2, dtype=D), crop="support", impl=impl), x)
-    layer = DiffStride2d(1.0, impl=impl)  # S = 1 + 1e-4: the Nyquist bins get mask 1 - 1.5e-4
+    one = torch.ones(2, dtype=D)
+    torch.testing.assert_close(diffstride2d(x, one, impl=impl, clamp_stride=False), x)
+    torch.testing.assert_close(diffstride2d(x, one, crop="support", impl=impl, clamp_stride=False), x)
+    layer = DiffStride2d(1.0, impl=impl, clamp_stride=False)  # S = 1 + 1e-4: the Nyquist bins get mask 1 - 1.5e-4
     torch.testing.assert_close(layer(x.float()), x.float(), rtol=0, atol=2e-3)
 
 
@@ -44,15 +54,70 @@ def test_stride_one_is_identity(impl):
 def test_stride_two_halves(size):
     layer = DiffStride2d(2.0)
     y = layer(torch.randn(1, 2, *size))
-    assert y.shape[2:] == tuple(max(math.floor(s / 2 + 0.5), 2) for s in size)
+    # the clamp raises S = 2 to H / (H - 4) = 3 for H = 6
+    assert y.shape[2:] == tuple(max(math.floor(s / max(2, s / (s - 4)) + 0.5), 2) for s in size)
     assert layer.last_out_size == tuple(y.shape[2:])
     assert layer.last_size_surrogate.tolist() == list(layer.last_out_size)
 
 
-def test_support_crop_matches_reference_size():
-    # the reference implementation keeps every bin with a non-zero mask: |k| < H/(2S) + R
-    y = diffstride2d(torch.randn(1, 1, 32, 32), torch.tensor([2.0, 2.0]), 4.0, crop="support")
-    assert y.shape[2:] == (23, 23)
+def authors_support_size(height: int, width: int, stride, smoothness: float = 4.0) -> tuple[int, int]:
+    """The output size of the authors' LearnableSpectralPooling (google-research/diffstride,
+    pooling.py), from their published layout: rows of the full-spectrum axis get the positions
+    ``[H/2-1, ..., 0, 0, ..., H/2-1]`` (even H), columns of the rfft half spectrum ``0..W/2`` with the
+    threshold ``W/(2S) + 1``; kept where ``(R + threshold - pos) / R > 0``; irfft2d then returns
+    ``2 (n - 1)`` columns for ``n`` kept half-spectrum columns. Strides clamped to H/(H-R) first."""
+    s_h = max(float(stride[0]), height / (height - smoothness))
+    s_w = max(float(stride[1]), width / (width - smoothness))
+    half = torch.arange(height // 2 + height % 2, dtype=D)
+    rows = torch.cat([half[height % 2:].flip(0), half])
+    cols = torch.arange(width // 2 + 1, dtype=D)
+    kept_rows = int(((smoothness + max(height / s_h, 2.0) / 2 - rows) > 0).sum())
+    kept_cols = int(((smoothness + max(width / s_w, 2.0) / 2 + 1 - cols) > 0).sum())
+    return kept_rows, 2 * (kept_cols - 1)
+
+
+@pytest.mark.parametrize("size,stride,expected", [
+    ((32, 32), (2.0, 2.0), (24, 24)),  # 2 ceil(T + R) = 2 ceil(8 + 4)
+    ((64, 64), (2.0, 4.0), (40, 24)),  # the authors' own test (tests/pooling_test.py)
+    ((16, 16), (1.2, 3.0), (16, 14)),  # S_h clamped to 4/3: 2 ceil(6 + 4) = 20, capped at 16
+    ((24, 40), (2.7, 1.3), (18, 40)),
+])
+def test_support_crop_gives_the_authors_sizes(size, stride, expected):
+    y = diffstride2d(torch.randn(1, 1, *size), torch.tensor(stride), 4.0, crop="support")
+    assert y.shape[2:] == expected == authors_support_size(*size, stride)
+
+
+def test_support_sizes_match_the_authors_layout_on_even_maps():
+    for h in (8, 12, 16, 32, 56):
+        for w in (8, 14, 32):
+            for sh, sw in ((1.0, 1.0), (1.5, 2.2), (2.0, 2.0), (3.3, 4.0), (5.0, 1.7)):
+                size = diffstride_output_size((h, w), torch.tensor([sh, sw]), 4.0, "support")[1]
+                assert size == authors_support_size(h, w, (sh, sw)), (h, w, sh, sw)
+
+
+def test_stride_clamp_per_axis_in_the_forward_pass():
+    assert min_stride(16, 4.0) == pytest.approx(4 / 3) and min_stride(3, 4.0) == 1.0
+    x = torch.randn(1, 2, 16, 40, dtype=D)
+    s = torch.tensor([1.2, 1.2], dtype=D, requires_grad=True)
+    # H = 16: 1.2 -> 16/12 = 1.333; W = 40: 40/36 = 1.111 < 1.2 stays
+    torch.testing.assert_close(clamp_stride(s, (16, 40), 4.0), torch.tensor([4 / 3, 1.2], dtype=D))
+    y = diffstride2d(x, s, 4.0)
+    clamped = torch.tensor([4 / 3, 1.2], dtype=D, requires_grad=True)
+    expected = diffstride2d(x, clamped, 4.0, clamp_stride=False)
+    assert y.shape[2:] == (12, 33)
+    torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(y, reference(x, (1.2, 1.2), 4.0, (12, 33)))
+    # straight-through: the gradient is the one at the clamped value, passed to the raw stride
+    w = torch.randn_like(y)
+    (g,) = torch.autograd.grad((y * w).sum(), s)
+    (g_ref,) = torch.autograd.grad((expected * w).sum(), clamped)
+    torch.testing.assert_close(g, g_ref)
+    assert float(g[0]) != 0
+    layer = DiffStride2d((1.2, 1.2))
+    layer(x.float())
+    assert layer.last_stride == pytest.approx((4 / 3, 1.2)) and float(layer.stride[0]) == pytest.approx(1.2)
+    assert layer.output_size((16, 40)) == (12, 33)
+    assert DiffStride2d((1.2, 1.2), clamp_stride=False).output_size((16, 40)) == (13, 33)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -77,17 +142,19 @@ def test_band_limited_input_passes_unchanged(impl):
 @pytest.mark.parametrize("stride", [(2.0, 2.0), (2.3, 1.7), (3.4, 1.2), (1.1, 1.05)])
 def test_matches_direct_sum_reference(crop, stride, impl):
     x = torch.randn(2, 2, 20, 15, dtype=D)
-    y = diffstride2d(x, torch.tensor(stride, dtype=D), 4.0, crop, impl=impl)
-    torch.testing.assert_close(y, reference(x, stride, 4.0, y.shape[2:]))
-    if crop == "window":
-        assert y.shape[2:] == tuple(max(math.floor(n / s + 0.5), 2) for n, s in zip((20, 15), stride))
+    for clamp in (True, False):
+        y = diffstride2d(x, torch.tensor(stride, dtype=D), 4.0, crop, impl=impl, clamp_stride=clamp)
+        torch.testing.assert_close(y, reference(x, stride, 4.0, y.shape[2:], clamp))
+        if crop == "window" and not clamp:
+            assert y.shape[2:] == tuple(max(math.floor(n / s + 0.5), 2) for n, s in zip((20, 15), stride))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_gradcheck_input_and_stride(impl):
     x = torch.randn(1, 1, 9, 8, dtype=D, requires_grad=True)  # small: gradcheck is O(numel^2)
     s = torch.tensor([2.3, 1.6], dtype=D, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: diffstride2d(a, b, 4.0, impl=impl), (x, s))
+    # unclamped (the clamp's straight-through gradient is not a derivative: tested separately)
+    assert torch.autograd.gradcheck(lambda a, b: diffstride2d(a, b, 4.0, impl=impl, clamp_stride=False), (x, s))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -116,7 +183,7 @@ def test_strides_stay_at_least_one_after_push_below():
     assert layer.stride_raw.grad is not None
     opt.step()
     assert (layer.stride >= 1).all()
-    assert y.shape[2:] == (13, 5)
+    assert y.shape[2:] == (12, 5)  # S_h = 1.2 clamped to 16 / 12
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -173,7 +240,8 @@ def test_bad_inputs():
 
 def test_output_size_function_and_macs_formula():
     surrogate, sizes = diffstride_output_size((30, 7), torch.tensor([3.0, 1.0]))
-    assert sizes == (10, 7)
+    assert sizes == (10, 3)  # S_w = 1 clamped to 7 / 3
+    assert diffstride_output_size((30, 7), torch.tensor([3.0, 1.0]), clamp_stride=False)[1] == (10, 7)
     # one 8x8 map to 4x4 keeping 7x7 bins: FFTs 2.5*64*6 + 2.5*16*4, placement 2*(4*7*7 + 4*7*4)
     assert diffstride_macs((8, 8), (4, 4), (7, 7), 1, "fft") == round(960 + 160 + 2 * (196 + 112))
     # dense: (8 rows x 8 x 4) + (4 columns x 8 x 4), for 3 maps

@@ -8,7 +8,10 @@ from torch import nn
 
 from poolarch.layers import (
     LearnableResize,
+    ResidualShapeAdaptor2d,
     ShapeAdaptor2d,
+    chain_shape_adaptors,
+    residual_shape_adaptor2d,
     apply_memory_bound,
     init_shape_adaptors,
     make_pool,
@@ -31,18 +34,32 @@ def test_sigmoid_one_is_identity_branch_and_zero_is_pooled_branch():
     torch.testing.assert_close(shape_adaptor2d(x3, torch.tensor(-40.0, dtype=D), r1=1 / 3), F.max_pool2d(x3, 3))
 
 
+CLOSED_FORM_SIZE = {  # one layer, no carried size: the three size rules
+    "local": lambda v: max(math.floor(v), 1),
+    "global": lambda v: max(round(v), 1),  # Python's round: halves to even
+    "nearest": lambda v: max(math.floor(v + 0.5), 1),
+}
+
+
+@pytest.mark.parametrize("rounding", ["local", "global", "nearest"])
+@pytest.mark.parametrize("align_corners", [True, False])
 @pytest.mark.parametrize("alpha", [-2.0, -0.3, 0.0, 0.8, 2.5])
-def test_output_size_follows_s_alpha_and_mixture(alpha):
+def test_output_size_follows_s_alpha_and_mixture(alpha, align_corners, rounding):
     x = torch.randn(1, 2, 20, 14, dtype=D)
-    y = shape_adaptor2d(x, torch.tensor(alpha, dtype=D))
+    y = shape_adaptor2d(x, torch.tensor(alpha, dtype=D), align_corners=align_corners, rounding=rounding)
     s = s_of(alpha)
-    size = (math.floor(20 * s + 0.5), math.floor(14 * s + 0.5))
+    size = tuple(CLOSED_FORM_SIZE[rounding](n * s) for n in (20, 14))
     assert y.shape[2:] == size
     sig = 1 / (1 + math.exp(-alpha))
-    expected = (1 - sig) * F.interpolate(F.max_pool2d(x, 2), size=size, mode="bilinear") + sig * F.interpolate(
-        x, size=size, mode="bilinear"
-    )
+    kw = dict(size=size, mode="bilinear", align_corners=align_corners)
+    expected = (1 - sig) * F.interpolate(F.max_pool2d(x, 2), **kw) + sig * F.interpolate(x, **kw)
     torch.testing.assert_close(y, expected)
+
+
+def test_defaults_are_the_authors():
+    layer = ShapeAdaptor2d()
+    assert layer.rounding == "local" and layer.align_corners
+    assert shape_adaptor2d.__defaults__[-2:] == (True, "local")
 
 
 def test_gradcheck_alpha_and_input():
@@ -123,11 +140,10 @@ def test_memory_bound_caps_final_size():
     layer = model[0]
     x = torch.randn(1, 1, 32, 32, dtype=D)
     s = float(layer.ratio.detach())
-    size = (math.floor(32 * s + 0.5),) * 2
+    size = (math.floor(32 * s),) * 2  # default rule "local": the authors' int(.)
     w = (s - 0.5) / 0.5
-    expected = (1 - w) * F.interpolate(F.max_pool2d(x, 2), size=size, mode="bilinear") + w * F.interpolate(
-        x, size=size, mode="bilinear"
-    )
+    kw = dict(size=size, mode="bilinear", align_corners=True)
+    expected = (1 - w) * F.interpolate(F.max_pool2d(x, 2), **kw) + w * F.interpolate(x, **kw)
     torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)  # alpha is float32
     apply_memory_bound(model, 32, None)
     assert all(m.penalty == 1.0 for m in model)
@@ -163,3 +179,259 @@ def test_count_macs_charges_two_bilinear_resizes():
     assert count_macs(nn.Sequential(layer), (1, 2, 8, 8)).total == 8 * 2 * 36
     layer(torch.randn(1, 2, 8, 8))
     assert count_macs(nn.Sequential(layer.to_static()), (1, 2, 8, 8)).total == 8 * 2 * 36
+
+
+# --- the authors' released code (Liu et al., ECCV 2020) --------------------------------------
+# A line-by-line transcription of their ``ShapeAdaptor(input1, input2, alpha, residual, r1, r2)``
+# from its published formulas; their class attributes ``type``, ``current_dim`` and ``penalty``
+# (reset by the network at the start of each forward pass) are the fields of ``AuthorsState``.
+
+
+class AuthorsState:
+    def __init__(self, mode: str, input_dim: int, penalty: float = 1.0):
+        self.type, self.current_dim, self.penalty = mode, input_dim, penalty
+
+
+def authors_shape_adaptor(state, input1, input2, alpha, residual=False, r1=0.5, r2=1.0):
+    sigmoid_alpha = torch.sigmoid(alpha) * state.penalty + r1 / (r2 - r1) * (state.penalty - 1)
+    s_alpha = (r2 - r1) * sigmoid_alpha.item() + r1
+    if state.type == "local":
+        state.current_dim = int(state.current_dim * s_alpha)
+        dim = 1 if state.current_dim < 1 else state.current_dim
+    else:  # "global"
+        state.current_dim = state.current_dim * s_alpha
+        dim = 1 if state.current_dim < 1 else round(state.current_dim)
+    input1_rs = F.interpolate(input1, size=dim, mode="bilinear", align_corners=True)
+    input2_rs = F.interpolate(input2, size=dim, mode="bilinear", align_corners=True)
+    if residual:
+        return 2 * (1 - sigmoid_alpha) * input1_rs + 2 * sigmoid_alpha * input2_rs
+    return (1 - sigmoid_alpha) * input1_rs + sigmoid_alpha * input2_rs
+
+
+def authors_sizes(mode: str, input_dim: int, alphas) -> list[int]:
+    state, sizes = AuthorsState(mode, input_dim), []
+    x = torch.zeros(1, 1, input_dim, input_dim)
+    for a in alphas:
+        x = authors_shape_adaptor(state, F.max_pool2d(x, 2), x, torch.tensor(float(a)))
+        sizes.append(x.shape[-1])
+    return sizes
+
+
+def chained(n: int, rounding: str, alphas=None) -> nn.Sequential:
+    model = nn.Sequential(*[ShapeAdaptor2d(rounding=rounding) for _ in range(n)])
+    with torch.no_grad():
+        for m, a in zip(model, alphas if alphas is not None else [0.0] * n):
+            m.alpha.fill_(a)
+    chain_shape_adaptors(model)
+    return model
+
+
+def out_sizes(model: nn.Module, size) -> list[tuple[int, ...]]:
+    model(torch.randn(1, 1, *size))
+    return [m.last_out_size for m in model if isinstance(m, ShapeAdaptor2d)]
+
+
+def test_authors_size_sequence_global_mode_carries_the_continuous_product():
+    # H = 224, s = 0.75 (alpha = 0): 168, 126, 94.5 -> 94 (halves to even), 70.875 -> 71, 53.16 -> 53
+    assert authors_sizes("global", 224, [0.0] * 5) == [168, 126, 94, 71, 53]
+    assert [s[0] for s in out_sizes(chained(5, "global"), (224, 224))] == [168, 126, 94, 71, 53]
+    # without the running product (each layer from its own input): 94 * 0.75 = 70.5 -> 70
+    unchained = nn.Sequential(*[ShapeAdaptor2d(rounding="global") for _ in range(5)])
+    assert [s[0] for s in out_sizes(unchained, (224, 224))] == [168, 126, 94, 70, 52]
+    # poolarch's former rule rounds 94.5 up
+    assert [s[0] for s in out_sizes(chained(5, "nearest"), (224, 224))][2] == 95
+
+
+@pytest.mark.parametrize("rounding", ["local", "global"])
+def test_authors_single_adaptor_sizes(rounding):
+    # H = 14, alpha = 0: 10.5 -> 10 in both modes (int; round halves to even)
+    assert authors_sizes(rounding, 14, [0.0]) == [10]
+    assert out_sizes(chained(1, rounding), (14, 14)) == [(10, 10)]
+    assert ShapeAdaptor2d(rounding=rounding).output_size((14, 14)) == (10, 10)
+    # local mode, H = 32, alpha = -0.346: s = 0.7072, 22.63 -> 22
+    assert authors_sizes("local", 32, [-0.346]) == [22]
+    assert out_sizes(chained(1, "local", [-0.346]), (32, 32)) == [(22, 22)]
+
+
+def test_former_rule_is_available():
+    assert out_sizes(chained(1, "nearest"), (14, 14)) == [(11, 11)]
+    assert out_sizes(chained(1, "nearest", [-0.346]), (32, 32)) == [(23, 23)]
+
+
+@pytest.mark.parametrize("mode", ["local", "global"])
+@pytest.mark.parametrize("penalty", [1.0, 0.9])
+def test_forward_and_gradients_equal_the_authors_function_on_a_chain(mode, penalty):
+    """Three adaptors with 1x1 convs between them (sizes carried across other layers)."""
+    torch.manual_seed(0)
+    alphas = [0.0, 1.3, -0.7]
+    convs = [nn.Conv2d(2, 2, 1).double() for _ in alphas]
+    model = nn.Sequential()
+    for conv, a in zip(convs, alphas):
+        adaptor = ShapeAdaptor2d(rounding=mode).double()
+        with torch.no_grad():
+            adaptor.alpha.fill_(a)
+        adaptor.penalty = penalty
+        model.append(conv)
+        model.append(adaptor)
+    chain_shape_adaptors(model)
+    x = torch.randn(2, 2, 45, 45, dtype=D, requires_grad=True)
+    y = model(x)
+
+    ref_alphas = [torch.tensor(a, dtype=D, requires_grad=True) for a in alphas]
+    state, z = AuthorsState(mode, 45, penalty), x
+    for conv, a in zip(convs, ref_alphas):
+        z = conv(z)
+        z = authors_shape_adaptor(state, F.max_pool2d(z, 2), z, a)
+    assert y.shape == z.shape
+    torch.testing.assert_close(y, z)
+    w = torch.randn_like(y)
+    grads = torch.autograd.grad((y * w).sum(), [x] + [m.alpha for m in model if isinstance(m, ShapeAdaptor2d)])
+    ref = torch.autograd.grad((z * w).sum(), [x] + ref_alphas)
+    torch.testing.assert_close(grads[0], ref[0])
+    for g, r in zip(grads[1:], ref[1:]):
+        torch.testing.assert_close(g.reshape(()), r)
+
+
+class AuthorsBlock(nn.Module):
+    """A downsampling residual block as the authors build it: 1x1 stride-2 conv shortcut, 3x3 main path."""
+
+    def __init__(self, adaptor: ResidualShapeAdaptor2d):
+        super().__init__()
+        self.shortcut = nn.Conv2d(2, 2, 1, stride=2)
+        self.main = nn.Conv2d(2, 2, 3, padding=1)
+        self.adaptor = adaptor
+
+    def forward(self, x):
+        return torch.relu(self.adaptor(self.shortcut(x), self.main(x)))
+
+
+@pytest.mark.parametrize("mode", ["local", "global"])
+def test_residual_form_equals_the_authors_function(mode):
+    torch.manual_seed(1)
+    alphas = [0.0, 0.4, -1.1]
+    blocks = nn.Sequential(*[AuthorsBlock(ResidualShapeAdaptor2d(rounding=mode)) for _ in alphas]).double()
+    for b, a in zip(blocks, alphas):
+        with torch.no_grad():
+            b.adaptor.alpha.fill_(a)
+    chain_shape_adaptors(blocks)
+    x = torch.randn(2, 2, 30, 30, dtype=D, requires_grad=True)
+    y = blocks(x)
+
+    ref_alphas = [torch.tensor(a, dtype=D, requires_grad=True) for a in alphas]
+    state, z = AuthorsState(mode, 30), x
+    for b, a in zip(blocks, ref_alphas):
+        z = torch.relu(authors_shape_adaptor(state, b.shortcut(z), b.main(z), a, residual=True))
+    assert y.shape == z.shape and [b.adaptor.last_out_size[0] for b in blocks] == authors_sizes(mode, 30, alphas)
+    torch.testing.assert_close(y, z)
+    w = torch.randn_like(y)
+    grads = torch.autograd.grad((y * w).sum(), [x] + [b.adaptor.alpha for b in blocks])
+    ref = torch.autograd.grad((z * w).sum(), [x] + ref_alphas)
+    for g, r in zip(grads, ref):
+        torch.testing.assert_close(g.reshape(r.shape), r)
+
+
+def test_residual_form_closed_form_gradcheck_and_static():
+    shortcut = torch.randn(1, 2, 5, 6, dtype=D, requires_grad=True)
+    main = torch.randn(1, 2, 10, 12, dtype=D, requires_grad=True)
+    a = torch.tensor([0.3], dtype=D, requires_grad=True)
+    y = residual_shape_adaptor2d(shortcut, main, a)
+    s = s_of(0.3)
+    size = (math.floor(10 * s), math.floor(12 * s))
+    sig = 1 / (1 + math.exp(-0.3))
+    kw = dict(size=size, mode="bilinear", align_corners=True)
+    torch.testing.assert_close(y, 2 * (1 - sig) * F.interpolate(shortcut, **kw) + 2 * sig * F.interpolate(main, **kw))
+    assert torch.autograd.gradcheck(lambda u, v, b: residual_shape_adaptor2d(u, v, b), (shortcut, main, a))
+    layer = ResidualShapeAdaptor2d(0.7)
+    assert isinstance(layer, ShapeAdaptor2d) and "factor=2" in repr(layer)
+    out = layer(shortcut.detach().float(), main.detach().float())
+    static = layer.to_static()
+    assert not list(static.parameters())
+    torch.testing.assert_close(static(shortcut.detach().float(), main.detach().float()), out)
+    with pytest.raises(ValueError, match="factor"):
+        ResidualShapeAdaptor2d(factor=0)
+    with pytest.raises(ValueError, match="main must have 4"):
+        layer(shortcut, main[0])
+
+
+def test_chain_resets_every_pass_survives_deepcopy_and_shared_pairs_agree():
+    import copy
+
+    model = chained(3, "global")
+    twin = copy.deepcopy(model)  # before a forward pass (last_size_surrogate is not a leaf)
+    assert out_sizes(model, (168, 168)) == out_sizes(model, (168, 168)) == [(126,) * 2, (94,) * 2, (71,) * 2]
+    # a new pass starting at 94 (a size the last pass produced from 94.5) starts from 94, not 94.5
+    assert out_sizes(model, (94, 94)) == [(70,) * 2, (53,) * 2, (40,) * 2]  # 70.5, 52.875, 39.66 (not 71 from 94.5)
+    assert chain_shape_adaptors(model) is model[0].chain  # idempotent
+    assert twin[0].chain is twin[2].chain and twin[0].chain is not model[0].chain
+    assert out_sizes(twin, (168, 168)) == [(126,) * 2, (94,) * 2, (71,) * 2]
+
+    class Pair(nn.Module):  # a main path and a shortcut sharing alpha, after an adaptor: 94.5 -> both 70.875
+        def __init__(self):
+            super().__init__()
+            self.first = ShapeAdaptor2d(rounding="global")
+            self.second = ShapeAdaptor2d(rounding="global")
+            self.a = ShapeAdaptor2d(rounding="global")
+            self.b = ShapeAdaptor2d(share_with=self.a, rounding="global")
+            for m in (self.first, self.second, self.a):
+                with torch.no_grad():
+                    m.alpha.fill_(0.0)
+
+        def forward(self, x):
+            x = self.second(self.first(x))
+            return self.a(x) + self.b(x)
+
+    pair = Pair()
+    chain_shape_adaptors(pair)
+    assert pair(torch.randn(1, 1, 168, 168)).shape[2:] == (71, 71)  # 168 -> 126 -> 94.5 (94) -> 70.875
+    assert pair.b.rounding == "global" and pair.b.last_out_size == (71, 71)
+
+
+def test_fixed_resizing_between_adaptors_restarts_from_the_actual_size():
+    model = nn.Sequential(ShapeAdaptor2d(rounding="global"), nn.MaxPool2d(2), ShapeAdaptor2d(rounding="global"))
+    for m in (model[0], model[2]):
+        with torch.no_grad():
+            m.alpha.fill_(0.0)
+    chain_shape_adaptors(model)
+    # 126 * 0.75 = 94.5 -> 94, max-pool 47, 47 * 0.75 = 35.25 -> 35
+    assert out_sizes(model, (126, 126)) == [(94, 94), (35, 35)]
+
+
+def test_non_square_maps_are_sized_per_axis():
+    # the authors size both axes from the width; poolarch carries each axis (docs/differences.md)
+    sizes = out_sizes(chained(3, "global"), (224, 100))
+    assert sizes == [(168, 75), (126, 56), (94, 42)]  # 100: 75, 56.25, 42.19
+
+
+def test_chain_rounding_override_and_bad_rounding():
+    model = chained(2, "local")
+    chain_shape_adaptors(model, rounding="global")
+    assert all(m.rounding == "global" for m in model)
+    with pytest.raises(ValueError, match="rounding"):
+        ShapeAdaptor2d(rounding="floor")
+    with pytest.raises(ValueError, match="same rounding"):
+        ShapeAdaptor2d(share_with=model[0])
+    with pytest.raises(ValueError, match="rounding"):
+        chain_shape_adaptors(model, rounding="up")
+    with pytest.raises(ValueError, match="rounding"):
+        shape_adaptor2d(torch.randn(1, 1, 8, 8), torch.tensor(0.0), rounding="ceil")
+
+
+def test_frozen_chained_model_scripts_and_exports():
+    from poolarch.convert import freeze
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.shortcut, self.main = nn.Conv2d(2, 2, 1, stride=2), nn.Conv2d(2, 2, 3, padding=1)
+            self.adaptor = ResidualShapeAdaptor2d(0.7, rounding="global")
+
+        def forward(self, x):
+            return self.adaptor(self.shortcut(x), self.main(x))
+
+    model = nn.Sequential(Block(), ShapeAdaptor2d(0.8, rounding="global"))
+    init_shape_adaptors(model, 32, 18)
+    x = torch.randn(2, 2, 32, 32)
+    y = model.eval()(x)
+    frozen = freeze(model)
+    torch.testing.assert_close(torch.jit.script(frozen)(x), y)
+    torch.testing.assert_close(torch.export.export(frozen, (x,)).module()(x), y)

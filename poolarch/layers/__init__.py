@@ -47,10 +47,14 @@ __all__ += ["MultiResBlock", "multi_resolution"]
 
 from .diffstride import DiffStride2d, StaticDiffStride2d, diffstride2d  # noqa: E402  (registers "diffstride")
 from .shape_adaptor import (  # noqa: E402  (registers "shape_adaptor")
+    ResidualShapeAdaptor2d,
     ShapeAdaptor2d,
+    StaticResidualShapeAdaptor2d,
     StaticShapeAdaptor2d,
     apply_memory_bound,
+    chain_shape_adaptors,
     init_shape_adaptors,
+    residual_shape_adaptor2d,
     shape_adaptor2d,
 )
 
@@ -59,8 +63,12 @@ __all__ += [
     "StaticDiffStride2d",
     "diffstride2d",
     "ShapeAdaptor2d",
+    "ResidualShapeAdaptor2d",
     "StaticShapeAdaptor2d",
+    "StaticResidualShapeAdaptor2d",
     "apply_memory_bound",
+    "chain_shape_adaptors",
     "init_shape_adaptors",
+    "residual_shape_adaptor2d",
     "shape_adaptor2d",
 ]

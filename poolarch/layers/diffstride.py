@@ -18,21 +18,20 @@ Two crops (``crop=``):
   ``H_out`` grid* (sample ``a`` sits at input position ``a * H / H_out``). Frequencies inside the
   window pass unchanged; the ramp band (``T < |k| < T + R``) is attenuated by the mask and folds
   into the window -- this is how its content, and therefore the stride gradient, reaches the output.
-* ``"support"``: the reference implementation's crop -- keep every frequency where the mask is
-  non-zero, so the output is ``2 ceil(T + R) - 1`` long (about ``H / S + 2R - 1``, capped at
-  ``H``; e.g. 23 for ``H = 32, S = 2, R = 4``): no folding, but larger maps than ``H / S``.
+* ``"support"``: the authors' crop -- the output is ``2 ceil(T + R)`` long (capped at ``H``; e.g.
+  24 for ``H = 32, S = 2, R = 4``, and 40x24 for a 64x64 map with strides ``(2, 4)``, the authors'
+  own test), so every frequency where the mask is non-zero (``|k| < T + R``) is kept without
+  folding, at the price of larger maps than ``H / S``. (``R = 0``: ``2 floor(T) + 1``.)
 
-Other choices (documented deviations from the TensorFlow reference):
+Stride clamp (the authors', on every call): each stride is raised to ``S >= H / (H - R)`` for the
+axis length ``H`` of the input at hand (when ``H > R``; e.g. ``H = 16, S = 1.2`` gives 4/3), so the
+ramp never lies entirely outside the spectrum and the stride keeps a gradient. The raised value is
+used straight-through: the gradient, taken at the raised value, reaches the stride unchanged, as
+with the authors' in-place assignment. ``clamp_stride=False`` keeps only ``S >= 1`` (then ``S = 1`` is the identity).
 
-* both axes use the same symmetric mask (the reference adds 1 to the width threshold of its half
-  spectrum);
-* transforms use ``norm="forward"`` so amplitudes are preserved (a constant map stays constant);
-  the reference's unnormalised pair scales the output by ``H W / (H_out W_out)``, which a following
-  BatchNorm absorbs;
-* strides are kept ``>= 1`` by the reparametrisation ``S = 1 + softplus(rho)`` (the reference
-  clips after each update); ``rho`` is the trained parameter;
-* the input Nyquist bin of an even axis (one coefficient, no ``+-`` twin) is split equally between
-  ``+H/2`` and ``-H/2``, so the kept spectrum is symmetric and the output real.
+Intended differences from the authors' TensorFlow layer (symmetric mask, normalisation, the
+``1 + softplus`` parameterisation, the Nyquist bin, the clamp not written back, the ``"window"``
+crop): ``docs/differences.md``.
 
 Two implementations of the same separable linear map (``impl=``): ``"fft"`` follows the recipe
 literally (``fft2``, gather and mask the kept bins, place them, ``ifft2``); ``"dense"`` (default)
@@ -60,6 +59,8 @@ __all__ = [
     "diffstride2d",
     "diffstride_output_size",
     "diffstride_macs",
+    "clamp_stride",
+    "min_stride",
     "kept_bins",
     "module_macs",
     "adaptive_span_mask",
@@ -118,27 +119,58 @@ def _axis_sizes(in_len: int, stride: float, smoothness: float, crop: str) -> tup
         continuous = min(max(in_len / stride, 2.0), float(in_len))
         out_len = int(math.floor(in_len / stride + 0.5))
     else:
-        continuous = min(2.0 * (half_window + smoothness) - 1.0, float(in_len))
-        out_len = 2 * math.ceil(half_window + smoothness) - 1 if smoothness > 0 else 2 * math.floor(half_window) + 1
+        continuous = min(2.0 * (half_window + smoothness), float(in_len))
+        out_len = 2 * math.ceil(half_window + smoothness) if smoothness > 0 else 2 * math.floor(half_window) + 1
     out_len = max(min(out_len, in_len), min(2, in_len))
     return out_len, max(continuous, float(min(2, in_len)))
 
 
-def diffstride_output_size(
-    in_size: Sequence[int], stride: Tensor, smoothness: float = 4.0, crop: str = "window"
-) -> tuple[Tensor, tuple[int, int]]:
-    """Output size of DiffStride for spatial ``in_size = (H, W)`` and strides ``(S_h, S_w)``.
+def min_stride(in_len: int, smoothness: float) -> float:
+    """The authors' lower bound ``H / (H - R)`` of the stride along an axis of length ``H``
+    (1 when ``H <= R``, where every stride keeps the whole spectrum)."""
+    return in_len / (in_len - smoothness) if in_len > smoothness else 1.0
 
-    Returns ``(surrogate, sizes)``: the integer ``sizes`` of the forward pass, and a float tensor
-    whose value equals ``sizes`` and whose gradient is that of the continuous size (``H / S`` for
-    ``crop="window"``, ``H / S + 2R - 1`` for ``"support"``; straight-through rounding).
-    """
-    _check_crop(crop)
+
+def clamp_stride(stride: Tensor, in_size: Sequence[int], smoothness: float) -> Tensor:
+    """``max(S, H / (H - R))`` per axis, straight-through: the value is raised, the gradient passes
+    unchanged (the authors' per-call clamp). ``stride``: ``(S_h, S_w)``; ``in_size``: ``(H, W)``."""
+    return _clamp_hw(stride, int(in_size[0]), int(in_size[1]), float(smoothness))
+
+
+def _clamp_hw(stride: Tensor, h: int, w: int, smoothness: float) -> Tensor:
+    """:func:`clamp_stride` for an ``h x w`` input (TorchScript-able: the frozen layer's path)."""
+    low = torch.tensor([min_stride(h, smoothness), min_stride(w, smoothness)], dtype=stride.dtype, device=stride.device)
+    return stride + (torch.maximum(stride, low) - stride).detach()
+
+
+_clamp = clamp_stride  # the functions below take a ``clamp_stride`` flag
+
+
+def _check_stride(stride: Tensor) -> None:
     values = stride.detach().double().cpu().reshape(-1).tolist()
     if len(values) != 2:
         raise ValueError(f"stride must have 2 elements (S_h, S_w), got {len(values)}")
     if not all(math.isfinite(v) and v >= 1.0 for v in values):
         raise ValueError(f"stride must be finite and >= 1, got {tuple(values)}")
+
+
+def diffstride_output_size(
+    in_size: Sequence[int], stride: Tensor, smoothness: float = 4.0, crop: str = "window",
+    clamp_stride: bool = True,
+) -> tuple[Tensor, tuple[int, int]]:
+    """Output size of DiffStride for spatial ``in_size = (H, W)`` and strides ``(S_h, S_w)``
+    (raised to ``H / (H - R)`` first unless ``clamp_stride=False``).
+
+    Returns ``(surrogate, sizes)``: the integer ``sizes`` of the forward pass, and a float tensor
+    whose value equals ``sizes`` and whose gradient is that of the continuous size (``H / S`` for
+    ``crop="window"``, ``H / S + 2R`` for ``"support"``; straight-through rounding).
+    """
+    _check_crop(crop)
+    _check_stride(stride)
+    stride = stride.reshape(-1)
+    if clamp_stride:
+        stride = _clamp(stride, in_size, smoothness)
+    values = stride.detach().double().cpu().tolist()
     sizes, parts = [], []
     for d in range(2):
         out_len, _ = _axis_sizes(int(in_size[d]), values[d], smoothness, crop)
@@ -146,7 +178,7 @@ def diffstride_output_size(
         if crop == "window":
             cont = n / stride[d]
         else:
-            cont = n / stride[d] + (2.0 * smoothness - 1.0)
+            cont = n / stride[d] + 2.0 * smoothness
         cont = torch.clamp(cont, min=min(2.0, n), max=n)
         parts.append(float(out_len) + (cont - cont.detach()))
         sizes.append(out_len)
@@ -196,6 +228,7 @@ def diffstride2d(
     crop: str = "window",
     out_size: Sequence[int] | None = None,
     impl: str = "dense",
+    clamp_stride: bool = True,
 ) -> Tensor:
     """Spectral pooling of ``(N, C, H, W)`` with (fractional, differentiable) strides.
 
@@ -203,10 +236,11 @@ def diffstride2d(
         x: input map, floating point.
         stride: ``(S_h, S_w)``, each ``>= 1``; gradients flow to it through the mask ramp.
         smoothness: ramp width ``R`` in frequency bins (paper: 4); 0 = hard crop.
-        crop: ``"window"`` (output ``round(H/S)``) or ``"support"`` (reference crop); see module doc.
+        crop: ``"window"`` (output ``round(H/S)``) or ``"support"`` (the authors' ``2 ceil(T + R)``).
         out_size: force the output size (used by the frozen layer); ``None`` = from the strides.
         impl: ``"fft"`` (FFT, mask and place the kept bins, inverse FFT) or ``"dense"`` (the same
             separable linear map applied as two real matrix products; faster on CNN-sized maps).
+        clamp_stride: raise each stride to ``H / (H - R)`` first (the authors'; straight-through).
 
     Returns:
         ``(N, C, H_out, W_out)`` with the dtype of ``x``.
@@ -217,8 +251,11 @@ def diffstride2d(
     _check_impl(impl)
     if not isinstance(stride, Tensor):
         raise TypeError(f"stride must be a torch.Tensor, got {type(stride).__name__}")
+    _check_stride(stride)
     stride = stride.reshape(-1)
-    _, sizes = diffstride_output_size(x.shape[2:], stride, smoothness, crop)
+    if clamp_stride:
+        stride = _clamp(stride, x.shape[2:], smoothness)
+    _, sizes = diffstride_output_size(x.shape[2:], stride, smoothness, crop, clamp_stride=False)
     if out_size is not None:
         sizes = [int(s) for s in out_size]  # type: ignore[assignment]
         _check_out_size(x, sizes)
@@ -291,7 +328,10 @@ def module_macs(module: nn.Module, inputs: tuple, output: Tensor) -> int:
     """:func:`diffstride_macs` of one call of a :class:`DiffStride2d` / :class:`StaticDiffStride2d`
     (the ``fn(module, inputs, output)`` form of :func:`poolarch.complexity.register_macs`)."""
     x = inputs[0]
-    stride = module.stride.detach().double().cpu().tolist()
+    stride = module.stride.detach().double().cpu()
+    if module.clamp_stride:
+        stride = _clamp(stride, x.shape[2:], module.smoothness)
+    stride = stride.tolist()
     kept = kept_bins(x.shape[2:], stride, module.smoothness)
     return diffstride_macs(x.shape[2:], output.shape[2:], kept, int(x.shape[0]) * int(x.shape[1]), module.impl)
 
@@ -312,8 +352,10 @@ class DiffStride2d(LearnableResize):
         share_stride_with: an existing :class:`DiffStride2d` whose stride parameter is reused
             (residual main path and shortcut, as in the paper).
         impl: ``"dense"`` (two real matrix products) or ``"fft"``; same result (float rounding).
+        clamp_stride: raise the strides to ``H / (H - R)`` of each input (the authors'; default).
 
-    The trained parameter is ``stride_raw = rho`` with ``S = 1 + softplus(rho)``.
+    The trained parameter is ``stride_raw = rho`` with ``S = 1 + softplus(rho)``; the strides of the
+    last call (after the clamp) are ``last_stride``.
     """
 
     ndim = 2
@@ -325,6 +367,7 @@ class DiffStride2d(LearnableResize):
         crop: str = "window",
         share_stride_with: "DiffStride2d | None" = None,
         impl: str = "dense",
+        clamp_stride: bool = True,
     ) -> None:
         super().__init__()
         _check_smoothness(smoothness)
@@ -333,6 +376,8 @@ class DiffStride2d(LearnableResize):
         self.smoothness = float(smoothness)
         self.crop = crop
         self.impl = impl
+        self.clamp_stride = bool(clamp_stride)
+        self.last_stride: tuple[float, float] | None = None
         if share_stride_with is not None:
             if not isinstance(share_stride_with, DiffStride2d):
                 raise TypeError(
@@ -348,7 +393,8 @@ class DiffStride2d(LearnableResize):
 
     @property
     def stride(self) -> Tensor:
-        """Current strides ``(S_h, S_w) = 1 + softplus(rho)``, differentiable, always ``> 1``."""
+        """Current strides ``(S_h, S_w) = 1 + softplus(rho)``, differentiable, always ``> 1``
+        (before the per-input clamp)."""
         return 1.0 + F.softplus(self.stride_raw)
 
     @property
@@ -375,28 +421,36 @@ class DiffStride2d(LearnableResize):
             self.stride_raw.clamp_(min=_stride_to_raw(1.0 / max_scale))
 
     def output_size(self, in_size: Sequence[int]) -> tuple[int, ...]:
-        return diffstride_output_size(in_size, self.stride.detach(), self.smoothness, self.crop)[1]
+        return diffstride_output_size(
+            in_size, self.stride.detach(), self.smoothness, self.crop, self.clamp_stride
+        )[1]
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x)
         stride = self.stride
-        surrogate, sizes = diffstride_output_size(x.shape[2:], stride, self.smoothness, self.crop)
+        if self.clamp_stride:
+            stride = _clamp(stride, x.shape[2:], self.smoothness)
+        surrogate, sizes = diffstride_output_size(x.shape[2:], stride, self.smoothness, self.crop, False)
         self.last_in_size = (int(x.shape[2]), int(x.shape[3]))
         self.last_out_size = sizes
         self.last_size_surrogate = surrogate
-        return diffstride2d(x, stride, self.smoothness, self.crop, impl=self.impl)
+        values = stride.detach().tolist()
+        self.last_stride = (float(values[0]), float(values[1]))
+        return diffstride2d(x, stride, self.smoothness, self.crop, impl=self.impl, clamp_stride=False)
 
     def to_static(self) -> "StaticDiffStride2d":
         if self.last_out_size is None:
             raise RuntimeError("the output size is not known yet: run a forward pass first, or freeze(model, example_input=x)")
         return StaticDiffStride2d(
-            self.stride.detach().tolist(), self.last_out_size, self.smoothness, self.crop, self.impl,
-            in_size=self.last_in_size,
+            self.last_stride, self.last_out_size, self.smoothness, self.crop, self.impl,
+            in_size=self.last_in_size, clamp_stride=self.clamp_stride,
         )
 
     def extra_repr(self) -> str:
         s = ", ".join(f"{v:.3f}" for v in self.stride.detach().tolist())
         text = f"stride=({s}), smoothness={self.smoothness:g}, crop={self.crop}, impl={self.impl}"
+        if not self.clamp_stride:
+            text += ", clamp_stride=False"
         if self.last_in_size is not None:
             text += f", last={self.last_in_size}->{self.last_out_size}"
         return text
@@ -408,7 +462,8 @@ class StaticDiffStride2d(nn.Module):
     With ``in_size`` (what :meth:`DiffStride2d.to_static` passes) the layer also holds the two
     resampling matrices for that input size (``(H_out, H)`` and ``(W_out, W)``, the dense form of
     the masked DFT), so a forward pass is two matrix products with no data-dependent shapes: it
-    exports with ``torch.export``/ONNX. Other input sizes take the general path.
+    exports with ``torch.export``/ONNX. Other input sizes take the general path (which clamps
+    the strides for that size when ``clamp_stride``; the stored ones already are for ``in_size``).
     """
 
     def __init__(
@@ -419,12 +474,14 @@ class StaticDiffStride2d(nn.Module):
         crop: str = "window",
         impl: str = "dense",
         in_size: Sequence[int] | None = None,
+        clamp_stride: bool = True,
     ) -> None:
         super().__init__()
         _check_smoothness(smoothness)
         _check_crop(crop)
         _check_impl(impl)
         self.impl = impl
+        self.clamp_stride = bool(clamp_stride)
         strides = to_pair(stride, "stride")
         if not all(math.isfinite(s) and s >= 1 for s in strides):
             raise ValueError(f"stride must be finite and >= 1, got {strides}")
@@ -441,8 +498,9 @@ class StaticDiffStride2d(nn.Module):
         op_h, op_w = torch.zeros(0, 0, dtype=torch.float64), torch.zeros(0, 0, dtype=torch.float64)
         if in_size is not None:
             cpu = torch.device("cpu")
-            op_h = _dense_axis(self.in_size[0], self.out_size[0], self.stride[0], self.smoothness, cpu)
-            op_w = _dense_axis(self.in_size[1], self.out_size[1], self.stride[1], self.smoothness, cpu)
+            st = _clamp(self.stride, self.in_size, self.smoothness) if self.clamp_stride else self.stride
+            op_h = _dense_axis(self.in_size[0], self.out_size[0], st[0], self.smoothness, cpu)
+            op_w = _dense_axis(self.in_size[1], self.out_size[1], st[1], self.smoothness, cpu)
         # derived from the strides, so not saved in state_dict
         self.register_buffer("op_h", op_h, persistent=False)
         self.register_buffer("op_w", op_w, persistent=False)
@@ -452,11 +510,16 @@ class StaticDiffStride2d(nn.Module):
             y = torch.matmul(x, self.op_w.to(x.dtype).t())  # (N, C, H, W_out)
             return torch.matmul(y.transpose(2, 3), self.op_h.to(x.dtype).t()).transpose(2, 3).contiguous()
         if not torch.jit.is_scripting():
-            return diffstride2d(x, self.stride.to(x.dtype), self.smoothness, self.crop, self.out_size, self.impl)
+            return diffstride2d(
+                x, self.stride.to(x.dtype), self.smoothness, self.crop, self.out_size, self.impl, self.clamp_stride
+            )
         _check_input(x)
         sizes = [s for s in self.out_size]
         _check_out_size(x, sizes)
-        return _diffstride_to_size(x, self.stride, sizes, self.smoothness, self.impl)
+        stride = self.stride
+        if self.clamp_stride:
+            stride = _clamp_hw(stride, x.shape[2], x.shape[3], self.smoothness)
+        return _diffstride_to_size(x, stride, sizes, self.smoothness, self.impl)
 
     def extra_repr(self) -> str:
         s = ", ".join(f"{v:.3f}" for v in self.stride.tolist())

@@ -257,6 +257,7 @@ def convert(
             calls[node.target] = calls.get(node.target, 0) + 1
 
     sites = _find_sites(graph, modules, calls, exclude, rule, report)
+    _apply_overrides(sites, init_scales)
     if not sites:
         warnings.warn(f"convert() found nothing to convert in {type(model).__name__}: "
                       f"{_nothing_to_convert_reason(model, graph, modules, report)}", stacklevel=2)
@@ -265,7 +266,6 @@ def convert(
     size, report.input_size_source = _nominal_input_size(model, graph, modules, example_input)
     report.input_size = (int(size[2]), int(size[3]))
     _record_sizes(model, sites, size, report)
-    _apply_overrides(sites, init_scales)
     _build(model, sites, groups, method, rule, report)
     return model, report
 

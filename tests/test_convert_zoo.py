@@ -1,0 +1,165 @@
+"""convert() with no arguments keeps every model's sizes at its nominal input size (issue 13, point 5).
+
+Every torchvision classifier that torch.fx can trace, the timm families of test_convert.py and
+timm's inception_v3, dla34, cspresnet50, ghostnet_100 and xception41 (no pretrained weights,
+nothing downloaded): converted without ``example_input``, every conv sees the input shape it sees in
+the original network at the nominal size (forward hooks; reference: the original model), and one
+training step (forward + backward, batch 1) runs there.
+
+Reference for the nominal size, independent of convert(): the crop size of the builder's default
+torchvision weights (``get_model_weights(name).DEFAULT.transforms``; a ViT's own ``image_size``
+when built without weights), timm's ``pretrained_cfg["input_size"]``.
+
+The biggest builders (hundreds of millions of parameters) are checked on the meta device -- shapes
+only, the real builder at its nominal size -- and their training step runs on a reduced-width
+network of the same family with the same strides (see ``REDUCED``).
+"""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torchvision
+from test_convert import check_training_step, conv_input_sizes
+from torch import nn
+
+from poolarch.convert import convert
+from poolarch.layers import learnable_resizers
+
+torch.set_num_threads(1)
+
+TORCHVISION = torchvision.models.list_models(module=torchvision.models)
+# data-dependent Python control flow in forward (torch.fx cannot trace it)
+UNTRACEABLE: set[str] = set()
+# builders whose training step at the nominal size would dominate the suite: the real builder is
+# checked on the meta device; the training step runs on the same family at reduced width
+REDUCED = {
+    "vit_h_14": lambda: torchvision.models.VisionTransformer(224, 14, num_layers=1, num_heads=2, hidden_dim=32,
+                                                             mlp_dim=32),
+    "vit_l_16": lambda: torchvision.models.VisionTransformer(224, 16, num_layers=1, num_heads=2, hidden_dim=32,
+                                                             mlp_dim=32),
+    "vit_l_32": lambda: torchvision.models.VisionTransformer(224, 32, num_layers=1, num_heads=2, hidden_dim=32,
+                                                             mlp_dim=32),
+    "regnet_y_128gf": lambda: torchvision.models.RegNet(torchvision.models.regnet.BlockParams.from_init_params(
+        depth=27, w_0=8, w_a=8.0, w_m=2.52, group_width=8, se_ratio=0.25)),
+    "regnet_y_32gf": lambda: torchvision.models.RegNet(torchvision.models.regnet.BlockParams.from_init_params(
+        depth=20, w_0=8, w_a=8.0, w_m=2.52, group_width=8, se_ratio=0.25)),
+}
+SLOW = {"convnext_large", "convnext_base", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_l",
+        "efficientnet_v2_m", "regnet_y_16gf", "regnet_x_32gf", "swin_v2_b", "swin_b", "vit_b_16", "maxvit_t",
+        "wide_resnet101_2", "vgg19_bn", "vgg19", "vgg16_bn", "densenet161", "resnext101_64x4d",
+        "resnext101_32x8d", "efficientnet_b5"}
+TIMM = ["resnet18", "resnet50d", "efficientnet_b0", "mobilenetv3_small_100", "convnext_atto", "regnetx_002",
+        "inception_v3", "dla34", "cspresnet50", "ghostnet_100", "xception41"]
+TIMM_SLOW = {"xception41", "cspresnet50"}
+
+
+def torchvision_nominal_size(name: str, model: nn.Module) -> int:
+    if isinstance(model, torchvision.models.VisionTransformer):
+        return model.image_size  # the position embedding fixes it; 518 only with the SWAG weights
+    return torchvision.models.get_model_weights(name).DEFAULT.transforms.keywords["crop_size"]
+
+
+def meta_conv_input_sizes(model: nn.Module, size: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """:func:`conv_input_sizes` with every weight on the meta device (shapes only); learnable
+    resizers keep their real scale parameter, so they compute their real output sizes."""
+    keep = {f"{n}.{p}" for n, m in learnable_resizers(model) for p, _ in m.named_parameters()}
+    state = {k: v if k in keep else torch.empty_like(v, device="meta")
+             for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    sizes: list[tuple[int, ...]] = []
+    hooks = [m.register_forward_pre_hook(lambda m, i: sizes.append(tuple(i[0].shape)))
+             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    model.eval()
+    with torch.no_grad():
+        out = torch.func.functional_call(model, state, (torch.empty(size, device="meta"),), strict=False)
+    for h in hooks:
+        h.remove()
+    return sizes + [tuple(out.shape)]
+
+
+def training_step(model: nn.Module, x: torch.Tensor) -> None:
+    """check_training_step on the logits (Inception/GoogLeNet return a tuple with the auxiliary
+    logits in training mode: their loss is added so every parameter gets a gradient)."""
+
+    class Logits(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            out = self.inner(x)
+            if isinstance(out, tuple):
+                return sum(o for o in out if o is not None)
+            return out
+
+    check_training_step(Logits(model), x)
+
+
+def check_keeps_sizes(original: nn.Module, size: int, channels: int = 3, batch: int = 1) -> None:
+    """Converted with no arguments (in place: one copy of the weights), every conv of the model
+    sees the input shape it saw in the original at ``size`` (shapes on the meta device, see
+    ``test_meta_shape_check_sees_what_a_real_forward_sees``), and a real training step runs there."""
+    shape = (1, channels, size, size)
+    expected = meta_conv_input_sizes(original, shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "sizes differ" / "nothing to convert" warning
+        model, report = convert(original, inplace=True)
+    assert report.sites and report.input_size == (size, size), str(report)
+    assert all(s.out_size is not None for s in report.sites), str(report)  # every site reached
+    assert meta_conv_input_sizes(model, shape) == expected
+    training_step(model, torch.randn(batch, channels, size, size))
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+    for n in TORCHVISION if n not in UNTRACEABLE and n not in REDUCED])
+def test_torchvision_builder_keeps_sizes_at_nominal_size(name):
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GoogLeNet/Inception: init_weights default notice
+        original = torchvision.models.get_model(name, weights=None)
+    # batch 2 for Inception-v3: its auxiliary head's BatchNorm sees a 1x1 map in training mode
+    check_keeps_sizes(original, torchvision_nominal_size(name, original), batch=2 if name == "inception_v3" else 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(REDUCED))
+def test_biggest_torchvision_builders_keep_sizes(name):
+    original = torchvision.models.get_model(name, weights=None)
+    size = torchvision_nominal_size(name, original)
+    expected = meta_conv_input_sizes(original, (1, 3, size, size))
+    model, report = convert(original, inplace=True)  # no second copy of the weights
+    assert report.input_size == (size, size), str(report)
+    assert meta_conv_input_sizes(model, (1, 3, size, size)) == expected
+    del model
+    torch.manual_seed(0)
+    check_keeps_sizes(REDUCED[name](), size)
+
+
+def test_untraceable_builders_are_reported_as_such():
+    for name in sorted(UNTRACEABLE):
+        with pytest.raises(ValueError, match="traceable by torch.fx"):
+            convert(torchvision.models.get_model(name, weights=None))
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in TIMM_SLOW else n for n in TIMM])
+def test_timm_model_keeps_sizes_at_nominal_size(name):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    original = timm.create_model(name, pretrained=False)
+    c, h, w = original.pretrained_cfg["input_size"]
+    assert h == w
+    check_keeps_sizes(original, h, channels=c)
+
+
+def test_meta_shape_check_sees_what_a_real_forward_sees():
+    """The meta-device check used for the biggest builders agrees with a real forward pass
+    (here on AlexNet, whose sizes the old 1/stride initialisation changed: 27 -> 28)."""
+    original = torchvision.models.alexnet()
+    model, _ = convert(original)
+    x = torch.randn(1, 3, 224, 224)
+    assert meta_conv_input_sizes(model, (1, 3, 224, 224)) == conv_input_sizes(model, x)
+    assert meta_conv_input_sizes(original, (1, 3, 224, 224)) == conv_input_sizes(original, x)
+    wrong, _ = convert(original, init_scales=[(1 / 8, 1 / 8), 0.5, 0.5])
+    assert meta_conv_input_sizes(wrong, (1, 3, 224, 224)) != conv_input_sizes(original, x)

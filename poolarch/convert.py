@@ -12,7 +12,8 @@ class and module names) and rewrites it:
   is copied in front of the resizer when it is a ReLU/ReLU6 (``Sequential(bn2, ReLU(), resizer)``;
   the shared ReLU that follows is then the identity on the resizer's output, which stays in the
   activation's range for DynOPool and Shape Adaptor: interpolation and max/avg keep it), so the
-  network computes exactly rule B. Any other shared activation (SiLU, GELU, ...) is not copied; the
+  network computes exactly rule B (DiffStride's spectral crop can leave that range; the shared ReLU
+  then also clips the resizer's output). Any other shared activation (SiLU, GELU, ...) is not copied; the
   resizer then sits after the BatchNorm, before that activation, and the report says so;
 * rule C (``rule="C"``) -- the resizer is placed *before* the stride-1 conv (``Conv_1 o DynOPool``);
 * a strided conv whose chain runs straight into a pooling layer (ResNet stem) becomes one resizer
@@ -25,7 +26,7 @@ Initial scales keep every feature-map size of the original network at its *nomin
 an ``example_input`` if given, else timm's ``pretrained_cfg["input_size"]``, a ``VisionTransformer``'s
 ``image_size``, the crop size of the torchvision builder's default weights (read from the weights
 enum, nothing is downloaded; e.g. 299 for ``inception_v3``), else 224. The original network is run
-once at that size (shapes only, with fake tensors when possible) to record what every converted
+once at that size (shapes only, on the meta device when possible) to record what every converted
 layer maps its input to -- floor for pooling, ceil with ``ceil_mode``, the conv formula with
 padding/dilation for strided convs -- and each share group gets the first scale for which every
 member's resizer (its own ``output_size`` rule) gives exactly those sizes: ``1/stride`` when it does
@@ -84,9 +85,10 @@ class ReplacedSite:
         stride: the original stride (product for merged sites).
         init_scale: initial scale ``(r_h, r_w)`` of the new resizer.
         resizer: module path of the new resizer in the converted model.
-        placement: where it went and why, e.g. ``"replaces maxpool"``, ``"after layer1.0.act2
-            (the activation, rule B)"``, ``"after a copy of the shared activation layer2.0.relu"``,
-            ``"after layer2.0.downsample.1 (no activation follows)"`` or ``"before conv"`` (rule C).
+        placement: where it went and why, e.g. ``"replaces maxpool"``, ``"after layer1.0.act2 (the
+            activation)"``, ``"after a copy of the activation layer2.0.relu (called several times),
+            placed after layer2.0.bn2"``, ``"after layer2.0.downsample.1 (no activation follows)"``
+            or ``"before conv"`` (rule C).
         in_size: the resizer's input size ``(H, W)`` at the report's input size (``None``: not reached).
         out_size: the original layer's output size there, which the initial scale reproduces.
         group: index into :attr:`ConversionReport.groups` (resizers sharing one scale).
@@ -225,8 +227,9 @@ def convert(
         method: a learnable kind of :func:`poolarch.layers.list_pools` (``"dynopool"``,
             ``"shape_adaptor"``, ``"diffstride"`` once registered).
         init_scales: per-site initial scales: a mapping from the original module name (pool or conv)
-            to a float or ``(r_h, r_w)``, or a sequence in site order (the report's order). Default
-            ``1/stride``.
+            to a float or ``(r_h, r_w)``, or a sequence in site order (the report's order). Default:
+            the scales that keep the original sizes at the nominal input size (``1/stride`` where
+            that does).
         exclude: module names (or prefixes) to keep fixed.
         rule: ``"B"`` (resizer after the conv's activation) or ``"C"`` (before the stride-1 conv).
         example_input: a tensor or a size ``(N, C, H, W)`` at which the initial scales keep every

@@ -143,6 +143,10 @@ def test_torchvision_builder_trains_at_nominal_size(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         original = torchvision.models.get_model(name, weights=None)
+    with torch.no_grad():  # ViT zero-initialises its head: no gradient would reach anything before it
+        for m in original.modules():
+            if isinstance(m, nn.Linear) and not m.weight.any():
+                m.weight.normal_(std=0.02)
     # batch 2 for Inception-v3: its auxiliary head's BatchNorm sees a 1x1 map in training mode
     check_keeps_sizes(original, torchvision_nominal_size(name, original), batch=2 if name == "inception_v3" else 1)
 

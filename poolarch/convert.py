@@ -5,10 +5,16 @@ class and module names) and rewrites it:
 
 * rule A -- every ``MaxPool2d``/``AvgPool2d`` with stride > 1 becomes a learnable resizer;
 * rule B -- every strided ``Conv2d`` gets stride 1 and is followed by a learnable resizer, placed
-  after the block's activation (``DynOPool o ReLU o Conv_1``). The resizer follows the last module of
-  the conv's single-user chain of BatchNorm/activation/dropout modules that is called only once (a
-  module reused elsewhere, like torchvision ResNet's shared ``relu``, cannot carry it; then it goes
-  after the BatchNorm);
+  after the block's activation (paper 000, appendix A.1: ``ReLU o Conv_s -> DynOPool_s o ReLU o
+  Conv_1``). The resizer follows the last module of the conv's single-user chain of
+  BatchNorm/activation/dropout modules that is called only once. An activation that cannot carry it
+  -- a module reused elsewhere, like torchvision ResNet's shared ``relu``, or a functional ``relu`` --
+  is copied in front of the resizer when it is a ReLU/ReLU6 (``Sequential(bn2, ReLU(), resizer)``;
+  the shared ReLU that follows is then the identity on the resizer's output, which stays in the
+  activation's range for DynOPool and Shape Adaptor: interpolation and max/avg keep it), so the
+  network computes exactly rule B (DiffStride's spectral crop can leave that range; the shared ReLU
+  then also clips the resizer's output). Any other shared activation (SiLU, GELU, ...) is not copied; the
+  resizer then sits after the BatchNorm, before that activation, and the report says so;
 * rule C (``rule="C"``) -- the resizer is placed *before* the stride-1 conv (``Conv_1 o DynOPool``);
 * a strided conv whose chain runs straight into a pooling layer (ResNet stem) becomes one resizer
   with the product of the strides (initial scale 0.25) in place of the pool;
@@ -16,20 +22,29 @@ class and module names) and rewrites it:
 * resizers whose outputs meet in an ``add``/``cat``/``mul`` -- e.g. a residual block's main path and
   its projection shortcut -- share one scale (``share_with``), so every alpha still gives a valid net.
 
-Initial scale: ``1/stride``, unless overridden by ``init_scales`` or matched to an ``example_input``.
-Sizes: DynOPool outputs ``round(H * r)`` (halves round up). At ``r = 1/2`` this equals a stride-2
-"same" conv or ``MaxPool2d(3, 2, padding=1)`` (``ceil(H/2)``) for every ``H``, and ``MaxPool2d(2)`` for
-even ``H``; ``MaxPool2d(2)`` on odd ``H`` floors (7 -> 3, DynOPool 4). Pass ``example_input`` to set
-every initial scale to ``out/in`` of the original layer at that input, which reproduces the
-original feature-map sizes exactly at that resolution. DynOPool never outputs fewer than 2 cells per
-axis (``min_size=1.5``), so maps the original shrinks to 1 stay at 2.
+Initial scales keep every feature-map size of the original network at its *nominal input size*:
+an ``example_input`` if given, else timm's ``pretrained_cfg["input_size"]``, a ``VisionTransformer``'s
+``image_size``, the crop size of the torchvision builder's default weights (read from the weights
+enum, nothing is downloaded; e.g. 299 for ``inception_v3``), else 224. The original network is run
+once at that size (shapes only, on the meta device when possible) to record what every converted
+layer maps its input to -- floor for pooling, ceil with ``ceil_mode``, the conv formula with
+padding/dilation for strided convs -- and each share group gets the first scale for which every
+member's resizer (its own ``output_size`` rule) gives exactly those sizes: ``1/stride`` when it does
+(DynOPool's ``round(H/2)`` = ``ceil(H/2)`` equals a stride-2 "same" conv at every ``H``), else the
+middle of the interval of scales that round to the original sizes (e.g. AlexNet's stem at 224:
+``27/224``; Inception-v3's ``299 -> 149``: ``149/299``). ``init_scales`` overrides that. The report
+says which input size was used and where it came from, and notes any layer whose size cannot be
+kept (DynOPool never outputs fewer than 2 cells per axis, ``min_size=1.5``: a map the original
+shrinks to 1 stays at 2).
 
 Existing learnable resizers are left alone (converting twice changes nothing). Only 2-D
 ``Conv2d``/``MaxPool2d``/``AvgPool2d`` modules are converted; functional pooling calls are not.
 """
 from __future__ import annotations
 
+import copy
 import operator
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -51,6 +66,8 @@ _ELEMENTWISE_TYPES = (
     nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU,
     nn.PReLU, nn.ELU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout, nn.Dropout2d,
 )
+_ACTIVATION_TYPES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.LeakyReLU, nn.PReLU,
+                     nn.ELU, nn.Mish, nn.Sigmoid, nn.Tanh)
 _PASS_THROUGH_TYPES = (nn.Identity, nn.Dropout, nn.Dropout2d)  # traversed, never host a resizer
 _ELEMENTWISE_FUNCTIONS = {torch.relu, torch.nn.functional.relu, torch.nn.functional.relu6, torch.nn.functional.silu,
                           torch.nn.functional.gelu, torch.sigmoid, torch.nn.functional.hardswish}
@@ -69,7 +86,12 @@ class ReplacedSite:
         stride: the original stride (product for merged sites).
         init_scale: initial scale ``(r_h, r_w)`` of the new resizer.
         resizer: module path of the new resizer in the converted model.
-        placement: where it went: ``"replaces <pool>"``, ``"after <module>"`` or ``"before <conv>"``.
+        placement: where it went and why, e.g. ``"replaces maxpool"``, ``"after layer1.0.act2 (the
+            activation)"``, ``"after a copy of the activation layer2.0.relu (called several times),
+            placed after layer2.0.bn2"``, ``"after layer2.0.downsample.1 (no activation follows)"``
+            or ``"before conv"`` (rule C).
+        in_size: the resizer's input size ``(H, W)`` at the report's input size (``None``: not reached).
+        out_size: the original layer's output size there, which the initial scale reproduces.
         group: index into :attr:`ConversionReport.groups` (resizers sharing one scale).
         merged: the pool merged into this site (``strided_conv+pool`` only).
     """
@@ -82,14 +104,20 @@ class ReplacedSite:
     placement: str = ""
     group: int = -1
     merged: str | None = None
+    in_size: tuple[int, int] | None = None
+    out_size: tuple[int, int] | None = None
 
 
 @dataclass
 class ConversionReport:
-    """What :func:`convert` did: replaced sites, share groups (lists of resizer paths), skipped layers."""
+    """What :func:`convert` did: replaced sites, share groups (lists of resizer paths), skipped
+    layers, and the input size ``(H, W)`` at which the initial scales keep the original sizes
+    (``input_size_source`` says where that size came from)."""
 
     method: str
     rule: str
+    input_size: tuple[int, int] | None = None
+    input_size_source: str = ""
     sites: list[ReplacedSite] = field(default_factory=list)
     groups: list[list[str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -111,10 +139,14 @@ class ConversionReport:
     def __str__(self) -> str:
         lines = [f"ConversionReport(method={self.method}, rule={self.rule}): {len(self.sites)} resizers, "
                  f"{len(self.groups)} scale groups"]
+        if self.input_size is not None:
+            lines.append(f"  sizes kept at input {self.input_size[0]}x{self.input_size[1]} ({self.input_size_source})")
         for s in self.sites:
-            scale = ",".join(f"{v:.3f}" for v in s.init_scale)
+            scale = ",".join(f"{v:.4g}" for v in s.init_scale)
             merged = f" (+{s.merged})" if s.merged else ""
-            lines.append(f"  [{s.group}] {s.kind:<18} {s.name}{merged} stride={s.stride} scale=({scale}) "
+            sizes = "" if s.in_size is None else (
+                f" {s.in_size[0]}x{s.in_size[1]}->{s.out_size[0]}x{s.out_size[1]}" if s.out_size else "")
+            lines.append(f"  [{s.group}] {s.kind:<18} {s.name}{merged} stride={s.stride} scale=({scale}){sizes} "
                          f"-> {s.resizer} ({s.placement})")
         for name, reason in self.skipped:
             lines.append(f"  kept {name}: {reason}")
@@ -123,10 +155,12 @@ class ConversionReport:
 
 
 class _Tracer(fx.Tracer):
-    """FX tracer that keeps existing learnable resizers as leaves (their forward is not traceable)."""
+    """FX tracer that keeps existing learnable resizers (their forward is not traceable) and every
+    ``BatchNorm2d`` subclass (e.g. timm's ``BatchNormAct2d``, BatchNorm + activation in one module,
+    which rule B can then follow) as leaves."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, LearnableResize) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (LearnableResize, nn.BatchNorm2d)) or super().is_leaf_module(m, qualname)
 
 
 def _trace(model: nn.Module) -> fx.Graph:
@@ -174,6 +208,8 @@ class _Site:
     channels: int | None
     order: int
     explicit: bool = False  # initial scale given by the user
+    activation: nn.Module | None = None  # copy of a shared activation put before the resizer (rule B)
+    placement: str = ""
 
 
 def convert(
@@ -193,11 +229,14 @@ def convert(
             ``"shape_adaptor"``, ``"diffstride"`` once registered).
         init_scales: per-site initial scales: one number for every site, a mapping from the
             original module name (pool or conv) to a float or ``(r_h, r_w)``, or a sequence in site
-            order (the report's order). Default ``1/stride``.
+            order (the report's order). Default: the scales that keep the original sizes at the
+            nominal input size (``1/stride`` where that does).
         exclude: module names (or prefixes) to keep fixed.
         rule: ``"B"`` (resizer after the conv's activation) or ``"C"`` (before the stride-1 conv).
-        example_input: a tensor or a size ``(N, C, H, W)``; if given, default initial scales are
-            ``out/in`` of the original layers at this input, so the sizes match exactly there.
+        example_input: a tensor or a size ``(N, C, H, W)`` at which the initial scales keep every
+            original feature-map size. Default: the model's nominal input size (timm
+            ``pretrained_cfg["input_size"]``, ``image_size``, the torchvision builder's weights crop
+            size, else 224; see the module docstring); ``report.input_size_source`` says which.
         inplace: modify ``model`` itself instead of a deep copy.
 
     Returns:
@@ -222,16 +261,51 @@ def convert(
             calls[node.target] = calls.get(node.target, 0) + 1
 
     sites = _find_sites(graph, modules, calls, exclude, rule, report)
-    groups = _share_groups(graph, sites, report)
-    if example_input is not None:
-        _match_sizes(model, sites, example_input, rule)
     _apply_overrides(sites, init_scales)
+    if not sites:
+        warnings.warn(f"convert() found nothing to convert in {type(model).__name__}: "
+                      f"{_nothing_to_convert_reason(model, graph, modules, report)}", stacklevel=2)
+        return model, report
+    groups = _share_groups(graph, sites, report)
+    size, report.input_size_source = _nominal_input_size(model, graph, modules, example_input)
+    report.input_size = (int(size[2]), int(size[3]))
+    _record_sizes(model, sites, size, report)
     _build(model, sites, groups, method, rule, report)
     return model, report
 
 
+_FUNCTIONAL_RESIZES = {torch.nn.functional.max_pool2d, torch.nn.functional.avg_pool2d, torch.max_pool2d,
+                       torch.nn.functional.interpolate, torch.nn.functional.conv2d}
+
+
+def _nothing_to_convert_reason(model: nn.Module, graph: fx.Graph, modules: dict[str, nn.Module],
+                               report: ConversionReport) -> str:
+    """Why :func:`_find_sites` found no site, for the warning."""
+    reasons = []
+    existing = [n for n, m in modules.items() if isinstance(m, LearnableResize)]
+    if existing:
+        reasons.append(f"it already has {len(existing)} learnable resizer(s) ({existing[0]}, ...), which are "
+                       f"left alone")
+    if report.skipped:
+        reasons.append("every candidate layer was skipped: " + "; ".join(f"{n} ({r})" for n, r in report.skipped))
+    functional = sorted({getattr(n.target, "__name__", str(n.target)) for n in graph.nodes
+                         if n.op == "call_function" and n.target in _FUNCTIONAL_RESIZES})
+    if functional:
+        reasons.append(f"its forward resizes with functional calls ({', '.join(functional)}), which are not "
+                       f"replaced")
+    if not reasons:
+        reasons.append("it has no MaxPool2d/AvgPool2d or Conv2d with stride > 1")
+    return "; ".join(reasons) + ". The model is returned unchanged (0 resizers)."
+
+
 def _module_of(node: fx.Node, modules: dict[str, nn.Module]) -> nn.Module | None:
     return modules.get(node.target) if node.op == "call_module" else None
+
+
+def _is_activation(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules.get(node.target), _ACTIVATION_TYPES)
+    return node.op == "call_function" and node.target in _ELEMENTWISE_FUNCTIONS
 
 
 def _is_elementwise(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
@@ -293,7 +367,7 @@ def _find_sites(graph: fx.Graph, modules: dict[str, nn.Module], calls: dict[str,
             stride = _pair_int(m.stride)
             site = _Site(ReplacedSite(name, "pool", stride, (1 / stride[0], 1 / stride[1])),
                          None, name, None, [n for n in graph.nodes if n.op == "call_module" and n.target == name],
-                         _channels_before(node, modules), order[node])
+                         _channels_before(node, modules), order[node], placement=f"replaces {name}")
             sites.append(site)
         elif isinstance(m, nn.Conv2d) and _pair_int(m.stride) != (1, 1):
             if _excluded(name, exclude):
@@ -304,16 +378,13 @@ def _find_sites(graph: fx.Graph, modules: dict[str, nn.Module], calls: dict[str,
                 continue
             stride = _pair_int(m.stride)
             chain, feeds = _chain(node, modules)
-            after = None
+            after, activation, placement = None, None, f"before {name}"
             if rule == "B":
-                after = name
-                for c in chain:
-                    host = modules[c.target] if c.op == "call_module" else None
-                    if host is not None and calls[c.target] == 1 and not isinstance(host, _PASS_THROUGH_TYPES):
-                        after = c.target
+                after, activation, placement = _rule_b_host(name, chain, modules, calls)
             channels = m.out_channels if rule == "B" else m.in_channels
             site = _Site(ReplacedSite(name, "strided_conv", stride, (1 / stride[0], 1 / stride[1])),
-                         name, None, after, [node], channels, order[node])
+                         name, None, after, [node], channels, order[node], activation=activation,
+                         placement=placement)
             # a strided conv running straight into a pool: one resizer with the product stride
             fm = _module_of(feeds, modules) if feeds is not None else None
             if (rule == "B" and isinstance(fm, _POOL_TYPES) and _pair_int(fm.stride) != (1, 1)
@@ -322,12 +393,62 @@ def _find_sites(graph: fx.Graph, modules: dict[str, nn.Module], calls: dict[str,
                 total = (stride[0] * pstride[0], stride[1] * pstride[1])
                 site.info = ReplacedSite(name, "strided_conv+pool", total, (1 / total[0], 1 / total[1]),
                                          merged=feeds.target)
-                site.pool, site.after = feeds.target, None
+                site.pool, site.after, site.activation = feeds.target, None, None
+                site.placement = f"replaces {feeds.target}; {name} runs at stride 1"
                 site.nodes.append(feeds)
                 seen_targets.add(feeds.target)
             sites.append(site)
     sites.sort(key=lambda s: s.order)
     return sites
+
+
+def _activation_name(node: fx.Node) -> str:
+    if node.op == "call_module":
+        return str(node.target)
+    return f"functional {getattr(node.target, '__name__', node.target)}"
+
+
+def _activation_copy(node: fx.Node, modules: dict[str, nn.Module]) -> nn.Module | None:
+    """A module computing the ReLU/ReLU6 ``node`` computes (``None`` for other activations): those
+    are idempotent and their range is kept by interpolation and max/avg pooling."""
+    if node.op == "call_module":
+        m = modules[node.target]
+        return copy.deepcopy(m) if type(m) in (nn.ReLU, nn.ReLU6) else None
+    if node.target in (torch.relu, torch.nn.functional.relu):
+        return nn.ReLU()
+    if node.target is torch.nn.functional.relu6:
+        return nn.ReLU6()
+    return None
+
+
+def _rule_b_host(conv: str, chain: list[fx.Node], modules: dict[str, nn.Module], calls: dict[str, int]
+                 ) -> tuple[str, nn.Module | None, str]:
+    """Where rule B puts the resizer after strided ``conv``: ``(host module, activation copy or None,
+    placement text)``. The host is the last module of the conv's elementwise chain that is called
+    once; an activation after it that cannot carry the resizer (shared module, function) is copied
+    into the host's ``Sequential`` when it is a ReLU/ReLU6, so the resizer follows the activation."""
+    after, pending = conv, None
+    for c in chain:
+        m = modules.get(c.target) if c.op == "call_module" else None
+        if m is not None and calls[c.target] == 1 and not isinstance(m, _PASS_THROUGH_TYPES):
+            after, pending = c.target, None
+        elif _is_activation(c, modules):
+            pending = c
+    if pending is None:
+        host = modules[after]
+        if isinstance(host, _ACTIVATION_TYPES):
+            why = "the activation"
+        elif isinstance(getattr(host, "act", None), _ACTIVATION_TYPES):
+            why = "its BatchNorm + activation"
+        else:
+            why = "no activation follows"
+        return after, None, f"after {after} ({why})"
+    name = _activation_name(pending)
+    shared = "called several times" if pending.op == "call_module" else "a function call"
+    act = _activation_copy(pending, modules)
+    if act is not None:
+        return after, act, f"after a copy of the activation {name} ({shared}), placed after {after}"
+    return after, None, f"after {after}, before the activation {name} ({shared}; not copied: rule B not reached)"
 
 
 def _share_groups(graph: fx.Graph, sites: list[_Site], report: ConversionReport) -> list[list[int]]:
@@ -366,31 +487,120 @@ def _share_groups(graph: fx.Graph, sites: list[_Site], report: ConversionReport)
     return share_groups(len(sites), pairs)
 
 
-def _input_size(example_input: Tensor | Sequence[int]) -> Tensor:
-    if isinstance(example_input, Tensor):
-        return example_input
-    size = tuple(int(s) for s in example_input)
-    if len(size) != 4:
-        raise ValueError(f"example_input must be a tensor or a size (N, C, H, W), got {example_input!r}")
-    return torch.zeros(size)
+def _first_conv_channels(graph: fx.Graph, modules: dict[str, nn.Module]) -> int:
+    for node in graph.nodes:
+        m = _module_of(node, modules)
+        if isinstance(m, nn.Conv2d):
+            return int(m.in_channels)
+    return 3
 
 
-def _match_sizes(model: nn.Module, sites: list[_Site], example_input, rule: str) -> None:
-    """Set each site's initial scale to ``out/in`` of the original layers at ``example_input``."""
-    x = _input_size(example_input)
+def _nominal_input_size(model: nn.Module, graph: fx.Graph, modules: dict[str, nn.Module],
+                        example_input: Tensor | Sequence[int] | None) -> tuple[tuple[int, ...], str]:
+    """``((1, C, H, W), where it came from)``: the input size at which the sizes are kept."""
+    if example_input is not None:
+        if isinstance(example_input, Tensor):
+            if example_input.dim() != 4:
+                raise ValueError(f"example_input must be a 4-d tensor (N, C, H, W), got shape "
+                                 f"{tuple(example_input.shape)}")
+            return tuple(example_input.shape), "example_input"
+        if isinstance(example_input, Sequence) and not isinstance(example_input, str) and len(example_input) == 4 \
+                and all(isinstance(v, int) and v > 0 for v in example_input):
+            return tuple(example_input), "example_input"
+        raise ValueError(f"example_input must be a tensor or a size (N, C, H, W) of positive ints, got {example_input!r}")
+    channels = _first_conv_channels(graph, modules)
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if isinstance(cfg, Mapping) and cfg.get("input_size"):
+        c, h, w = (int(v) for v in cfg["input_size"])
+        arch = cfg.get("architecture") or type(model).__name__
+        return (1, channels, h, w), f"timm pretrained_cfg['input_size'] of {arch}"
+    image_size = getattr(model, "image_size", None)
+    if isinstance(image_size, int) and not isinstance(image_size, bool) and image_size > 0:
+        return (1, channels, image_size, image_size), f"{type(model).__name__}.image_size"
+    found = _torchvision_input_size(model)
+    if found is not None:
+        return (1, channels, found[0], found[0]), found[1]
+    return (1, channels, 224, 224), f"default 224: no nominal input size known for {type(model).__name__}"
+
+
+def _params_at_1000_classes(model: nn.Module) -> int:
+    """Parameter count with every classifier ``Linear`` (same ``out_features`` as the last one)
+    resized to 1000 outputs: what torchvision's weights ``meta["num_params"]`` counts."""
+    total = sum(p.numel() for p in model.parameters())
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if linears:
+        k = linears[-1].out_features
+        for m in linears:
+            if m.out_features == k:
+                bias = m.bias is not None
+                total += (m.in_features + bias) * 1000 - (m.in_features + bias) * k
+    return total
+
+
+def _torchvision_input_size(model: nn.Module) -> tuple[int, str] | None:
+    """Crop size of the default weights of the torchvision builder that made ``model`` (``None``
+    when ``model`` is not a torchvision classifier or the builder is not identified). Reads the
+    weights enums only: nothing is built or downloaded."""
+    module = type(model).__module__
+    if not module.startswith("torchvision.models"):
+        return None
+    try:
+        import torchvision
+    except ImportError:  # pragma: no cover - the model's own package
+        return None
+    crops: dict[str, int] = {}
+    weights: dict[str, list[Any]] = {}
+    for name in torchvision.models.list_models(module=torchvision.models):
+        if torchvision.models.get_model_builder(name).__module__ != module:
+            continue
+        enum = torchvision.models.get_model_weights(name)
+        crop = getattr(enum.DEFAULT.transforms, "keywords", {}).get("crop_size")
+        if isinstance(crop, int):
+            crops[name], weights[name] = crop, list(enum)
+    if not crops:
+        return None
+    if len(set(crops.values())) == 1:
+        crop = next(iter(crops.values()))
+        return crop, f"crop size of the default weights of every torchvision builder in {module}"
+    n = _params_at_1000_classes(model)
+    matches = [name for name, ws in weights.items() if any(w.meta.get("num_params") == n for w in ws)]
+    if len({crops[m] for m in matches}) != 1:
+        return None
+    name = matches[0]
+    default = torchvision.models.get_model_weights(name).DEFAULT
+    return crops[name], f"crop size of torchvision {name}'s default weights {default}"
+
+
+def _record_sizes(model: nn.Module, sites: list[_Site], size: tuple[int, ...], report: ConversionReport) -> None:
+    """Run the original ``model`` once at ``size`` (eval mode; on the meta device -- shapes only --
+    when the model allows it) and record each site's resizer input and original output sizes."""
     record: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
     hooks = []
     names = {n for s in sites for n in (s.conv, s.pool) if n}
     for name in names:
         def hook(mod, inp, out, name=name):
-            record.setdefault(name, (tuple(inp[0].shape[-2:]), tuple(out.shape[-2:])))
+            record.setdefault(name, (tuple(int(v) for v in inp[0].shape[-2:]), tuple(int(v) for v in out.shape[-2:])))
         hooks.append(model.get_submodule(name).register_forward_hook(hook))
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            param = next(model.parameters(), None)
-            model(x if param is None else x.to(param.device))
+            try:  # shapes only: every parameter, buffer and the input on the meta device
+                state = {k: torch.empty_like(v, device="meta")
+                         for k, v in [*model.named_parameters(), *model.named_buffers()]}
+                torch.func.functional_call(model, state, (torch.empty(size, device="meta"),), strict=False)
+            except Exception:  # noqa: BLE001 -- e.g. data-dependent code: run it for real
+                record.clear()
+                model(torch.zeros(size, device=device))
+    except Exception as exc:  # noqa: BLE001 -- the model cannot run at that size
+        note = (f"the original model does not run at input {tuple(size)} ({report.input_size_source}): "
+                f"{type(exc).__name__}: {exc}; initial scales are 1/stride -- pass example_input= to keep the "
+                f"sizes at another input size")
+        report.notes.append(note)
+        warnings.warn(f"convert(): {note}", stacklevel=3)
+        return
     finally:
         model.train(was_training)
         for h in hooks:
@@ -398,16 +608,42 @@ def _match_sizes(model: nn.Module, sites: list[_Site], example_input, rule: str)
     for s in sites:
         final = record.get(s.pool or s.conv)
         if final is None:
+            continue  # not reached in eval mode (e.g. an auxiliary head)
+        # a converted conv keeps the size (see _make_stride_one_same): the resizer maps the conv's
+        # input size to the original output size, before (rule C) or after (rule B) it
+        s.info.in_size = record[s.conv][0] if s.conv is not None else final[0]
+        s.info.out_size = final[1]
+
+
+def _candidate_scales(members: list[_Site]) -> list[tuple[float, float]]:
+    """Scales to try for a share group, best first: ``1/stride``, the middle of the interval of
+    scales that round (halves up) to every member's original size, each member's ``out/in``."""
+    first = members[0].info
+    candidates = [(1 / first.stride[0], 1 / first.stride[1])]
+    sized = [m.info for m in members if m.info.in_size is not None]
+    middle = []
+    for axis in range(2):
+        lo = max((i.out_size[axis] - 0.5) / i.in_size[axis] for i in sized)
+        hi = min((i.out_size[axis] + 0.5) / i.in_size[axis] for i in sized)
+        middle.append((lo + hi) / 2 if lo < hi else None)
+    if None not in middle:
+        candidates.append((middle[0], middle[1]))
+    candidates += [(i.out_size[0] / i.in_size[0], i.out_size[1] / i.in_size[1]) for i in sized]
+    return candidates
+
+
+def _fit_group_scale(members: list[_Site], resizers: list[LearnableResize]) -> tuple[float, float] | None:
+    """The first candidate scale at which every member's resizer gives the original output size
+    (checked with the resizer's own ``output_size``); ``None`` if there is none."""
+    pairs = [(m.info, r) for m, r in zip(members, resizers) if m.info.in_size is not None]
+    for scale in _candidate_scales(members):
+        try:
+            resizers[0].set_scale(scale)
+        except (ValueError, TypeError):  # a scale this kind of resizer cannot have
             continue
-        if s.conv is not None:
-            # the converted conv keeps the size (see _make_stride_one_same): the resizer maps the
-            # conv's input size to the original output size, before (rule C) or after (rule B) it
-            (h, w), _ = record[s.conv]
-            resize_in, resize_out = (h, w), final[1]
-        else:
-            resize_in, resize_out = final
-        if min(resize_out) >= 1:
-            s.info.init_scale = (resize_out[0] / resize_in[0], resize_out[1] / resize_in[1])
+        if all(tuple(r.output_size(info.in_size)) == tuple(info.out_size) for info, r in pairs):
+            return scale
+    return None
 
 
 def _apply_overrides(sites: list[_Site], init_scales) -> None:
@@ -441,34 +677,57 @@ def _apply_overrides(sites: list[_Site], init_scales) -> None:
 
 def _build(model: nn.Module, sites: list[_Site], groups: list[list[int]], method: str, rule: str,
            report: ConversionReport) -> None:
-    """Create the resizers (one leader per share group, the rest sharing its scale) and rewire."""
+    """Create the resizers (one leader per share group, the rest sharing its scale), fit each
+    group's initial scale to the recorded sizes, and rewire."""
+    unmatched: list[str] = []
     for gi, group in enumerate(groups):
         leader = None
         explicit = {sites[i].info.init_scale for i in group if sites[i].explicit}
         if len(explicit) > 1:
             raise ValueError(f"init_scales of layers sharing one scale must agree: "
                              f"{[(sites[i].info.name, sites[i].info.init_scale) for i in group]}")
+        explicit_group = bool(explicit)
         shared_scale = explicit.pop() if explicit else sites[group[0]].info.init_scale
         for i in group:  # an override of one member sets the whole group
             sites[i].info.init_scale = shared_scale
+        resizers = []
         for i in group:
             site = sites[i]
             resizer = make_pool(method, site.info.stride, init_scale=site.info.init_scale,
                                 channels=site.channels, share_with=leader)
             leader = leader or resizer
+            resizers.append(resizer)
             if site.conv is not None:
                 _make_stride_one_same(model.get_submodule(site.conv))
             if site.pool is not None:
                 model.set_submodule(site.pool, resizer)
-                site.info.resizer, site.info.placement = site.pool, f"replaces {site.pool}"
+                site.info.resizer, site.info.placement = site.pool, site.placement
             elif rule == "B":
-                host = model.get_submodule(site.after)
-                model.set_submodule(site.after, nn.Sequential(host, resizer))
-                site.info.resizer, site.info.placement = f"{site.after}.1", f"after {site.after}"
+                parts = [model.get_submodule(site.after)]
+                parts += [site.activation] if site.activation is not None else []
+                model.set_submodule(site.after, nn.Sequential(*parts, resizer))
+                site.info.resizer, site.info.placement = f"{site.after}.{len(parts)}", site.placement
             else:
                 conv = model.get_submodule(site.conv)
                 model.set_submodule(site.conv, nn.Sequential(resizer, conv))
-                site.info.resizer, site.info.placement = f"{site.conv}.0", f"before {site.conv}"
+                site.info.resizer, site.info.placement = f"{site.conv}.0", site.placement
             site.info.group = gi
+        members = [sites[i] for i in group]
+        if explicit_group or all(m.info.in_size is None for m in members):
+            continue
+        fitted = _fit_group_scale(members, resizers)
+        if fitted is None:
+            leader.set_scale(shared_scale)
+            names = [m.info.name for m in members]
+            sizes = [f"{m.info.in_size}->{m.info.out_size}" for m in members if m.info.in_size is not None]
+            note = (f"{names}: no {method} scale gives the original sizes {sizes} at input {report.input_size}; "
+                    f"kept {tuple(round(v, 4) for v in shared_scale)}, so the sizes differ there")
+            report.notes.append(note)
+            unmatched.append(note)
+        else:
+            for m in members:
+                m.info.init_scale = fitted
+    if unmatched:
+        warnings.warn("convert(): " + " | ".join(unmatched), stacklevel=3)
     report.sites = [s.info for s in sites]
     report.groups = [[sites[i].info.resizer for i in g] for g in groups]

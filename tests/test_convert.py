@@ -128,10 +128,39 @@ def test_resnet50_stem_merge_and_shared_shortcuts():
     for layer in ("layer2", "layer3", "layer4"):
         group = next(g for g in report.groups if g[0].startswith(layer))
         main, shortcut = (model.get_submodule(p) for p in group)
-        assert group == [f"{layer}.0.bn2.1", f"{layer}.0.downsample.1.1"] and main.alpha is shortcut.alpha
+        assert group == [f"{layer}.0.bn2.2", f"{layer}.0.downsample.1.1"] and main.alpha is shortcut.alpha
         assert model.get_submodule(f"{layer}.0.conv2").stride == (1, 1)
     text = str(report)
     assert "strided_conv+pool" in text and "layer2.0.downsample.0" in text
+    assert "after a copy of the activation layer2.0.relu" in text
+    assert report.input_size == (224, 224) and "torchvision" in report.input_size_source
+
+
+def test_rule_b_puts_the_resizer_after_the_shared_activation():
+    """Paper 000 rule B: ReLU o Conv_s -> DynOPool_s o ReLU o Conv_1. torchvision's Bottleneck calls
+    one ``relu`` module three times; the converted block must compute, written out by hand,
+    relu(bn3(conv3(DynOPool(relu(bn2(conv2_1(...)))))) + shortcut) -- not DynOPool before the ReLU."""
+    torch.manual_seed(0)
+    model, _ = convert(torchvision.models.resnet50(num_classes=4))
+    block = model.layer2[0].eval()
+    bn2, act, pool = block.bn2
+    assert isinstance(act, nn.ReLU) and isinstance(pool, DynOPool2d)
+    with torch.no_grad():
+        for m in block.modules():  # non-trivial BatchNorm statistics: negative values reach the ReLU
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2)
+    x = torch.randn(1, 256, 15, 15)
+    relu = nn.functional.relu
+    with torch.no_grad():
+        h = relu(block.bn1(block.conv1(x)))
+        h = pool(relu(bn2(block.conv2(h))))
+        expected = relu(block.bn3(block.conv3(h)) + block.downsample(x))
+        h = relu(pool(bn2(block.conv2(relu(block.bn1(block.conv1(x)))))))  # resizer before the ReLU
+        before_relu = relu(block.bn3(block.conv3(h)) + block.downsample(x))
+        out = block(x)
+    torch.testing.assert_close(out, expected)
+    assert not torch.allclose(out, before_relu)  # the placement matters: the check can fail
 
 
 def test_exclude_and_init_scale_overrides():
@@ -150,8 +179,30 @@ def test_exclude_and_init_scale_overrides():
 
 def test_converting_a_learnable_model_changes_nothing():
     model = create_model("resnet20_cifar", pool="dynopool")
-    converted, report = convert(model)
+    with pytest.warns(UserWarning, match=r"nothing to convert .*already has 4 learnable resizer"):
+        converted, report = convert(model)
     assert report.sites == [] and len(learnable_resizers(converted)) == 4
+
+
+class FunctionalPool(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        return nn.functional.max_pool2d(self.conv(x), 2).mean((2, 3))
+
+
+@pytest.mark.parametrize("model,kwargs,reason", [
+    (nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), {}, "no MaxPool2d/AvgPool2d or Conv2d with stride > 1"),
+    (FunctionalPool(), {}, r"functional calls \(max_pool2d\)"),
+    (nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.MaxPool2d(2)), {"exclude": ["0", "1"]},
+     r"skipped: 0 \(excluded\); 1 \(excluded\)"),
+])
+def test_nothing_to_convert_warns_why(model, kwargs, reason):
+    with pytest.warns(UserWarning, match="convert\\(\\) found nothing to convert .*" + reason):
+        converted, report = convert(model, **kwargs)
+    assert report.sites == [] and not learnable_resizers(converted)
 
 
 def test_bad_arguments():
@@ -240,14 +291,18 @@ def test_example_input_matches_floor_rounding_of_odd_sizes():
     # 14 -> 7 (stride-2 convs) -> MaxPool2d(2) floors to 3; round(7 / 2) would give 4
     original = TwoBranch()
     x = torch.randn(1, 3, 14, 14)
-    plain, _ = convert(original)
+    plain, report = convert(original)  # sizes kept at 224 (no nominal size known), where 1/2 is exact
+    assert report.input_size == (224, 224) and report.input_size_source.startswith("default 224")
     assert conv_input_sizes(plain, x) == conv_input_sizes(original, x)  # no conv after the pool
     plain.eval()(x)
     assert plain.pool.last_out_size == (4, 4)
     matched, report = convert(original, example_input=x)
     matched.eval()(x)
     assert matched.pool.last_out_size == (3, 3)
-    assert report.sites[-1].init_scale == (3 / 7, 3 / 7)
+    # the middle of the scales that round 7 to 3 (halves up): [2.5/7, 3.5/7) -> 3/7
+    assert report.sites[-1].init_scale == pytest.approx((3 / 7, 3 / 7), rel=1e-12)
+    assert (report.sites[-1].in_size, report.sites[-1].out_size) == ((7, 7), (3, 3))
+    assert report.input_size == (14, 14) and report.input_size_source == "example_input"
 
 
 @pytest.mark.parametrize("kind", [k for k in ("shape_adaptor", "diffstride") if k in list_pools()])

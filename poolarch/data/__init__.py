@@ -9,6 +9,8 @@ aircraft       ``root``: FGVC-Aircraft 2013b (official val split)         stream
 food101        ``root``: Food-101 (``meta/{train,test}.txt``)             streaming
 imagenet       ``root``: ``train/<wnid>``, ``val/<wnid>`` (val = test)    streaming
 imagefolder    ``root``: ``train/<class>``, ``val|test/<class>``          streaming
+fashion-mnist  ``root`` or /usr/share/datasets/fashion-mnist: 4 idx files  in memory, crop pad 2 + flip
+mnist, kmnist  ``root``: the 4 idx files (or torchvision's ``<X>/raw/``)  in memory, crop pad 2
 random         random uint8 tensors of the requested shape                in memory
 voc            ``root``: PASCAL VOC 2012 (+SBD ``SegmentationClassAug``)   streaming (segmentation)
 segfolder      ``root``: ``images/``, ``masks/``, ``classes.txt``          streaming (segmentation)
@@ -120,7 +122,9 @@ def load_data(
 
 
 def _register_builtin() -> None:
-    from . import cifar, folders, mnist5k, segmentation
+    from functools import partial
+
+    from . import cifar, folders, idx, mnist5k, segmentation
     from . import random as random_data
 
     register_dataset("mnist5k")(mnist5k.build_mnist5k)
@@ -130,6 +134,8 @@ def _register_builtin() -> None:
     register_dataset("food101")(folders.build_food101)
     register_dataset("imagenet")(folders.build_imagenet)
     register_dataset("imagefolder")(folders.build_imagefolder)
+    for name in idx.IDX_DATASETS:  # fashion-mnist, mnist, kmnist
+        register_dataset(name)(partial(idx.build_idx, name))
     register_dataset("random")(random_data.build_random)
     register_dataset("voc")(segmentation.build_voc)
     register_dataset("segfolder")(segmentation.build_segfolder)

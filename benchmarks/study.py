@@ -68,7 +68,7 @@ MODES: dict[str, dict[str, Any]] = {
         "p002": {"limit": 64, "epochs": 2, "eval_images": 32,
                  "model_args": {"channels": 4, "num_layers": 3, "resolutions": 2}, "every": 2},
         "p003": {"limit": 64, "epochs": 1, "eval_images": 32, "widths": [4, 4, 8],
-                 "search_epochs": 2, "configs": ["4-3-3", "10-0-0", "2-4-4", "6-2-2", "3-3-4", "8-1-1"]},
+                 "search_epochs": 2, "configs": [[4, 3, 3], [8, 1, 1], [1, 1, 8], [2, 4, 4]]},
     },
 }
 P000_ROWS = ("human", "dynopool-s", "dynopool-b", "shape-adaptor", "diffstride")
@@ -310,7 +310,7 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "torch": torch.__version__, "python": platform.python_version(),
+    return {"nproc": os.cpu_count(), "cpu": cpu, "torch": str(torch.__version__), "python": platform.python_version(),
             "platform": platform.platform()}
 
 
@@ -331,6 +331,8 @@ def save_study(out: Path, study: dict[str, Any]) -> None:
 
 # -- report -------------------------------------------------------------------------------------
 def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std of the non-NaN values (NaN, NaN if none)."""
+    values = [float(v) for v in values if not math.isnan(float(v))]
     if not values:
         return math.nan, math.nan
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -338,7 +340,9 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def fmt(values: list[float], digits: int = 2) -> str:
     m, s = mean_std(values)
-    return "n/a" if math.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+    nan = sum(math.isnan(float(v)) for v in values)
+    text = "n/a" if math.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+    return text + (f" ({nan} undefined)" if nan and not math.isnan(m) else "")
 
 
 def collect_rows(out: Path, paper: str, rows: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:

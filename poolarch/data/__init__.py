@@ -9,6 +9,8 @@ aircraft       ``root``: FGVC-Aircraft 2013b (official val split)         stream
 food101        ``root``: Food-101 (``meta/{train,test}.txt``)             streaming
 imagenet       ``root``: ``train/<wnid>``, ``val/<wnid>`` (val = test)    streaming
 imagefolder    ``root``: ``train/<class>``, ``val|test/<class>``          streaming
+fashion-mnist  ``root`` or /usr/share/datasets/fashion-mnist: 4 idx files  in memory, crop pad 2 + flip
+mnist, kmnist  ``root``: the 4 idx files (or torchvision's ``<X>/raw/``)  in memory, crop pad 2
 random         random uint8 tensors of the requested shape                in memory
 voc            ``root``: PASCAL VOC 2012 (+SBD ``SegmentationClassAug``)   streaming (segmentation)
 segfolder      ``root``: ``images/``, ``masks/``, ``classes.txt``          streaming (segmentation)
@@ -27,12 +29,13 @@ shared ``in_memory_bundle`` / ``streaming_bundle`` helpers).
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
 
 from .._registry import Registry
-from . import cifar, folders, mnist5k, segmentation
+from . import cifar, folders, idx, mnist5k, segmentation
 from . import random as random_data
 from .bundle import DataBundle, DataOptions
 from .loader import StreamingLoader, TensorLoader, shard_indices
@@ -71,6 +74,8 @@ for _name, _builder in (
     ("random-seg", segmentation.build_random_segmentation),
 ):
     DATASETS.register(_name, _builder)
+for _name in idx.IDX_DATASETS:  # fashion-mnist, mnist, kmnist: one idx reader
+    DATASETS.register(_name, partial(idx.build_idx, _name))
 
 
 def load_data(

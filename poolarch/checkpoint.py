@@ -21,17 +21,33 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_torch_save",
+    "load_model_state",
     "rng_state",
     "set_rng_state",
     "load_checkpoint",
+    "CheckpointError",
 ]
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: missing, truncated, corrupt or from another model."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and :func:`os.replace`."""
+    """Write ``data`` to ``path`` through a temporary file and :func:`os.replace`. The file gets
+    the permissions of any file the user creates (``0o666`` less the process umask), not the
+    ``0o600`` of :func:`tempfile.mkstemp`."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -94,5 +110,32 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint written by the engine (trusted: it contains RNG states, not just tensors)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=False)
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {str(path)!r} is empty (0 bytes): it was not written completely")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # zip/pickle/storage errors of a truncated or foreign file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt ({reason})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a poolarch checkpoint (no 'model' entry)")
+    return state
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, Any], path: str | Path) -> None:
+    """``model.load_state_dict(state["model"])`` with a :class:`CheckpointError` naming ``path``
+    and the first mismatching keys/shapes when the checkpoint was written for another model."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        missing = [k for k in model.state_dict() if k not in state["model"]]
+        unexpected = [k for k in state["model"] if k not in model.state_dict()]
+        detail = []
+        if missing:
+            detail.append(f"missing {missing[:3]}{' ...' if len(missing) > 3 else ''}")
+        if unexpected:
+            detail.append(f"unexpected {unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}")
+        if not detail:
+            detail.append("tensor shapes differ")
+        raise CheckpointError(f"checkpoint {str(path)!r} was written for another model ({'; '.join(detail)})") from None

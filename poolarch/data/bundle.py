@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from .images import read_image
 from .loader import StreamingLoader, TensorLoader
 from .split import split_train_val
 from .transforms import BatchAugment, Normalize, PerSample, Variant, make_variant
@@ -221,11 +222,8 @@ class FileListDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        from PIL import Image
-
         path, label = self.samples[i]
-        with Image.open(path) as img:
-            img = img.convert("RGB")
+        img = read_image(path)
         return (self.transform(img) if self.transform is not None else img), label
 
 

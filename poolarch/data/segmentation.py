@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 
 from ..metrics import IGNORE_INDEX
 from .bundle import DataBundle, DataOptions, split_for_validation
+from .images import read_image
 from .loader import StreamingLoader
 
 __all__ = [
@@ -178,13 +179,9 @@ class SegmentationDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        from PIL import Image
-
         image_path, mask_path = self.samples[index]
-        with Image.open(image_path) as im:
-            image = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
-        with Image.open(mask_path) as im:
-            mask = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).long()
+        image = torch.from_numpy(np.asarray(read_image(image_path), dtype=np.uint8).copy()).permute(2, 0, 1)
+        mask = torch.from_numpy(np.asarray(read_image(mask_path, mode=None), dtype=np.uint8).copy()).long()
         if mask.shape != image.shape[1:]:
             raise ValueError(f"mask {mask_path} is {tuple(mask.shape)} but image {image_path} is {tuple(image.shape[1:])}")
         return self.transform(_normalise(image), mask)

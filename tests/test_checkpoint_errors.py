@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from poolarch.data.images import read_image
-from poolarch.train.checkpoint import (CheckpointError, atomic_torch_save, atomic_write_text, load_checkpoint,
+from poolarch.checkpoint import (CheckpointError, atomic_torch_save, atomic_write_text, load_checkpoint,
                                        load_model_state)
 
 

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import rng_state, set_rng_state
+from ..checkpoint import load_model_state, rng_state, set_rng_state
 from ..complexity import current_gmacs
 from ..distributed import all_reduce_sum, barrier, broadcast_buffers, broadcast_object, init_distributed
 from ..methods import RunInfo
@@ -134,7 +134,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         if resume_dir is not None and resume_dir.last.is_file():
-            self._load(resume_dir.load_checkpoint("last", map_location=self.device))
+            self._load(resume_dir.load_checkpoint("last", map_location=self.device), resume_dir.checkpoint("last"))
         elif self.dist.is_primary:
             self.run.start(cfg)
         barrier(self.dist)
@@ -150,8 +150,8 @@ class Trainer:
                 "method": self.method.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng,
                 "history": self.history, "best": self.best, "config": self.cfg.to_dict()}
 
-    def _load(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+    def _load(self, state: dict[str, Any], path: Path) -> None:
+        load_model_state(self.model, state, path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
         self.scaler.load_state_dict(state["scaler"])

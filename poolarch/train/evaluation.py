@@ -10,6 +10,7 @@ from typing import Any, Callable, ContextManager, Iterable
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint import load_model_state
 from ..complexity import current_gmacs, feature_map_sizes, unwrap_model
 from ..distributed import DistInfo, all_reduce_sum
 from ..layers.base import learnable_resizers
@@ -92,7 +93,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> LoadedRun:
     data = build_data(cfg, DistInfo(), device)
     model = build_model(cfg, data).to(device)
     state = run.load_checkpoint(checkpoint, map_location=device)
-    model.load_state_dict(state["model"])
+    load_model_state(model, state, run.checkpoint(checkpoint))
     model.eval()
     return LoadedRun(cfg=cfg, data=data, model=model, epoch=int(state["epoch"]), device=device)
 

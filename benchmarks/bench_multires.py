@@ -1,4 +1,4 @@
-"""Cost of a multi-resolution block (paper 002) relative to its block at full resolution alone.
+"""Cost of a multi-resolution block (the multi-resolution-block paper (WACV submission 832)) relative to its block at full resolution alone.
 
 For R = 1, 2, 3 resolutions: MACs (``poolarch.complexity.count_macs``: conv/linear + resizing;
 max/avg pooling is reported separately, not in the total) and forward+backward wall time, each as a

@@ -1,4 +1,4 @@
-"""Cost of one Balanced-Mixture supernet iteration vs the single network it samples (paper 003).
+"""Cost of one Balanced-Mixture supernet iteration vs the single network it samples (Javan et al. 2023).
 
 Supernet iteration: sample (c, m) with the balanced mixture (IPF on p(c, m)), forward/backward/SGD
 step on the path, validation mini-batch forward (batch statistics) and the moving-average update.

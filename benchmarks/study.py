@@ -6,15 +6,15 @@
 
 Rows (seeds 0, 1, 2 for every row; the sweep uses seeds 0 and 1):
 
-* paper 000 (DynOPool, Table 1/2 analogue), ``vgg_small``: human (max pooling); DynOPool-S
+* Jang et al. 2023 (DynOPool, Table 1/2 analogue), ``vgg_small``: human (max pooling); DynOPool-S
   (``target_gmacs`` = the human net's GMACs, read from its seed's ``result.yaml``); DynOPool-B
   (``target_gmacs`` = 2x that); Shape Adaptor; DiffStride. Same data, epochs and optimiser.
-* paper 002 (multi-resolution blocks, Table 1 analogue): ``multires_net`` (method ``multires``:
+* the multi-resolution-block paper (WACV submission 832) (multi-resolution blocks, Table 1 analogue): ``multires_net`` (method ``multires``:
   mixing weights learned on the validation stream, argmax kept for the second half),
   ``multires_predefined``, ``multires_no_pool``, ``multires_scale_invariant``, and the
   one-resolution export (``multires_one_res`` with the schedule learned by ``multires_net`` of the
   same seed) retrained from scratch.
-* paper 003 (Balanced Mixture, Fig. 3 analogue): the 36 configurations of ResNet20 (reduced widths)
+* Javan et al. 2023 (Balanced Mixture, Fig. 3 analogue): the 36 configurations of ResNet20 (reduced widths)
   trained from scratch by ``poolarch.search.sweep`` with seeds 0 and 1 (ground truth = their mean
   test top-1; noise ceiling = Kendall tau between the two seeds), then ``spos``, ``balanced-mixture``
   M=2 and M=4 searches with equal total epochs; Kendall tau of each search's validation ranking
@@ -385,8 +385,8 @@ def make_figures(p0: dict, p2: dict, truth: dict[str, float], searches: dict[str
     names = []
     # accuracy vs GMACs
     fig = Figure(figsize=(9, 4))
-    for ax, table, title in ((fig.add_subplot(1, 2, 1), p0, "paper 000: vgg_small"),
-                             (fig.add_subplot(1, 2, 2), p2, "paper 002: multi-resolution")):
+    for ax, table, title in ((fig.add_subplot(1, 2, 1), p0, "Jang et al. 2023: vgg_small"),
+                             (fig.add_subplot(1, 2, 2), p2, "the multi-resolution-block paper (WACV submission 832): multi-resolution")):
         for row, runs in table.items():
             if not runs:
                 continue
@@ -401,7 +401,7 @@ def make_figures(p0: dict, p2: dict, truth: dict[str, float], searches: dict[str
     fig.tight_layout()
     fig.savefig(fig_dir / "study_accuracy_vs_gmacs.png", dpi=120)
     names.append("study_accuracy_vs_gmacs.png")
-    # learned shapes: feature-map heights/widths after each resizer (paper 000) and multires levels
+    # learned shapes: feature-map heights/widths after each resizer (Jang et al. 2023) and multires levels
     fig = Figure(figsize=(9, 4))
     ax = fig.add_subplot(1, 2, 1)
     for row, runs in p0.items():
@@ -413,7 +413,7 @@ def make_figures(p0: dict, p2: dict, truth: dict[str, float], searches: dict[str
     ax.set_yscale("log")
     ax.set_xlabel("resizing stage (0 = input)")
     ax.set_ylabel("feature-map area H*W (pixels)")
-    ax.set_title("paper 000: learned sizes (all seeds)")
+    ax.set_title("Jang et al. 2023: learned sizes (all seeds)")
     ax.legend(fontsize=7)
     ax = fig.add_subplot(1, 2, 2)
     for i, r in enumerate(p2.get("multires-learned", [])):
@@ -424,7 +424,7 @@ def make_figures(p0: dict, p2: dict, truth: dict[str, float], searches: dict[str
         ax.plot(range(1, len(sched) + 1), [s + 0.05 * i for s in sched], marker="o", label=f"seed {r['seed']}")
     ax.set_xlabel("layer")
     ax.set_ylabel("resolution level (0 = full, k = 1/2^k)")
-    ax.set_title("paper 002: learned one-resolution schedule")
+    ax.set_title("the multi-resolution-block paper (WACV submission 832): learned one-resolution schedule")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(fig_dir / "study_learned_shapes.png", dpi=120)
@@ -439,7 +439,7 @@ def make_figures(p0: dict, p2: dict, truth: dict[str, float], searches: dict[str
                 ax.scatter([truth[c] for c in keys], [ranking[c] for c in keys], s=10, label=f"seed {SEEDS[i]}")
             ax.set_xlabel("ground truth: test top-1 trained alone (%)")
             ax.set_ylabel("search: validation top-1 (%)")
-            ax.set_title(f"paper 003: {row}")
+            ax.set_title(f"Javan et al. 2023: {row}")
             ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(fig_dir / "study_rank_correlation.png", dpi=120)
@@ -493,10 +493,10 @@ def report(out: Path, docs: Path) -> Path:
                          f"{fmt([float(r['gmacs']) * 1e3 for r in runs], 3)} | {sizes} |")
         lines.append("")
 
-    table("Paper 000 (DynOPool, Table 1/2 analogue): vgg_small", p0,
+    table("Jang et al. 2023 (DynOPool, Table 1/2 analogue): vgg_small", p0,
           "human = max pooling; DynOPool-S: target GMACs = the human net's (same seed); DynOPool-B: 2x; "
           "sizes: input then the output of every resizer.")
-    table("Paper 002 (multi-resolution blocks, Table 1 analogue)", p2,
+    table("the multi-resolution-block paper (WACV submission 832) (multi-resolution blocks, Table 1 analogue)", p2,
           "multires-learned keeps the argmax resolution per layer after half the epochs (method `multires`, "
           "`one_res`); one-res-retrained trains that schedule from scratch (`multires_one_res`).")
     sched = []
@@ -508,7 +508,7 @@ def report(out: Path, docs: Path) -> Path:
     if sched:
         lines += ["Learned schedules (level per layer): " + "; ".join(sched), ""]
 
-    lines += ["## Paper 003 (Balanced Mixture, Fig. 3 analogue): ResNet20 space", ""]
+    lines += ["## Javan et al. 2023 (Balanced Mixture, Fig. 3 analogue): ResNet20 space", ""]
     if truth:
         noise = rank_correlation(sweeps[SWEEP_SEEDS[0]], sweeps[SWEEP_SEEDS[1]])["kendall_tau"] \
             if len(SWEEP_SEEDS) > 1 and len(shared) > 1 else math.nan

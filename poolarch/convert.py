@@ -1,11 +1,11 @@
-"""Turn any 2-D CNN's fixed resizing into learnable resizing (paper 000, Sec. 4.4 and appendix A.1).
+"""Turn any 2-D CNN's fixed resizing into learnable resizing (Jang et al. 2023, Sec. 4.4 and appendix A.1).
 
 ``convert(model)`` traces ``model`` with :mod:`torch.fx` (analysis only; the returned model keeps its
 class and module names) and rewrites it:
 
 * rule A -- every ``MaxPool2d``/``AvgPool2d`` with stride > 1 becomes a learnable resizer;
 * rule B -- every strided ``Conv2d`` gets stride 1 and is followed by a learnable resizer, placed
-  after the block's activation (paper 000, appendix A.1: ``ReLU o Conv_s -> DynOPool_s o ReLU o
+  after the block's activation (Jang et al. 2023, appendix A.1: ``ReLU o Conv_s -> DynOPool_s o ReLU o
   Conv_1``). The resizer follows the last module of the conv's single-user chain of
   BatchNorm/activation/dropout modules that is called only once. An activation that cannot carry it
   -- a module reused elsewhere, like torchvision ResNet's shared ``relu``, or a functional ``relu`` --

@@ -2,7 +2,7 @@
 
 Plain functions, each writing one PNG and returning its path:
 
-* :func:`plot_feature_maps` -- feature maps per layer drawn to scale, one row per model (paper 000
+* :func:`plot_feature_maps` -- feature maps per layer drawn to scale, one row per model (Jang et al. 2023
   Fig. 4);
 * :func:`plot_accuracy_vs_gmacs` -- accuracy against GMACs, one series per method (Fig. 5);
 * :func:`plot_scales` -- learned scales during training, one line per resizer and axis;

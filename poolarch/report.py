@@ -1,4 +1,4 @@
-"""``poolarch report``: a Markdown table (paper 000 Table 1 style) and PNG figures from run directories.
+"""``poolarch report``: a Markdown table (Jang et al. 2023 Table 1 style) and PNG figures from run directories.
 
 Schema read from each run directory (:class:`poolarch.train.RunDir`, written by :mod:`poolarch.train.engine`)::
 
@@ -192,7 +192,7 @@ def _fmt(v: float | None, digits: int) -> str:
 
 def format_table(runs: Sequence[RunSummary], select: str = "last") -> str:
     """Markdown table: run, model, dataset, method, epochs, test/val metric (%), GMACs and the
-    feature-map sizes ``[H,W] ...`` (paper 000 Table 1 layout)."""
+    feature-map sizes ``[H,W] ...`` (Jang et al. 2023 Table 1 layout)."""
     metric = next((r.metric for r in runs if r.metric), "top1")
     name = {"top1": "Acc.", "acc": "Acc.", "miou": "mIoU"}.get(metric, metric)
     head = ["Run", "Model", "Dataset", "Method", "Epochs", f"Test {name} (%)", f"Val {name} (%)", "GMACs",
@@ -296,7 +296,7 @@ def _scales(runs: Sequence[RunSummary], out_dir: Path, select: str) -> list[Path
 
 @register_figure("multires")
 def _multires(runs: Sequence[RunSummary], out_dir: Path, select: str) -> list[Path]:
-    """Mixing weights (layers x resolutions, paper 002 Fig. 3) and learned depth of every
+    """Mixing weights (layers x resolutions, the multi-resolution-block paper (WACV submission 832) Fig. 3) and learned depth of every
     multi-resolution run, from the ``alpha/l{l}_r{r}`` and ``beta/l{l}`` columns. A run that was
     pruned is drawn at its last epoch before pruning (what the search learned)."""
     from .models.multires import plot_multires

@@ -1,4 +1,4 @@
-"""MAC accounting (paper 000 Sec. 4.2, Eq. 7): count_macs, ComplexityLoss, feature_map_sizes.
+"""MAC accounting (Jang et al. 2023 Sec. 4.2, Eq. 7): count_macs, ComplexityLoss, feature_map_sizes.
 
 References: torchvision's published GMACs, hand-computed closed forms, and for the loss gradient
 the closed form of Eq. 7's surrogate built from the known structure of the toy networks (which

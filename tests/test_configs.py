@@ -1,4 +1,4 @@
-"""configs/: one YAML per experiment of paper 000 with the published hyper-parameters, and each
+"""configs/: one YAML per experiment of Jang et al. 2023 with the published hyper-parameters, and each
 of them starts (2 training steps on random data of the config's shape)."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 
-# Paper 000, transcribed by hand. Table B: (lr, lr(alpha), weight decay, batch) per dataset x net;
+# Jang et al. 2023, transcribed by hand. Table B: (lr, lr(alpha), weight decay, batch) per dataset x net;
 # epochs 250 (DynOPool) / 200 (human) on CIFAR-100 and Aircraft, 120 on ImageNet.
 TABLE_B = {
     ("aircraft", "vgg16"): (1e-2, 1e-2, 5e-4, 8), ("aircraft", "resnet50"): (1e-2, 1e-2, 5e-4, 8),

@@ -137,7 +137,7 @@ def test_resnet50_stem_merge_and_shared_shortcuts():
 
 
 def test_rule_b_puts_the_resizer_after_the_shared_activation():
-    """Paper 000 rule B: ReLU o Conv_s -> DynOPool_s o ReLU o Conv_1. torchvision's Bottleneck calls
+    """Jang et al. 2023 rule B: ReLU o Conv_s -> DynOPool_s o ReLU o Conv_1. torchvision's Bottleneck calls
     one ``relu`` module three times; the converted block must compute, written out by hand,
     relu(bn3(conv3(DynOPool(relu(bn2(conv2_1(...)))))) + shortcut) -- not DynOPool before the ReLU."""
     torch.manual_seed(0)

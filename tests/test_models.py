@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 
 ZOO = ["vgg16_cifar", "resnet50_cifar", "mobilenetv2_cifar", "resnet20_cifar", "resnet18_cifar", "plainnet10",
        "vgg_small"]
-# spatial sizes of the stage outputs on a 32x32 input (paper 000 Table 1, paper 003 Table 5, paper 002 Sec. 4.2)
+# spatial sizes of the stage outputs on a 32x32 input (Jang et al. 2023 Table 1, Javan et al. 2023 Table 5, the multi-resolution-block paper (WACV submission 832) Sec. 4.2)
 STAGE_SIZES = {
     "vgg16_cifar": [32, 16, 8, 4, 2],
     "resnet50_cifar": [32, 16, 8, 4],
@@ -107,7 +107,7 @@ def test_default_pool_is_the_human_design_with_the_published_macs(name, num_clas
 
 
 def test_parameter_counts_match_published_numbers():
-    # He et al. 2016 (Table 6): ResNet-20 0.27M; CIFAR ResNet-18: 11.2M; paper 002: 10x64 net ~0.3M
+    # He et al. 2016 (Table 6): ResNet-20 0.27M; CIFAR ResNet-18: 11.2M; the multi-resolution-block paper (WACV submission 832): 10x64 net ~0.3M
     def millions(model):
         return sum(p.numel() for p in model.parameters()) / 1e6
 

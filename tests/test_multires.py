@@ -1,4 +1,4 @@
-"""Multi-resolution blocks (paper 002): block, networks, pruning, one-resolution export, bilevel method."""
+"""Multi-resolution blocks (the multi-resolution-block paper (WACV submission 832)): block, networks, pruning, one-resolution export, bilevel method."""
 from __future__ import annotations
 
 import math

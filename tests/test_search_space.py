@@ -1,4 +1,4 @@
-"""Search spaces (paper 003 Table 5) and ResNet supernets whose pooling is chosen per call."""
+"""Search spaces (Javan et al. 2023 Table 5) and ResNet supernets whose pooling is chosen per call."""
 import itertools
 import math
 

@@ -93,7 +93,7 @@ def test_hrnet_w48_macs_match_paper_table4():
         with FlopCounterMode(display=False) as counter:
             model(x)
     gmacs = counter.get_total_flops() / 2e9
-    assert gmacs == pytest.approx(82.55, rel=0.01)  # paper 000 Table 4, human-designed HRNet-W48
+    assert gmacs == pytest.approx(82.55, rel=0.01)  # Jang et al. 2023 Table 4, human-designed HRNet-W48
 
 
 @pytest.mark.parametrize("builder", [hrnet_w18_small, hrnet_w48])

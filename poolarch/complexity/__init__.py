@@ -1,4 +1,4 @@
-"""Compute accounting: MAC counts, the differentiable complexity loss (paper 000 Eq. 7) and the
+"""Compute accounting: MAC counts, the differentiable complexity loss (Jang et al. 2023 Eq. 7) and the
 feature-map sizes learned by resizing layers.
 
 * :func:`count_macs` / :class:`MacCount` / :func:`register_macs` / :func:`current_gmacs` --

@@ -1,4 +1,4 @@
-"""Differentiable complexity of a network with learnable resizers (paper 000, Sec. 4.2, Eq. 7).
+"""Differentiable complexity of a network with learnable resizers (Jang et al. 2023, Sec. 4.2, Eq. 7).
 
 ``L = sum_l GMACs_0[l] * (H_t W_t)(l) / (H_0 W_0)(l)`` over the MAC-bearing layers ``l`` (those
 with MACs counted in :attr:`MacCount.total`): its value is the network's GMACs at the current
@@ -116,7 +116,7 @@ def _shared_groups(resizers: list[LearnableResize]) -> dict[int, int]:
 
 
 class ComplexityLoss:
-    """Eq. 7 of paper 000: current GMACs of ``model`` with gradient to its learnable resizers.
+    """Eq. 7 of Jang et al. 2023: current GMACs of ``model`` with gradient to its learnable resizers.
 
     Args:
         model: the network (``DistributedDataParallel``/``DataParallel`` wrappers are unwrapped).

@@ -1,4 +1,4 @@
-"""Feature-map sizes after every resizing layer, as paper 000 Table 1 lists them."""
+"""Feature-map sizes after every resizing layer, as Jang et al. 2023 Table 1 lists them."""
 from __future__ import annotations
 
 from typing import Sequence

@@ -102,7 +102,7 @@ def load_data(
 
     Args:
         root: dataset folder (not used by "mnist5k" and "random").
-        variant: synthetic study of paper 000 Sec. 3 (:func:`list_variants`) or None.
+        variant: synthetic study of Jang et al. 2023 Sec. 3 (:func:`list_variants`) or None.
         batch_size / eval_batch_size: per-rank batch sizes (eval default: ``batch_size``).
         val_fraction: fraction of the training set held out as ``bundle.val`` (stratified, fixed
             split seed; ignored where the dataset has an official validation split).

@@ -259,7 +259,7 @@ def _files_bundle(name: str, train_samples: list, test_samples: list, classes: S
 
 def build_voc(opts: DataOptions) -> DataBundle:
     """PASCAL VOC 2012 (+SBD): train = ``train``/``train_aug`` minus the held-out ``val_fraction``;
-    test = the official ``val`` split (what papers report). Crop 480 by default (paper 000 Table 4)."""
+    test = the official ``val`` split (what papers report). Crop 480 by default (Jang et al. 2023 Table 4)."""
     if opts.root is None:
         raise ValueError("dataset 'voc' needs root: a folder holding VOCdevkit/VOC2012/")
     return _files_bundle("voc", voc_samples(opts.root, "train"), voc_samples(opts.root, "val"), VOC_CLASSES, opts, 480)

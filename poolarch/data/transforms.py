@@ -5,7 +5,7 @@ images ``(C, H, W)`` (the per-sample path of the streaming loaders). Randomness 
 optional CPU ``torch.Generator`` (the in-memory loaders seed one per (seed, epoch, rank) so that an
 epoch is reproducible); without one, torch's global RNG is used (DataLoader workers seed it).
 
-Synthetic studies of paper 000, Sec. 3 (``variant=`` of :func:`poolarch.data.load_data`):
+Synthetic studies of Jang et al. 2023, Sec. 3 (``variant=`` of :func:`poolarch.data.load_data`):
 
 * ``stretch-v`` -- stretch x2 vertically (bilinear), then crop back to ``(H, W)``: a random crop
   in training mode, the centre crop in eval mode (CIFAR-stretch-V);

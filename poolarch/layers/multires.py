@@ -1,4 +1,4 @@
-"""Multi-resolution block (paper 002, Eq. 4-5; paper 003 appendix C uses it as its DARTS baseline).
+"""Multi-resolution block (the multi-resolution-block paper (WACV submission 832), Eq. 4-5; Javan et al. 2023 appendix C uses it as its DARTS baseline).
 
 One convolution block ``B`` is applied with the **same filters** at ``R`` resolutions: branch
 ``r`` (``r = 0 .. R-1``) pools the input by ``2**r`` (max or average, ``ceil_mode`` so every size
@@ -154,7 +154,7 @@ def multi_resolution(
 
 
 class MultiResBlock(nn.Module):
-    """Meta-block ``M`` of paper 002 (Eq. 4-5) around a size-preserving block ``B``.
+    """Meta-block ``M`` of the multi-resolution-block paper (WACV submission 832) (Eq. 4-5) around a size-preserving block ``B``.
 
     Args:
         block: the block ``B`` (maps ``(N, C_in, H, W)`` to ``(N, C_out, H, W)``).
@@ -163,8 +163,8 @@ class MultiResBlock(nn.Module):
         upsample: ``"nearest"`` or ``"bilinear"``.
         temperature: ``T > 0`` of the softmax ``softmax(alpha / T)``.
         mixing: ``"learned"`` (``alpha`` is a parameter) or ``"uniform"`` (fixed equal weights).
-        share_weights: same filters at every resolution (paper 002). ``False`` gives each
-            resolution its own copy of ``block`` (paper 003 Table 1 "not shared").
+        share_weights: same filters at every resolution (the multi-resolution-block paper (WACV submission 832)). ``False`` gives each
+            resolution its own copy of ``block`` (Javan et al. 2023 Table 1 "not shared").
         same_init: with ``share_weights=False``, copies start identical (``True``, "same init.")
             or are re-initialised with ``reset_parameters`` ("rnd init.").
 

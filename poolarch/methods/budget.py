@@ -1,6 +1,6 @@
 """Hitting a GMACs budget: adapt lambda during training, then pin the architecture.
 
-Paper 000 (appendix D) controls the model size only indirectly through lambda. ``GmacsBudget``
+Jang et al. 2023 (appendix D) controls the model size only indirectly through lambda. ``GmacsBudget``
 turns the target into a feedback loop, in two phases over ``total_steps`` optimiser steps:
 
 1. **Control** (all but the last ``final_fraction`` of the steps): after every step, a

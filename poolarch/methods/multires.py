@@ -1,5 +1,5 @@
-"""Training method ``"multires"``: bilevel learning of multi-resolution mixing weights (paper 002
-Sec. 3.4 / 4.1; paper 003 appendix C).
+"""Training method ``"multires"``: bilevel learning of multi-resolution mixing weights (the multi-resolution-block paper (WACV submission 832)
+Sec. 3.4 / 4.1; Javan et al. 2023 appendix C).
 
 The engine trains the network weights on D_a (its training stream: SGD + cosine); after every
 training step it calls :meth:`MultiResMethod.val_step` with a batch of D_b (its validation stream),

@@ -1,4 +1,4 @@
-"""HRNet for semantic segmentation, with learnable resizing (paper 000 Sec. 5.5, appendix A.1).
+"""HRNet for semantic segmentation, with learnable resizing (Jang et al. 2023 Sec. 5.5, appendix A.1).
 
 Layout (Wang et al., TPAMI 2019): a stem of two stride-2 3x3 convolutions, then stages with 1, 2,
 3, 4 parallel streams, each stream at half the resolution of the previous one; *fuse* layers
@@ -243,13 +243,13 @@ class HRNet(nn.Module):
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
     def stream_sizes(self) -> list[tuple[int, ...]]:
-        """Spatial sizes after the last forward, as paper 000 Table 4 lists them: the first stem
+        """Spatial sizes after the last forward, as Jang et al. 2023 Table 4 lists them: the first stem
         step, then every stream (stream 1 = second stem step), highest resolution first.
         Empty before the first forward."""
         return list(getattr(self, "_last_sizes", []))
 
     def feature_sizes(self) -> list[tuple[int, ...]]:
-        """What a report lists after the input (paper 000 Table 4): :meth:`stream_sizes`."""
+        """What a report lists after the input (Jang et al. 2023 Table 4): :meth:`stream_sizes`."""
         return self.stream_sizes()
 
 
@@ -261,7 +261,7 @@ def _build(name: str, num_classes: int = 21, pool: str = HUMAN, in_chans: int = 
 
 @register_model("hrnet_w48")
 def hrnet_w48(num_classes: int = 21, pool: str = HUMAN, in_chans: int = 3, init_scales=None, **overrides) -> HRNet:
-    """HRNet-W48 (paper 000 Table 4 backbone). ``overrides``: any :class:`HRNetSpec` field."""
+    """HRNet-W48 (Jang et al. 2023 Table 4 backbone). ``overrides``: any :class:`HRNetSpec` field."""
     return _build("hrnet_w48", num_classes, pool, in_chans, init_scales, **overrides)
 
 

@@ -1,4 +1,4 @@
-"""MobileNetV2 for CIFAR (stride-1 stem, maps 32-16-8-4; paper 000 Table 1: 0.09 GMACs at 100 classes).
+"""MobileNetV2 for CIFAR (stride-1 stem, maps 32-16-8-4; Jang et al. 2023 Table 1: 0.09 GMACs at 100 classes).
 
 In a downsampling inverted residual the depthwise 3x3 conv has stride 1 and the resizer follows its
 BN-ReLU6 (rule B); with ``pool="strided"`` the depthwise conv strides. Blocks that change the size

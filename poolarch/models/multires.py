@@ -1,4 +1,4 @@
-"""Networks of paper 002 ("CNNs without pooling or fixed filter sizes") and their baselines.
+"""Networks of the multi-resolution-block paper (WACV submission 832) ("CNNs without pooling or fixed filter sizes") and their baselines.
 
 * :class:`MultiResNet` -- ``num_layers`` (L, default 10) multi-resolution blocks
   (:class:`poolarch.layers.multires.MultiResBlock`) of ``channels`` (C, default 64) channels, global
@@ -21,7 +21,7 @@ Registered names (``poolarch.models.create_model``) and their kwargs:
   ``block`` ("conv"|"mbconv"); ``pool`` ("max"|"avg") is the pooling of the branches.
 * ``pool="human"`` (the builders' default) is ``"max"`` for all of them: the paper names pooling
   without the operator; poolarch pools with 2x max-pooling (as its predefined-pooling baseline and
-  the search spaces of paper 003). ``"strided"`` and the learnable kinds are refused.
+  the search spaces of Javan et al. 2023). ``"strided"`` and the learnable kinds are refused.
 * ``multires_no_pool``, ``multires_predefined`` (``every``: layers per resolution, default 3),
   ``multires_one_res`` (``schedule``: list of levels, required): ``channels``, ``num_layers``,
   ``resolutions``, ``block``, ``learn_depth``, ``pool``.
@@ -64,7 +64,7 @@ BLOCK_KINDS = ("conv", "mbconv")
 
 # -- blocks ----------------------------------------------------------------------------------
 def conv_relu_bn(in_chans: int, out_chans: int) -> nn.Sequential:
-    """Conv3x3 (padding 1, with bias) -> ReLU -> BatchNorm: the basic block of paper 002 Sec. 4.1."""
+    """Conv3x3 (padding 1, with bias) -> ReLU -> BatchNorm: the basic block of the multi-resolution-block paper (WACV submission 832) Sec. 4.1."""
     return ConvNormAct(in_chans, out_chans, 3, order="conv-relu-bn", bias=True)
 
 
@@ -117,7 +117,7 @@ def _classify(layers: Sequence[nn.Module], depth: DepthMixing | None, head: nn.L
 
 # -- the multi-resolution network -----------------------------------------------------------
 class MultiResNet(nn.Module):
-    """L-layer, C-channel multi-resolution network (paper 002). See the module docstring.
+    """L-layer, C-channel multi-resolution network (the multi-resolution-block paper (WACV submission 832)). See the module docstring.
 
     Args:
         num_classes, in_chans: classifier outputs and input channels.
@@ -128,7 +128,7 @@ class MultiResNet(nn.Module):
         pool, upsample, temperature, mixing, share_weights: see :class:`MultiResBlock`
             (``mixing="uniform"`` is the *scale invariant* baseline).
         learn_depth: Eq. 6 (``beta`` over the L layer outputs).
-        first_layer_full_res: the first layer has one resolution (paper 003 appendix C).
+        first_layer_full_res: the first layer has one resolution (Javan et al. 2023 appendix C).
 
     Shapes: ``(N, in_chans, H, W) -> (N, num_classes)``; ``H, W`` divisible by ``2**(R-1)`` make
     the one-resolution export exact.
@@ -180,7 +180,7 @@ class MultiResNet(nn.Module):
         return _classify(self.layers, self.depth, self.head, x)
 
     def feature_sizes(self) -> list[tuple[int, ...]]:
-        """Sizes a report lists (paper 000 Table 1 style) once every layer runs at one resolution
+        """Sizes a report lists (Jang et al. 2023 Table 1 style) once every layer runs at one resolution
         (after :meth:`keep_argmax`, or pruning down to one branch): the size at each change of
         level, ``ceil(H / 2^level)`` of the last forward's input. ``[]`` while some layer still
         mixes several resolutions, or before the first forward."""
@@ -238,7 +238,7 @@ class MultiResNet(nn.Module):
 
 # -- ordinary CNNs: one resolution per layer -------------------------------------------------
 def predefined_schedule(num_layers: int = 10, resolutions: int = 3, every: int = 3) -> list[int]:
-    """The rule of thumb of paper 002 Sec. 4.2: the resolution halves every ``every`` layers,
+    """The rule of thumb of the multi-resolution-block paper (WACV submission 832) Sec. 4.2: the resolution halves every ``every`` layers,
     never below level ``resolutions - 1``. ``(10, 3, 3) -> [0,0,0,1,1,1,2,2,2,2]``."""
     check_int(num_layers, "num_layers", 1)
     check_int(resolutions, "resolutions", 1)
@@ -316,9 +316,9 @@ class PoolingCNN(nn.Module):
 
 
 def export_one_resolution(model: MultiResNet, copy_weights: bool = True, on_rise: str = "upsample") -> PoolingCNN:
-    """"One resolution" (paper 002 Table 1 row 7): keep the largest-weight resolution of each
+    """"One resolution" (the multi-resolution-block paper (WACV submission 832) Table 1 row 7): keep the largest-weight resolution of each
     layer and build the ordinary CNN that computes it -- pooling where the level rises, no
-    upsample-and-sum. Non-monotone choices (a finer level after a coarser one, paper 003 Fig. 4a)
+    upsample-and-sum. Non-monotone choices (a finer level after a coarser one, Javan et al. 2023 Fig. 4a)
     get an ``nn.Upsample`` (``on_rise="upsample"``) or raise (``"error"``).
 
     With ``copy_weights`` the trained blocks (and ``beta``) are copied; then, in eval mode, with
@@ -386,7 +386,7 @@ def architecture_from_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
 
 # -- plots -----------------------------------------------------------------------------------
 def plot_multires(model_or_arch: MultiResNet | Mapping[str, Any], path: str) -> str:
-    """Draw the mixing weights as a layers x resolutions heat-map (paper 002 Fig. 3) and, when
+    """Draw the mixing weights as a layers x resolutions heat-map (the multi-resolution-block paper (WACV submission 832) Fig. 3) and, when
     depth is learned, the depth weights ``softmax(beta)`` per layer (drawn by
     :func:`poolarch.plots.plot_mixing_weights`). Writes a PNG to ``path``.
 

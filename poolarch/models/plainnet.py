@@ -1,4 +1,4 @@
-"""The 10-layer, 64-channel Conv-ReLU-BN network of paper 002 ("CNNs without pooling or fixed
+"""The 10-layer, 64-channel Conv-ReLU-BN network of the multi-resolution-block paper (WACV submission 832) ("CNNs without pooling or fixed
 filter sizes", Sec. 4.2), with configurable pooling positions.
 
 ``pool="human"`` (the default) is ``"max"``: the paper's "predefined pooling" baseline halves the

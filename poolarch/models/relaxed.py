@@ -1,4 +1,4 @@
-"""Multi-resolution relaxation of a pooling search space: the DARTS baseline (paper 003, app. C).
+"""Multi-resolution relaxation of a pooling search space: the DARTS baseline (Javan et al. 2023, app. C).
 
 Every searchable layer after the first (fixed at full resolution) becomes a
 :class:`poolarch.layers.multires.MultiResBlock`: the layer's block applied at the ``p + 1``

@@ -2,7 +2,7 @@
 
 With ``pool="strided"`` a downsampling block is the usual one (stride-2 3x3 conv on the main
 path, stride-2 1x1 projection on the shortcut). With a pooling kind the 3x3 conv has stride 1 and
-the resizer sits after its BN-ReLU (rule B of paper 000, A.1); the shortcut resizes *before* its 1x1
+the resizer sits after its BN-ReLU (rule B of Jang et al. 2023, A.1); the shortcut resizes *before* its 1x1
 projection (a 1x1 conv commutes with subsampling, so this is the cheap order). The two resizers of a
 block are separate modules sharing one scale (``share_with``), so main path and shortcut always agree.
 
@@ -77,7 +77,7 @@ class CifarResNet(nn.Module):
 
 @register_model("resnet20_cifar")
 def resnet20_cifar(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales=None):
-    """ResNet-20 (paper 003 B.2): 3 stages x 3 basic blocks, 16/32/64 channels, maps 32-16-8."""
+    """ResNet-20 (Javan et al. 2023 B.2): 3 stages x 3 basic blocks, 16/32/64 channels, maps 32-16-8."""
     return CifarResNet(BasicBlock, (3, 3, 3), (16, 32, 64), (1, 2, 2), num_classes, pool, in_chans, init_scales)
 
 
@@ -90,6 +90,6 @@ def resnet18_cifar(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, 
 
 @register_model("resnet50_cifar")
 def resnet50_cifar(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales=None):
-    """ResNet-50 for CIFAR (paper 000 Table 1): bottlenecks 3-4-6-3, maps 32-16-8-4, 1.31 GMACs strided."""
+    """ResNet-50 for CIFAR (Jang et al. 2023 Table 1): bottlenecks 3-4-6-3, maps 32-16-8-4, 1.31 GMACs strided."""
     return CifarResNet(Bottleneck, (3, 4, 6, 3), (64, 128, 256, 512), (1, 2, 2, 2), num_classes, pool, in_chans,
                        init_scales)

@@ -1,4 +1,4 @@
-"""Pooling-configuration search spaces (paper 003, Sec. 2.1 and appendix B.2, Table 5).
+"""Pooling-configuration search spaces (Javan et al. 2023, Sec. 2.1 and appendix B.2, Table 5).
 
 A *configuration* is the number of searchable layers at each resolution, ``(n0, n1, ..., np)``:
 ``n0`` layers at full resolution, then a 2x max-pooling, ``n1`` layers at half resolution, and so

@@ -1,4 +1,4 @@
-"""ResNets whose pooling positions are chosen per forward call (paper 003, Sec. 2.1-2.3, app. B.2).
+"""ResNets whose pooling positions are chosen per forward call (Javan et al. 2023, Sec. 2.1-2.3, app. B.2).
 
 :class:`PoolingResNet` is one ResNet whose layers (stem convolution + residual blocks for CIFAR
 stems; residual blocks after a fixed 7x7/stride-2 stem + max-pool for ImageNet stems) have

@@ -1,6 +1,6 @@
 """VGG-style plain networks: stages of 3x3 convolutions separated by resizing layers.
 
-``vgg16_cifar`` is the CIFAR VGG-16 of Shape Adaptor / DynOPool (paper 000, Table 1): 13
+``vgg16_cifar`` is the CIFAR VGG-16 of Shape Adaptor / DynOPool (Jang et al. 2023, Table 1): 13
 Conv-BN-ReLU layers, 4 resizings (maps 32-16-8-4-2 on 32x32 input), global average pooling and
 one FC layer (0.31 GMACs, 100 classes). ``vgg_small`` is a narrow 4-layer net for CPU demos
 (MNIST 28x28: maps 28-14-7-3 with max pooling; DynOPool at r=0.5 rounds 7/2 up, 28-14-7-4).
@@ -34,7 +34,7 @@ class ConvStageNet(nn.Module):
 
     Args:
         stages: output channels of every layer, grouped by stage (before ``width`` scaling).
-        order: ``"conv-bn-relu"`` (VGG) or ``"conv-relu-bn"`` (paper 002's plain net).
+        order: ``"conv-bn-relu"`` (VGG) or ``"conv-relu-bn"`` (the multi-resolution-block paper (WACV submission 832)'s plain net).
         human: what ``pool="human"`` builds (``"max"``: 2x2 max-pooling, as VGG).
     Attributes:
         stage_strides: nominal reduction entering each stage (1 for the first, 2 after).

@@ -1,4 +1,4 @@
-"""After a search: rank every configuration (paper 003 Sec. 2.3).
+"""After a search: rank every configuration (Javan et al. 2023 Sec. 2.3).
 
 Every configuration ``c`` is evaluated on the validation split with the weight set the method
 assigns to it (balanced mixture: ``m* = argmax_m p(m|c)``). Batch-norm statistics are shared by all

@@ -1,4 +1,4 @@
-"""Ranking quality of a search against the brute-force ground truth (paper 003 Sec. 3.2, Fig. 3).
+"""Ranking quality of a search against the brute-force ground truth (Javan et al. 2023 Sec. 3.2, Fig. 3).
 
 * :func:`kendall_tau` -- Kendall's tau-b (``scipy.stats.kendalltau``);
 * :func:`top_k_overlap` -- fraction of the ground truth's top-k found in the search's top-k;

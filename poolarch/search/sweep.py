@@ -1,4 +1,4 @@
-"""Brute-force ground truth: train every configuration of a space independently (paper 003 Sec. 3.1).
+"""Brute-force ground truth: train every configuration of a space independently (Javan et al. 2023 Sec. 3.1).
 
 Each configuration ``c`` is one ordinary run of the common engine (model ``<backbone>_blocks`` with
 ``config_blocks = c``, method ``plain``) in ``SWEEP_DIR/config_<n0>-<n1>-...``. Runs go through a

@@ -2,7 +2,7 @@
 
 ``lr(step) = base_lr * lr_factor(schedule, step, total_steps, ...)``; the engine applies the
 factor to every parameter group before each step, so weights and architecture parameters follow
-the same shape of schedule with their own base rates (paper 000 Table B: cosine annealing;
+the same shape of schedule with their own base rates (Jang et al. 2023 Table B: cosine annealing;
 appendix A.2: poly with power 0.9 for segmentation).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Balanced Mixture of SuperNets (paper 003, Sec. 2.3, Fig. 2).
+"""Balanced Mixture of SuperNets (Javan et al. 2023, Sec. 2.3, Fig. 2).
 
 ``M`` weight sets. Each step: sample ``c`` uniformly, then ``m ~ p(m | c)``, train ``f_c(., w_m)``;
 on a validation mini-batch update ``a[c, m]`` (Eq. 2). ``p(c, m) = softmax(a / tau)`` (Eq. 3),

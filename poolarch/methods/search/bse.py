@@ -1,4 +1,4 @@
-"""Boltzmann softmax exploration (paper 003, app. C, Eq. 7).
+"""Boltzmann softmax exploration (Javan et al. 2023, app. C, Eq. 7).
 
 ``p(c) = softmax(kappa * a_c)`` with ``a_c`` the moving-average validation accuracy of
 configuration ``c`` and ``kappa`` the inverse temperature, increased linearly from

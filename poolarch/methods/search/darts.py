@@ -1,4 +1,4 @@
-"""DARTS over the multi-resolution relaxation (paper 003, app. C; Liu et al. 2019).
+"""DARTS over the multi-resolution relaxation (Javan et al. 2023, app. C; Liu et al. 2019).
 
 The model is a :class:`poolarch.models.relaxed.MultiResolutionResNet` (weights shared across
 resolutions or not). The engine trains the weights on the training split with its optimiser

@@ -1,4 +1,4 @@
-"""Monte-Carlo tree search with UCB over pooling configurations (paper 003, app. C, Eq. 6).
+"""Monte-Carlo tree search with UCB over pooling configurations (Javan et al. 2023, app. C, Eq. 6).
 
 The space is a binary tree over layers: layer 0 is fixed at full resolution; at every later layer
 a node has at most two children, "same resolution" and "downsample", restricted so that every

@@ -1,4 +1,4 @@
-"""Bookkeeping of the Balanced Mixture of SuperNets (paper 003, Sec. 2.3, Eq. 2-3, app. B.1).
+"""Bookkeeping of the Balanced Mixture of SuperNets (Javan et al. 2023, Sec. 2.3, Eq. 2-3, app. B.1).
 
 * :func:`moving_average_update` -- ``a[c, m] = beta * a[c, m] + (1 - beta) * acc`` (Eq. 2);
 * :func:`joint_probabilities` -- ``p(c, m) = softmax(a / tau)`` over all entries (Eq. 3), balanced

@@ -1,4 +1,4 @@
-"""Single Path One-Shot with uniform sampling (Guo et al. 2020; paper 003 Sec. 2.2, Eq. 1).
+"""Single Path One-Shot with uniform sampling (Guo et al. 2020; Javan et al. 2023 Sec. 2.2, Eq. 1).
 
 Every step trains one configuration drawn uniformly; with several weight sets the weight set is
 drawn uniformly too (an unbalanced-free "uniform mixture" ablation). After training every

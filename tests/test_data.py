@@ -397,8 +397,8 @@ def test_random_dataset_and_bad_args():
     assert xa.shape[1:] == (2, 12, 10) and xa.shape[0] + a.val.dataset_size == 40 and ya.max() < 5 and (a.num_classes, a.in_chans) == (5, 2)
     assert torch.equal(xa, _all(b.train)[0])
     assert "random" in list_datasets()
-    with pytest.raises(ValueError, match="dataset must be one of .*mnist5k.*got 'mnist'"):
-        load_data("mnist")
+    with pytest.raises(ValueError, match="dataset must be one of .*mnist5k.*got 'no-such-data'"):
+        load_data("no-such-data")
     with pytest.raises(ValueError, match="batch_size"):
         load_data("mnist5k", batch_size=0)
     with pytest.raises(ValueError, match="num_classes=100"):

@@ -27,7 +27,10 @@ from torch import nn
 
 from ..layers.base import LearnableResize, learnable_resizers
 
-__all__ = ["GmacsBudget", "distinct_resizers", "project_to_budget"]
+__all__ = ["GmacsBudget", "distinct_resizers", "project_to_budget", "reachable_gmacs", "check_reachable"]
+
+#: scale that puts every DynOPool layer at its minimum output size (``min_size``)
+_TINY_SCALE = 1e-6
 
 
 def distinct_resizers(model: nn.Module) -> list[LearnableResize]:
@@ -53,10 +56,13 @@ def project_to_budget(
     tolerance: float,
     max_log_factor: float = 3.0,
     iterations: int = 30,
+    max_scale: float | None = None,
 ) -> tuple[float, float]:
     """Multiply every learnable scale ``r`` by ``exp(-c)`` (DynOPool: every ``alpha = 1/r`` by
     ``exp(c)``), with ``c`` found by bisection so that ``measure_gmacs()`` is as close to
     ``target`` as the integer sizes allow. Resizers that cannot be rescaled raise ``ValueError``.
+    With ``max_scale`` every scale is clamped to ``r <= max_scale`` after the rescale (the
+    training cap holds for the projected architecture too).
 
     Returns ``(factor, gmacs)``: ``exp(c)``, the factor applied to every inverse scale ``1/r``,
     and the GMACs after projection.
@@ -71,6 +77,8 @@ def project_to_budget(
             for p, p0 in zip(module.arch_parameters(), params):
                 p.copy_(p0)
             module.rescale_(math.exp(-c))
+            if max_scale is not None:
+                module.clamp_scale_(max_scale)
         return measure_gmacs()
 
     best_c, best_g = 0.0, evaluate(0.0)
@@ -88,6 +96,41 @@ def project_to_budget(
             high = mid
     evaluate(best_c)
     return math.exp(best_c), best_g
+
+
+@torch.no_grad()
+def reachable_gmacs(model: nn.Module, measure_gmacs: Callable[[], float],
+                    max_scale: float | None) -> tuple[float, float]:
+    """``(smallest, largest)`` GMACs the learnable scales of ``model`` can give: every scale at its
+    minimum (each layer at its ``min_size``) and every scale at ``max_scale`` (``inf`` without a
+    cap). The parameters are restored afterwards."""
+    resizers = distinct_resizers(model)
+    original = [[p.detach().clone() for p in m.arch_parameters()] for m in resizers]
+
+    def measure_at(scale: float) -> float:
+        for module in resizers:
+            module.set_scale([scale] * module.ndim)
+        return measure_gmacs()
+
+    try:
+        low = measure_at(_TINY_SCALE)
+        high = math.inf if max_scale is None else measure_at(max_scale)
+    finally:
+        for module, params in zip(resizers, original):
+            for p, p0 in zip(module.arch_parameters(), params):
+                p.copy_(p0)
+    return low, high
+
+
+def check_reachable(target: float, low: float, high: float, tolerance: float, max_scale: float | None) -> None:
+    """``ValueError`` naming the reachable range unless some GMACs in ``[low, high]`` lie within
+    ``tolerance`` of ``target``."""
+    if target * (1 + tolerance) >= low and target * (1 - tolerance) <= high:
+        return
+    cap = f"max_scale {max_scale:g}" if max_scale is not None else "no cap"
+    raise ValueError(f"target_gmacs {target:g} is out of reach: the model's learnable scales give {low:.6g} to "
+                     f"{high:.6g} GMACs per image (every scale between the layers' minimum size and {cap}); "
+                     f"choose a target in that range")
 
 
 class GmacsBudget:
@@ -108,6 +151,7 @@ class GmacsBudget:
         final_fraction: share of the steps spent with the architecture pinned.
         k_i, k_p: integral gain (per whole run) and proportional gain of ``u`` on ``log(GMACs/target)``.
         max_step: largest change of ``u`` in one step.
+        max_scale: cap on every scale, also after the final projection (``None``: no cap).
     """
 
     def __init__(
@@ -120,6 +164,7 @@ class GmacsBudget:
         k_i: float = 20.0,
         k_p: float = 2.0,
         max_step: float = 0.05,
+        max_scale: float | None = None,
     ) -> None:
         if target <= 0:
             raise ValueError(f"target_gmacs must be > 0, got {target}")
@@ -130,6 +175,7 @@ class GmacsBudget:
         self.k_i = k_i / max(1, self.total_steps)
         self.k_p = k_p
         self.max_step = max_step
+        self.max_scale = max_scale
         self.gmacs = self.target
         self.u = float(initial_lambda) * self.target
         self.prev_error: float | None = None
@@ -159,7 +205,8 @@ class GmacsBudget:
         """Project the architecture onto the target if needed and pin it; returns the GMACs."""
         gmacs = measure_gmacs()
         if abs(gmacs / self.target - 1.0) > self.tolerance / 2:
-            self.projection_factor, gmacs = project_to_budget(model, measure_gmacs, self.target, self.tolerance)
+            self.projection_factor, gmacs = project_to_budget(model, measure_gmacs, self.target, self.tolerance,
+                                                                  max_scale=self.max_scale)
         else:
             self.projection_factor = 1.0
         self.frozen = True

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..complexity import ComplexityLoss, current_gmacs
 from ..layers.base import learnable_resizers
 from .base import Method, RunInfo, register_method
-from .budget import GmacsBudget, distinct_resizers
+from .budget import GmacsBudget, check_reachable, distinct_resizers, reachable_gmacs
 
 __all__ = ["DynOPoolMethod"]
 
@@ -77,7 +77,10 @@ class DynOPoolMethod(Method):
             if self.resizers:
                 if run is None:
                     raise ValueError("target_gmacs needs the run's length: pass run=RunInfo(...) to setup")
-                self.budget = GmacsBudget(self.target_gmacs, run.total_steps, self.target_tolerance, self.lambda_)
+                low, high = reachable_gmacs(model, lambda: current_gmacs(model, example_input), self.max_scale)
+                check_reachable(self.target_gmacs, low, high, self.target_tolerance, self.max_scale)
+                self.budget = GmacsBudget(self.target_gmacs, run.total_steps, self.target_tolerance, self.lambda_,
+                                          max_scale=self.max_scale)
                 self.lambda_ = self.budget.lambda_
                 if self.budget.should_freeze(0):  # a run too short for a control phase
                     self.budget.freeze(model, lambda: current_gmacs(model, example_input))

@@ -285,9 +285,24 @@ class Trainer:
                 self.log(_format_row(record, metric))
             barrier(self.dist)
         if primary:
-            self.run.write_result({"status": "finished", "final": self.history[-1], "best": self.best})
+            result: dict[str, Any] = {"status": "finished", "final": self.history[-1], "best": self.best}
+            result.update(self._budget_summary())
+            self.run.write_result(result)
         barrier(self.dist)
         return self._result(finished=True)
+
+    def _budget_summary(self) -> dict[str, Any]:
+        """With ``target_gmacs``: ``{budget_met, target_gmacs, final_gmacs}`` for ``result.yaml``; a
+        missed budget is also logged as a warning. Without a target: ``{}``."""
+        target = self.cfg.target_gmacs
+        if target is None or not self.history:
+            return {}
+        final = float(self.history[-1]["gmacs"])
+        met = abs(final / target - 1.0) <= self.cfg.target_tolerance
+        if not met:
+            logger.warning("budget missed: final GMACs %.6g are %.1f%% off target_gmacs %.6g (tolerance %.0f%%)",
+                           final, 100 * (final / target - 1.0), target, 100 * self.cfg.target_tolerance)
+        return {"budget_met": met, "target_gmacs": float(target), "final_gmacs": final}
 
     def _result(self, finished: bool) -> RunResult:
         final = self.history[-1] if self.history else {}

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .._validate import check_positive_finite  # noqa: F401  (re-exported for the layers)
 
-__all__ = ["LearnableResize", "learnable_resizers", "architecture_parameters", "to_pair"]
+__all__ = ["LearnableResize", "learnable_resizers", "architecture_parameters", "to_pair", "check_nonempty"]
 
 
 def to_tuple(value: float | Sequence[float], ndim: int, name: str) -> tuple[float, ...]:
@@ -42,6 +42,17 @@ def shape_repr(shape: List[int]) -> str:
     if len(shape) == 1:
         text += ","
     return "(" + text + ")"
+
+
+def check_nonempty(x: Tensor, layer: str, name: str = "input") -> None:
+    """``ValueError`` naming the shape when ``x`` (``(N, C, *spatial)``) has no channel or a spatial
+    size 0; ``N = 0`` (an empty batch) is allowed and gives an empty output. TorchScript compiles it."""
+    shape = [int(s) for s in x.shape]
+    if len(shape) >= 3 and (shape[1] < 1 or min(shape[2:]) < 1):
+        raise ValueError(
+            name + " of " + layer + " has shape " + shape_repr(shape) + ": the channels C and every spatial "
+            "size must be >= 1 (only the batch N may be 0)"
+        )
 
 
 class LearnableResize(nn.Module):

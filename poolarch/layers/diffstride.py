@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import LearnableResize, check_positive_finite, shape_repr, to_pair
+from .base import LearnableResize, check_nonempty, check_positive_finite, shape_repr, to_pair
 from .factory import register_pool
 
 __all__ = [
@@ -99,6 +99,7 @@ def _check_input(x: Tensor) -> None:
         raise ValueError("input must have 4 dimensions (N, C, H, W) for DiffStride2d, got shape " + shape_repr(x.shape))
     if not x.is_floating_point():
         raise TypeError("input must be a floating-point tensor, got " + str(x.dtype))
+    check_nonempty(x, "DiffStride2d")
 
 
 def adaptive_span_mask(freqs: Tensor, half_window: Tensor, smoothness: float) -> Tensor:

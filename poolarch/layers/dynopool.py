@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _dynopool_torch
-from .base import LearnableResize, check_positive_finite, shape_repr, to_tuple
+from .base import LearnableResize, check_nonempty, check_positive_finite, shape_repr, to_tuple
 
 __all__ = [
     "dynopool",
@@ -67,6 +67,7 @@ def _check_input(x: Tensor, ndim: int) -> None:
             "input must have " + str(ndim + 2) + " dimensions (N, C, " + axes + ") for "
             + str(ndim) + "-d DynOPool, got shape " + shape_repr(x.shape)
         )
+    check_nonempty(x, str(ndim) + "-d DynOPool")
 
 
 def dynopool_output_size(
@@ -229,7 +230,13 @@ def dynopool3d(x: Tensor, alpha: Tensor, aggregation: str = "max", min_size: flo
 
 
 class _DynOPoolNd(LearnableResize):
-    """Learnable-scale pooling; see :func:`dynopool`. Subclasses fix ``ndim``."""
+    """Learnable-scale pooling; see :func:`dynopool`. Subclasses fix ``ndim``.
+
+    ``init_scale`` may be any positive finite scale (``r > 1`` upsamples): the layer itself has no
+    cap. Training caps it: :class:`poolarch.train.TrainConfig` refuses ``init_scales`` above its
+    ``max_scale`` (default 2.0), and the ``dynopool`` method clamps every scale to ``max_scale``
+    after each step (:meth:`clamp_scale_`).
+    """
 
     def __init__(
         self,

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from .._validate import check_choice
 from .factory import FIXED_POOLS
+from .base import check_nonempty
 
 __all__ = [
     "multi_resolution",
@@ -258,6 +259,10 @@ class MultiResBlock(nn.Module):
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            raise ValueError(f"input of MultiResBlock must be a (N, C, H, W) tensor, got "
+                             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        check_nonempty(x, "MultiResBlock")
         levels = self.active_levels()
         w = self.weights()[levels]
         return multi_resolution(x, [self.block_at(r) for r in levels], w, levels, self.pool, self.upsample)

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import LearnableResize, check_positive_finite, learnable_resizers, shape_repr, to_pair
+from .base import LearnableResize, check_nonempty, check_positive_finite, learnable_resizers, shape_repr, to_pair
 from .factory import register_pool
 
 __all__ = [
@@ -108,6 +108,7 @@ def _check_input(x: Tensor, name: str = "input") -> None:
         raise ValueError(
             name + " must have 4 dimensions (N, C, H, W) for ShapeAdaptor2d, got shape " + shape_repr(x.shape)
         )
+    check_nonempty(x, "ShapeAdaptor2d", name)
 
 
 def _check_alpha(alpha: Tensor) -> None:

@@ -2,6 +2,7 @@
 task and method. Unknown names raise ``ValueError`` naming the allowed values."""
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -20,7 +21,7 @@ from .task import TASKS, Task
 
 __all__ = ["TORCHVISION_PREFIX", "check_config_names", "resolve_device", "seed_everything", "build_data",
            "build_model", "build_method", "build_task", "torchvision_models", "build_torchvision_model",
-           "blocks_model_name", "example_input"]
+           "blocks_model_name", "example_input", "check_input_size"]
 
 TORCHVISION_PREFIX = "torchvision."
 HUMAN_POOLS = (HUMAN, STRIDED, "max")  # "keep the network's own resizing" for torchvision models
@@ -146,3 +147,69 @@ def example_input(data, device: torch.device) -> Tensor:
     if isinstance(size, int):
         size = (size, size)
     return torch.zeros(1, data.in_chans, *size, device=device)
+
+
+def _forward_ok(model: nn.Module, example: Tensor) -> bool:
+    """Whether ``model`` runs on ``example`` (eval mode, no grad)."""
+    try:
+        with torch.no_grad():
+            model(example)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _last_feature_map(model: nn.Module, example: Tensor) -> tuple[int, ...] | None:
+    """Spatial size of the last 4-d (or 5-d) output of a module (global pools aside) in one forward
+    of ``example``: the feature map the head reads."""
+    sizes: list[tuple[int, ...]] = []
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        if isinstance(output, Tensor) and output.dim() >= 4:
+            sizes.append(tuple(output.shape[2:]))
+
+    global_pools = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+                    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if m is not model and not isinstance(m, global_pools)]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return sizes[-1] if sizes else None
+
+
+def check_input_size(model: nn.Module, example: Tensor, name: str = "image_size", limit: int = 4096) -> None:
+    """``ValueError`` naming ``name`` and the smallest square size that works when ``model`` fails
+    on ``example`` (one image, eval mode, no grad); a logging warning when the last feature map
+    collapses to 1-2 pixels. The model's train/eval flag is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        if _forward_ok(model, example):
+            final = _last_feature_map(model, example)
+            if final is not None and max(final) <= 2:
+                logging.getLogger("poolarch").warning(
+                    "%s %s: the last feature map is only %s pixels; a larger %s keeps more spatial detail",
+                    name, "x".join(map(str, example.shape[2:])), "x".join(map(str, final)), name)
+            return
+        size = tuple(example.shape[2:])
+
+        def works(s: int) -> bool:
+            return _forward_ok(model, example.new_zeros(1, example.shape[1], *([s] * len(size))))
+
+        low, high = max(size), max(2 * max(size), 2)  # low fails (or is the failing size)
+        while not works(high):
+            low, high = high, 2 * high
+            if high > limit:
+                raise ValueError(f"{name} {'x'.join(map(str, size))} is too small for the model, and no size up to "
+                                 f"{limit} works either")
+        while high - low > 1:  # low fails, high works
+            mid = (low + high) // 2
+            low, high = (low, mid) if works(mid) else (mid, high)
+        raise ValueError(f"{name} {'x'.join(map(str, size))} is too small for the model: its feature maps shrink "
+                         f"below 1 pixel; use {name} >= {high}")
+    finally:
+        model.train(was_training)

@@ -216,6 +216,13 @@ class TrainConfig:
         dataset, method -- are checked by the registries when the run is built)."""
         for f in fields(self):
             check_option(type(self), f, getattr(self, f.name))
+        if self.max_scale is not None and self.init_scales is not None:
+            entries = list(self.init_scales.values()) if isinstance(self.init_scales, Mapping) else self.init_scales
+            entries = entries if isinstance(entries, (list, tuple)) else [entries]
+            flat = [x for v in entries if v is not None for x in (v if isinstance(v, (list, tuple)) else [v])]
+            if flat and max(flat) > self.max_scale:
+                raise ValueError(f"init_scales must be <= max_scale {self.max_scale:g} (the cap on every learnable "
+                                 f"scale during training), got {self.init_scales!r}; raise max_scale or lower the scale")
 
 
 def load_config(path: str | Path) -> TrainConfig:

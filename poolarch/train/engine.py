@@ -35,8 +35,8 @@ from ..checkpoint import load_model_state, rng_state, set_rng_state
 from ..complexity import current_gmacs
 from ..distributed import all_reduce_sum, barrier, broadcast_buffers, broadcast_object, init_distributed
 from ..methods import RunInfo
-from .build import (build_data, build_method, build_model, build_task, check_config_names, example_input,
-                    resolve_device, seed_everything)
+from .build import (build_data, build_method, build_model, build_task, check_config_names, check_input_size,
+                    example_input, resolve_device, seed_everything)
 from .config import TrainConfig
 from .evaluation import architecture_summary, evaluate_split
 from .rundir import RunDir, to_plain
@@ -105,6 +105,7 @@ class Trainer:
         self.model = (model if model is not None else build_model(cfg, self.data)).to(self.device)
         self.method = build_method(cfg, self.model)
         self.example = example_input(self.data, self.device)
+        check_input_size(self.model, self.example)
         self.steps_per_epoch = len(self.data.train)
         if cfg.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)

@@ -47,10 +47,14 @@ def shape_repr(shape: List[int]) -> str:
 def check_nonempty(x: Tensor, layer: str, name: str = "input") -> None:
     """``ValueError`` naming the shape when ``x`` (``(N, C, *spatial)``) has no channel or a spatial
     size 0; ``N = 0`` (an empty batch) is allowed and gives an empty output. TorchScript compiles it."""
-    shape = [int(s) for s in x.shape]
-    if len(shape) >= 3 and (shape[1] < 1 or min(shape[2:]) < 1):
+    if x.dim() < 3:
+        return
+    empty = x.shape[1] < 1  # the batch axis is never read: exporters keep it dynamic
+    for size in x.shape[2:]:
+        empty = empty or size < 1
+    if empty:
         raise ValueError(
-            name + " of " + layer + " has shape " + shape_repr(shape) + ": the channels C and every spatial "
+            name + " of " + layer + " has shape " + shape_repr(x.shape) + ": the channels C and every spatial "
             "size must be >= 1 (only the batch N may be 0)"
         )
 

@@ -12,7 +12,8 @@ One optimiser step::
 After every epoch: the task metric on validation and test, the GMACs per image
 (:func:`poolarch.complexity.count_macs`), the feature-map sizes and scales, the method's values,
 a row of ``metrics.csv``, ``architecture.yaml`` and the ``last.pt``/``best.pt`` checkpoints, all
-written atomically (:class:`~poolarch.train.rundir.RunDir`). ``result.yaml`` is written only when
+written atomically (:class:`~poolarch.train.rundir.RunDir`); ``last.pt`` is the commit point of an
+epoch, and a resume reconciles the other files with it (:meth:`RunDir.reconcile`). ``result.yaml`` is written only when
 the run finishes, so an interrupted run directory never looks finished; ``train(resume=RUN_DIR)``
 continues it from ``last.pt`` and ends with the same weights and metrics as an uninterrupted run.
 Messages go to ``logging.getLogger("poolarch")`` (or to ``log`` when given); tqdm shows progress.
@@ -135,7 +136,11 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         if resume_dir is not None and resume_dir.last.is_file():
-            self._load(resume_dir.load_checkpoint("last", map_location=self.device), resume_dir.checkpoint("last"))
+            state = resume_dir.load_checkpoint("last", map_location=self.device)
+            self._load(state, resume_dir.checkpoint("last"))
+            if self.dist.is_primary and self.run.status != "finished":
+                architecture_summary(self.model, self.example)  # the resizers' sizes at the restored scales
+                self.run.reconcile(state, self.model)
         elif self.dist.is_primary:
             self.run.start(cfg)
         barrier(self.dist)

@@ -13,6 +13,14 @@
 
 Every file is written atomically (:mod:`poolarch.checkpoint`), so an interrupted run directory never
 holds a half-written file, and never looks finished.
+
+**Commit point.** An epoch writes, in this order, ``metrics.csv``, ``architecture.yaml``, ``last.pt``
+and (when the epoch is the best so far) ``best.pt``. ``last.pt`` is the commit: an epoch is done once
+its ``last.pt`` is in place, and a run killed anywhere resumes from ``last.pt`` alone.
+:meth:`RunDir.reconcile` (called on resume) makes the other files agree with it: ``metrics.csv`` is
+rewritten from the history stored in ``last.pt`` (dropping rows of an uncommitted epoch),
+``architecture.yaml`` from the restored model, and ``best.pt`` is replaced by ``last.pt`` when the
+``best`` record in ``last.pt`` is that epoch (a kill between ``last.pt`` and ``best.pt``).
 """
 from __future__ import annotations
 
@@ -28,7 +36,7 @@ import yaml
 from torch import Tensor, nn
 
 from ..architecture import save_architecture
-from ..checkpoint import atomic_torch_save, atomic_write_csv, atomic_write_text, load_checkpoint
+from ..checkpoint import atomic_torch_save, atomic_write_bytes, atomic_write_csv, atomic_write_text, load_checkpoint
 from .config import TrainConfig
 
 __all__ = ["RunDir", "run_status", "to_plain", "CHECKPOINTS"]
@@ -154,10 +162,20 @@ class RunDir:
         os.replace(tmp, self.architecture)
 
     def save_checkpoint(self, state: dict[str, Any], best: bool = False) -> None:
-        """``last.pt`` (and ``best.pt`` when ``best``)."""
+        """``last.pt`` -- the commit point of an epoch -- then ``best.pt`` when ``best``."""
         atomic_torch_save(state, self.last)
         if best:
             atomic_torch_save(state, self.best)
+
+    def reconcile(self, state: dict[str, Any], model: nn.Module) -> None:
+        """Make ``metrics.csv``, ``architecture.yaml`` and ``best.pt`` agree with the committed
+        ``last.pt`` whose content is ``state`` (already loaded into ``model``, whose resizers have
+        run on the example input since); see the module docstring."""
+        self.write_metrics(list(state["history"]))
+        self.write_architecture(model)
+        best = state.get("best") or {}
+        if best.get("epoch") == state["epoch"]:
+            atomic_write_bytes(self.best, self.last.read_bytes())
 
     def load_checkpoint(self, which: str = "last", map_location: str | torch.device = "cpu") -> dict[str, Any]:
         path = self.checkpoint(which)

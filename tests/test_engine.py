@@ -358,3 +358,73 @@ def test_budget_controller_sign_and_projection():
     assert abs(gmacs / target - 1) <= 0.05 and gmacs == pytest.approx(measure())
     for a0, a in zip(before, [m.alpha for m in distinct_resizers(model)]):  # one common factor on every alpha
         torch.testing.assert_close(a.detach(), a0 * factor)
+
+
+# -- the commit point: a kill between any two writes of an epoch ------------------------------------
+class _Killed(Exception):
+    """Stands for the process being killed right after a file was written."""
+
+
+def _count_writes(monkeypatch, kill_after: int | None) -> list[str]:
+    """Wrap the run directory's writers (metrics, architecture, checkpoints); raise :class:`_Killed`
+    right after write number ``kill_after`` (1-based). Returns the log of writes."""
+    import poolarch.train.rundir as rundir
+
+    log: list[str] = []
+
+    def wrap(name, fn, label_of):
+        def wrapped(*args, **kwargs):
+            fn(*args, **kwargs)
+            log.append(label_of(*args))
+            if kill_after is not None and len(log) == kill_after:
+                raise _Killed(log[-1])
+        monkeypatch.setattr(rundir, name, wrapped)
+
+    wrap("atomic_write_csv", rundir.atomic_write_csv, lambda path, rows: os.path.basename(path))
+    wrap("save_architecture", rundir.save_architecture, lambda model, path: "architecture.yaml")
+    wrap("atomic_torch_save", rundir.atomic_torch_save, lambda state, path: os.path.basename(path))
+    return log
+
+
+def _run_files(run_dir) -> dict:
+    last = load_checkpoint(run_dir / "last.pt")
+    best = load_checkpoint(run_dir / "best.pt")
+    return {"metrics": read_metrics(run_dir), "architecture": (run_dir / "architecture.yaml").read_text(),
+            "last": last, "best": best}
+
+
+def _assert_same_run(a: dict, b: dict) -> None:
+    assert a["metrics"] == b["metrics"]
+    assert a["architecture"] == b["architecture"]
+    for which in ("last", "best"):
+        sa, sb = a[which], b[which]
+        assert sa["epoch"] == sb["epoch"], which
+        assert sa["model"].keys() == sb["model"].keys()
+        for key in sa["model"]:
+            assert torch.equal(sa["model"][key], sb["model"][key]), (which, key)
+        assert sa["method"] == sb["method"]
+        drop = lambda rows: [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]  # noqa: E731
+        assert drop([sa["best"]]) == drop([sb["best"]])
+        assert drop(sa["history"]) == drop(sb["history"])
+
+
+def test_kill_between_any_two_writes_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    settings = dict(epochs=3, limit=48, lambda_=0.0, lr=0.2)
+    writes = _count_writes(monkeypatch, None)
+    full = train(tiny_cfg(tmp_path, "full", **settings))
+    monkeypatch.undo()
+    reference = _run_files(full.run_dir)
+    # the order of one epoch: metrics, architecture, last.pt (the commit), best.pt when improved
+    assert writes[:4] == ["metrics.csv", "architecture.yaml", "last.pt", "best.pt"]
+    assert writes.count("best.pt") >= 2, writes  # a later epoch improves too: best.pt after a commit is covered
+
+    for k in range(1, len(writes) + 1):
+        name = f"kill{k}"
+        _count_writes(monkeypatch, k)
+        with pytest.raises(_Killed):
+            train(tiny_cfg(tmp_path, name, **settings))
+        monkeypatch.undo()
+        assert run_status(tmp_path / name) == "incomplete"
+        resumed = train(resume=tmp_path / name)
+        assert resumed.finished, k
+        _assert_same_run(reference, _run_files(tmp_path / name))

@@ -6,7 +6,8 @@ The top layer of the package: nothing in poolarch imports it. The flags of ``tra
 the commands (:mod:`._options`). ``poolarch train`` with no arguments runs the embedded demo.
 
 Bad input -- at parse time or raised as ``ValueError``/``TypeError``/``OSError`` while a run is
-built -- prints one line ``poolarch <command>: error: ...`` and exits with status 2.
+built or trained (an unreadable image in the first epoch) -- prints one line
+``poolarch <command>: error: ...`` and exits with status 2.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sys
 import textwrap
 from typing import Callable, Sequence, TypeVar
 
-__all__ = ["main", "build_parser", "config_from_args", "run_demo", "DEMO_CONFIG", "UsageError", "guard",
+__all__ = ["main", "build_parser", "config_from_args", "run_demo", "DEMO_CONFIG", "UsageError", "guard", "one_line",
            "configure_logging", "line_logger"]
 
 T = TypeVar("T")
@@ -26,13 +27,26 @@ class UsageError(Exception):
     """Bad input at the command line: reported in one line, exit status 2."""
 
 
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` in one line: its first line, or -- for an error re-raised from a
+    DataLoader worker (``Caught ValueError in DataLoader worker process 0.`` and the worker's
+    traceback) -- the original error's message."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if lines[0].startswith("Caught ") and " worker " in lines[0] and len(lines) > 1:
+        name, sep, message = lines[-1].partition(": ")
+        return message if sep and name.replace(".", "").isidentifier() else lines[-1]
+    return lines[0]
+
+
 def guard(factory: Callable[[], T]) -> T:
     """Run ``factory``; bad input (``ValueError``/``TypeError``/``OSError``) becomes a :class:`UsageError`
-    carrying the first line of its message."""
+    carrying its message in one line (:func:`one_line`)."""
     try:
         return factory()
     except (ValueError, TypeError, OSError) as e:
-        raise UsageError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+        raise UsageError(one_line(e)) from e
 
 
 class _HelpFormatter(argparse.HelpFormatter):

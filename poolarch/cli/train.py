@@ -98,7 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = guard(lambda: config_from_args(args))
         trainer = guard(lambda: Trainer(cfg, overwrite=bool(args.overwrite), log=line_logger(args.quiet)))
-    result = trainer.fit(stop_after_epochs=args.stop_after_epochs)
+    result = guard(lambda: trainer.fit(stop_after_epochs=args.stop_after_epochs))  # e.g. an unreadable image
     if trainer.dist.is_primary:
         state = "finished" if result.finished else "stopped (resume with --resume)"
         print(f"run {state}: {result.run_dir}")

@@ -1,5 +1,5 @@
-"""``poolarch`` command line: bad input (one line, exit 2, no run directory), flag/YAML merging,
-train -> eval -> report, resume."""
+"""``poolarch`` command line: flag/YAML merging, train -> eval -> report, resume (bad input:
+tests/test_cli_errors.py)."""
 from __future__ import annotations
 
 import csv
@@ -25,49 +25,7 @@ def run_cli(capsys, *argv):
     return status, captured.out, captured.err
 
 
-@pytest.mark.parametrize(
-    "argv, fragments",
-    [
-        (["--model", "nope"], ["model must be one of", "vgg16_cifar", "'nope'"]),
-        (["--dataset", "nope"], ["dataset must be one of", "cifar100", "'nope'"]),
-        (["--variant", "squash"], ["variant must be one of", "stretch-v", "'squash'"]),
-        (["--method", "nope"], ["method must be one of", "plain", "'nope'"]),
-        (["--pool", "nope", "--dataset", "random"], ["pool must be one of", "dynopool", "'nope'"]),
-        (["--lambda", "-0.1"], ["lambda must be >= 0"]),
-        (["--dataset", "cifar10", "--data-root", "{tmp}/missing"], ["cifar-10-batches-py", "missing"]),
-        (["--dataset", "random", "--out", "{tmp}/afile/run"], ["not writable", "afile"]),
-        (["--schedule", "linear"], ["schedule must be one of", "cosine", "'linear'"]),
-    ],
-    ids=["model", "dataset", "variant", "method", "pool", "lambda", "data-folder", "out", "schedule"],
-)
-def test_bad_input_one_line_exit_2_no_run_dir(tmp_path, capsys, argv, fragments):
-    (tmp_path / "afile").write_text("not a directory")
-    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    out_dir = tmp_path / "run"
-    args = ["train", "--out", str(out_dir), "--model", "vgg_small", "--quiet"] + argv
-    status, out, err = run_cli(capsys, *args)
-    assert status == 2
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("poolarch train: error:"), err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert not out_dir.exists()
-
-
-def test_unknown_config_key(tmp_path, capsys):
-    path = tmp_path / "exp.yaml"
-    path.write_text("lr: 0.1\nlearning_rate: 0.2\n")
-    status, _, err = run_cli(capsys, "train", "--config", str(path), "--out", str(tmp_path / "run"))
-    assert status == 2
-    assert "unknown config key 'learning_rate'" in err and "scale_lr" in err
-    assert len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "run").exists()
-
-
-def test_argparse_errors_also_exit_2(capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["train", "--epochs", "many"])
-    assert info.value.code == 2
+# bad input (one line, exit 2, no run directory): tests/test_cli_errors.py
 
 
 def test_flags_override_yaml(tmp_path):

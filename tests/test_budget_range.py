@@ -79,3 +79,18 @@ def test_result_records_whether_the_budget_was_met(tmp_path):
     assert saved["final_gmacs"] == pytest.approx(float(result.final["gmacs"]))
     assert saved["budget_met"] is (saved["final_gmacs"] == saved["target_gmacs"])
     assert saved["budget_met"] is False
+
+
+def test_climb_stops_once_the_target_is_reachable():
+    model = _model()
+    sizes: list[int] = []
+
+    def measure() -> float:
+        gmacs = count_macs(model, X).total / 1e9
+        sizes.append(max(m.output_size((16, 16))[0] for m in distinct_resizers(model)))
+        return gmacs
+
+    start = count_macs(model, X).total / 1e9
+    low, high = reachable_gmacs(model, measure, max_scale=2.0, stop_above=1.1 * start)
+    assert high >= 1.1 * start and high < _gmacs_at(_model(), 2.0)  # stopped before the cap
+    assert len(sizes) < 10

@@ -99,27 +99,44 @@ def project_to_budget(
 
 
 @torch.no_grad()
-def reachable_gmacs(model: nn.Module, measure_gmacs: Callable[[], float],
-                    max_scale: float | None) -> tuple[float, float]:
+def reachable_gmacs(model: nn.Module, measure_gmacs: Callable[[], float], max_scale: float | None,
+                    stop_above: float | None = None, step: float = 1.25) -> tuple[float, float]:
     """``(smallest, largest)`` GMACs the learnable scales of ``model`` can give: every scale at its
     minimum (each layer at its ``min_size``) and every scale at ``max_scale`` (``inf`` without a
-    cap). The parameters are restored afterwards."""
+    cap). The parameters are restored afterwards.
+
+    The largest is reached by growing every scale by ``step`` per measurement (clamped to the cap),
+    so no forward pass is much larger than needed: with ``stop_above`` the climb stops at the first
+    architecture with at least that many GMACs and returns its GMACs as ``largest`` (a lower bound:
+    the target is reachable, the cap need not be measured)."""
     resizers = distinct_resizers(model)
     original = [[p.detach().clone() for p in m.arch_parameters()] for m in resizers]
 
-    def measure_at(scale: float) -> float:
-        for module in resizers:
-            module.set_scale([scale] * module.ndim)
-        return measure_gmacs()
-
-    try:
-        low = measure_at(_TINY_SCALE)
-        high = math.inf if max_scale is None else measure_at(max_scale)
-    finally:
+    def restore() -> None:
         for module, params in zip(resizers, original):
             for p, p0 in zip(module.arch_parameters(), params):
                 p.copy_(p0)
-    return low, high
+
+    try:
+        for module in resizers:
+            module.set_scale([_TINY_SCALE] * module.ndim)
+        low = measure_gmacs()
+        restore()
+        if max_scale is None:
+            return low, math.inf
+        smallest = min(float(torch.as_tensor(m.scale).min()) for m in resizers)
+        factor = 1.0
+        while True:
+            restore()
+            for module in resizers:
+                module.rescale_(factor)
+                module.clamp_scale_(max_scale)
+            high = measure_gmacs()
+            if (stop_above is not None and high >= stop_above) or smallest * factor >= max_scale:
+                return low, high
+            factor = min(factor * step, max_scale / smallest)
+    finally:
+        restore()
 
 
 def check_reachable(target: float, low: float, high: float, tolerance: float, max_scale: float | None) -> None:

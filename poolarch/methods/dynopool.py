@@ -77,7 +77,8 @@ class DynOPoolMethod(Method):
             if self.resizers:
                 if run is None:
                     raise ValueError("target_gmacs needs the run's length: pass run=RunInfo(...) to setup")
-                low, high = reachable_gmacs(model, lambda: current_gmacs(model, example_input), self.max_scale)
+                low, high = reachable_gmacs(model, lambda: current_gmacs(model, example_input), self.max_scale,
+                                            stop_above=self.target_gmacs * (1 - self.target_tolerance))
                 check_reachable(self.target_gmacs, low, high, self.target_tolerance, self.max_scale)
                 self.budget = GmacsBudget(self.target_gmacs, run.total_steps, self.target_tolerance, self.lambda_,
                                           max_scale=self.max_scale)

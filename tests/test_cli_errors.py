@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 
 TINY = ["--model", "vgg_small", "--model-arg", "width=0.25", "--pool", "dynopool", "--dataset", "random",
         "--image-size", "16", "--num-classes", "4", "--in-chans", "1", "--limit", "16", "--batch-size", "8",
-        "--max-eval-steps", "1", "--max-steps-per-epoch", "1", "--quiet"]
+        "--max-eval-steps", "1", "--max-steps-per-epoch", "1", "--epochs", "1", "--quiet"]
 
 
 def _png(path: Path, color: int) -> None:

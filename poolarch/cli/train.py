@@ -106,7 +106,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if trainer.dist.is_primary:
         state = "finished" if result.finished else "stopped (resume with --resume)"
         print(f"run {state}: {result.run_dir}")
+        if result.finished and result.final:
+            print(result_line(result.final))
     return 0
+
+
+def result_line(row: dict[str, Any]) -> str:
+    """``result: last.pt (epoch 3): test top1 91.20, GMACs 0.002584`` for the run's result row."""
+    metrics = [f"{key.replace('_', ' ')} {float(row[key]):.2f}" for key in row
+               if key.startswith(("val_", "test_")) and isinstance(row[key], (int, float))]
+    return f"{describe_checkpoint(RESULT_CHECKPOINT, row['epoch'])}: " + ", ".join(
+        metrics + [f"GMACs {format_gmacs(float(row['gmacs']))}"])
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -103,3 +103,24 @@ def test_report_heading_is_true_for_best(budget_run, tmp_path):
 
     md = make_report([budget_run], tmp_path / "best", select="best").read_text()
     assert re.search(r"best validation \(else test\) epoch \(`best.pt`\): not the runs' results", md)
+
+
+def test_demo_prints_a_line_before_each_run_and_the_next_step(monkeypatch, tmp_path, capsys):
+    """A piped demo log shows each run starting before its epochs, and ends with the next command."""
+    import poolarch.cli.train as cli_train
+
+    calls = []
+
+    def fake_train(cfg, **kwargs):
+        calls.append(cfg.pool)
+        assert capsys.readouterr().out.splitlines()[-1].startswith(f"== {'max-pool' if cfg.pool == 'max' else 'DynOPool'}: training")
+        row = {"epoch": cfg.epochs, "test_top1": 90.0, "gmacs": 0.002584, "sizes": "28x28 14x14", "scales": ""}
+        return type("R", (), {"final": row})()
+
+    monkeypatch.setattr(cli_train, "train", fake_train)
+    cli_train.run_demo(out_root=tmp_path / "demo", quiet=True)
+    out = capsys.readouterr().out.splitlines()
+    assert calls == ["max", "dynopool"]
+    assert out[-1] == (f"next: poolarch report {tmp_path / 'demo' / 'max'} {tmp_path / 'demo' / 'dynopool'} "
+                       f"--out {tmp_path / 'demo' / 'report'}")
+    assert "result of each run: last.pt (epoch 6)" in out

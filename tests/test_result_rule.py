@@ -113,7 +113,8 @@ def test_demo_prints_a_line_before_each_run_and_the_next_step(monkeypatch, tmp_p
 
     def fake_train(cfg, **kwargs):
         calls.append(cfg.pool)
-        assert capsys.readouterr().out.splitlines()[-1].startswith(f"== {'max-pool' if cfg.pool == 'max' else 'DynOPool'}: training")
+        label = "max-pool" if cfg.pool == "max" else "DynOPool"
+        assert capsys.readouterr().out.splitlines()[-1].startswith(f"== {label}: training")
         row = {"epoch": cfg.epochs, "test_top1": 90.0, "gmacs": 0.002584, "sizes": "28x28 14x14", "scales": ""}
         return type("R", (), {"final": row})()
 

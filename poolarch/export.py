@@ -15,6 +15,7 @@ format         suffix      written with
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -68,11 +69,15 @@ def export_model(model: nn.Module, example_input: Tensor, path: str | Path, form
     return path
 
 
-def export_run(run_dir: str | Path, path: str | Path, format: str | None = None, checkpoint: str = "best") -> Path:
-    """Export the ``best`` (or ``last``) checkpoint of a run directory (see :func:`export_model`)."""
-    from .train import load_run
+def export_run(run_dir: str | Path, path: str | Path, format: str | None = None, checkpoint: str = "last", *,
+               log: Callable[[str], None] | None = None) -> Path:
+    """Export the ``last`` checkpoint (the run's result; or ``best``) of a run directory (see
+    :func:`export_model`). ``log`` is called with the line naming the checkpoint and its epoch."""
+    from .train import describe_checkpoint, load_run
     from .train.build import example_input
 
     _format_of(Path(path), format)  # a bad name fails before the run is loaded
     run = load_run(run_dir, checkpoint)
+    if log is not None:
+        log(describe_checkpoint(checkpoint, run.epoch))
     return export_model(run.model, example_input(run.data, run.device), path, format)

@@ -8,12 +8,16 @@ Schema read from each run directory (:class:`poolarch.train.RunDir`, written by 
                          gmacs                     GMACs per image
                          sizes                     feature-map sizes, space-separated "HxW" tokens
                          scales                    learnable scales, one token per resizer: "r" or "rHxrW"
-                         train_loss, lambda        shown when present
+                         alpha/..., beta/...       multi-resolution mixing weights (figure)
     config.yaml        optional; model, pool, method, dataset, variant, lambda, target_gmacs,
                        epochs, name (label of the run; default: the directory name)
     architecture.yaml  optional; resizers[].name (labels the scale curves), resizers[].in_size /
                        out_size (feature-map sizes when metrics.csv has no ``sizes``)
     result.yaml        optional; its presence marks a finished run
+
+Each run is reported at its result, the last epoch (``last.pt``; the rule of
+:mod:`poolarch.train.rundir`), unless ``select="best"`` asks for the best validation (else test)
+epoch. GMACs are printed with 4 significant digits (:func:`poolarch.complexity.format_gmacs`).
 
 A path without ``metrics.csv`` whose sub-directories are runs (e.g. a sweep folder) expands to
 those runs. :func:`make_report` writes ``report.md``, ``feature_maps.png``, ``acc_vs_gmacs.png``,
@@ -32,12 +36,18 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from . import plots
+from .complexity import format_gmacs
 from .train.rundir import RunDir
 
 __all__ = ["RunSummary", "read_run", "find_runs", "format_table", "make_report", "register_figure",
            "list_figures", "parse_sizes", "parse_scales", "METRICS"]
 
 METRICS = ("top1", "acc", "miou")
+#: what the report says about the epoch it shows of each run
+SELECTED = {"last": "Each run at its result: the last epoch (`last.pt`), which `poolarch eval` and `export` "
+                    "use by default.",
+            "best": "Each run at its best validation (else test) epoch (`best.pt`): not the runs' results "
+                    "(a test-selected epoch is an optimistic figure)."}
 _SIZE_TOKEN = re.compile(r"^(\d+)(?:x(\d+))*$")
 
 
@@ -190,6 +200,10 @@ def _fmt(v: float | None, digits: int) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def _fmt_gmacs(v: float | None) -> str:
+    return "–" if v is None else format_gmacs(v)
+
+
 def format_table(runs: Sequence[RunSummary], select: str = "last") -> str:
     """Markdown table: run, model, dataset, method, epochs, test/val metric (%), GMACs and the
     feature-map sizes ``[H,W] ...`` (Jang et al. 2023 Table 1 layout)."""
@@ -208,7 +222,7 @@ def format_table(runs: Sequence[RunSummary], select: str = "last") -> str:
         sizes = " ".join("[" + ",".join(map(str, s)) + "]" for s in run.sizes(select)) or "–"
         cells = [run.label, str(cfg.get("model", "?")), dataset, run.method(), epochs,
                  _fmt(_num(row.get(f"test_{run.metric}")), 2), _fmt(_num(row.get(f"val_{run.metric}")), 2),
-                 _fmt(_num(row.get("gmacs")), 4), sizes]
+                 _fmt_gmacs(_num(row.get("gmacs"))), sizes]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -245,7 +259,7 @@ def _caption(run: RunSummary, select: str) -> str:
     acc, gmacs = _num(row.get(f"test_{run.metric}")), _num(row.get("gmacs"))
     parts = [run.label, run.method()]
     if gmacs is not None:
-        parts.append(f"{gmacs:.4f} GMACs")
+        parts.append(f"{format_gmacs(gmacs)} GMACs")
     if acc is not None:
         parts.append(f"{acc:.2f}%")
     return " | ".join(parts)
@@ -326,6 +340,7 @@ def make_report(run_dirs: Sequence[str | Path] | str | Path, out_dir: str | Path
     for fn in _FIGURES.values():
         figures += fn(runs, out, select)
     text = [f"# poolarch report ({len(runs)} run{'s' if len(runs) != 1 else ''}, {select} epoch)", "",
+            SELECTED[select], "",
             format_table(runs, select), ""]
     text += [f"![{p.stem}]({p.relative_to(out) if p.is_relative_to(out) else p})\n" for p in figures]
     path = out / "report.md"

@@ -78,6 +78,26 @@ def test_table_contents(two_runs):
     assert best[col["Test Acc. (%)"]] == "59.00" and best[col["Val Acc. (%)"]] == "60.00"
 
 
+def test_small_gmacs_keep_four_significant_digits(tmp_path):
+    """0.00258 and 0.00264 GMACs (the demo's scale) must not both print as 0.0026."""
+    for name, gmacs in (("a", 0.002581), ("b", 0.002642)):
+        _run(tmp_path / "runs" / name, pool="max", name=name, rows=[{"epoch": 1, "test_top1": 90.0, "gmacs": gmacs}])
+    body = _table_rows(format_table(find_runs([tmp_path / "runs"])))
+    col = body[0].index("GMACs")
+    assert [r[col] for r in body[2:]] == ["0.002581", "0.002642"]
+    md = make_report([tmp_path / "runs"], tmp_path / "rep").read_text()
+    assert "0.002581" in md and "0.0026 " not in md
+    assert "the last epoch (`last.pt`)" in md  # the report names the epoch it shows
+
+
+def test_format_gmacs_significant_digits():
+    from poolarch.complexity import format_gmacs
+
+    assert [format_gmacs(v) for v in (0.00258, 0.002642, 0.31, 1.31, 12.3456, 4100.0)] == [
+        "0.002580", "0.002642", "0.3100", "1.310", "12.35", "4100"]
+    assert format_gmacs(0.0) == "0" and format_gmacs(2.5e-6) == "0.000002500"
+
+
 def test_make_report_writes_markdown_and_pngs(two_runs, tmp_path):
     out = tmp_path / "report"
     md_path = make_report(two_runs, out)

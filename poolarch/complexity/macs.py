@@ -43,6 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry
 from ._trace import CallRecord, ModuleCallTracer, evaluation, first_tensor, unwrap_model
 
 __all__ = [
+    "format_gmacs",
     "MacCount",
     "count_macs",
     "current_gmacs",
@@ -343,3 +344,13 @@ def current_gmacs(model: nn.Module, inputs_or_size: Tensor | Sequence[int]) -> f
 
 
 _register_layer_formulas()
+
+
+def format_gmacs(gmacs: float, digits: int = 4) -> str:
+    """GMACs with ``digits`` significant digits in fixed-point notation, so small nets stay
+    distinguishable (``0.002581``, ``0.002642``; ``1.310``), never ``0.0026`` for both."""
+    value = float(gmacs)
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"

@@ -248,7 +248,7 @@ class _DynOPoolNd(LearnableResize):
         super().__init__()
         _check_aggregation(aggregation)
         if not (isinstance(min_size, (int, float)) and min_size > 0):
-            raise ValueError(f"min_size must be a positive number, got {min_size!r}")
+            raise ValueError(f"min_size must be a number > 0, got {min_size!r}")
         self.aggregation = aggregation
         self.min_size = float(min_size)
         if share_scale_with is not None:

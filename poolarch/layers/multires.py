@@ -192,7 +192,7 @@ class MultiResBlock(nn.Module):
         check_choice(upsample, UPSAMPLE_MODES, "upsample")
         check_choice(mixing, MIXING_MODES, "mixing")
         if not (isinstance(temperature, (int, float)) and temperature > 0 and temperature != float("inf")):
-            raise ValueError(f"temperature must be a positive finite float, got {temperature!r}")
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         self.resolutions = resolutions
         self.pool = pool
         self.upsample = upsample

@@ -83,7 +83,7 @@ ROUNDINGS = ("local", "global", "nearest")
 def _check_ratios(r1: float, r2: float) -> None:
     for name, r in (("r1", r1), ("r2", r2)):
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not (math.isfinite(r) and r > 0):
-            raise ValueError(f"{name} must be a positive finite number, got {r!r}")
+            raise ValueError(f"{name} must be a finite number > 0, got {r!r}")
         if r < 1 and abs(1.0 / r - round(1.0 / r)) > 1e-9:
             raise ValueError(f"{name} below 1 must be 1/k for an integer k (max-pooling by k), got {r!r}")
     if not r1 < r2:
@@ -494,7 +494,7 @@ class ResidualShapeAdaptor2d(ShapeAdaptor2d):
     ) -> None:
         super().__init__(init_ratio, r1, r2, align_corners, share_with, rounding)
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (math.isfinite(factor) and factor > 0):
-            raise ValueError(f"factor must be a positive finite number, got {factor!r}")
+            raise ValueError(f"factor must be a finite number > 0, got {factor!r}")
         self.factor = float(factor)
 
     def forward(self, shortcut: Tensor, main: Tensor) -> Tensor:  # type: ignore[override]
@@ -624,7 +624,7 @@ def init_shape_adaptors(
     if not adaptors:
         raise ValueError("model has no ShapeAdaptor2d layers to initialise")
     if not (isinstance(fixed_reduction, (int, float)) and fixed_reduction > 0):
-        raise ValueError(f"fixed_reduction must be a positive number, got {fixed_reduction!r}")
+        raise ValueError(f"fixed_reduction must be a number > 0, got {fixed_reduction!r}")
     inp, tgt = _size_pair(input_size, "input_size"), _size_pair(target_size, "target_size")
     total = sum(t / (i * fixed_reduction) for t, i in zip(tgt, inp)) / 2.0
     ratio = total ** (1.0 / len(adaptors))
@@ -642,7 +642,7 @@ def apply_memory_bound(model: nn.Module, input_size: int | Sequence[int], limit:
     penalty. Assumes the adaptors are chained (each resizes the previous one's output)."""
     adaptors = shape_adaptors(model)
     if limit is not None and not (isinstance(limit, (int, float)) and limit > 0):
-        raise ValueError(f"limit must be a positive number or None, got {limit!r}")
+        raise ValueError(f"limit must be a number > 0 or None, got {limit!r}")
     penalty = 1.0
     if adaptors and limit is not None:
         product = 1.0

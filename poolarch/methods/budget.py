@@ -5,7 +5,8 @@ turns the target into a feedback loop, in two phases over ``total_steps`` optimi
 
 1. **Control** (all but the last ``final_fraction`` of the steps): after every step, a
    proportional-integral controller on the error ``e = log(GMACs / target)`` updates the signed
-   ``lambda = u / GMACs`` by ``u += k_i * e + k_p * (e - e_prev)`` (clipped per step). More MACs
+   multiplier of the GMACs loss ``lambda = u / GMACs`` (logged as ``budget_multiplier``: unlike
+   the user's ``lambda`` it can be negative) by ``u += k_i * e + k_p * (e - e_prev)`` (clipped per step). More MACs
    than wanted raise lambda; fewer lower it, below zero if needed (then the loss rewards MACs and
    the scales grow back). The integral gain is per whole run, so the loop settles in the same share
    of any run length.

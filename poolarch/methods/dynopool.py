@@ -7,7 +7,8 @@
   scale ``r <= max_scale`` (:meth:`~poolarch.layers.LearnableResize.clamp_scale_`; for DynOPool
   ``alpha >= 1/max_scale``, so one large gradient cannot make a scale negative or blow a map up).
 * ``target_gmacs``: instead of a fixed ``lambda``, :class:`~poolarch.methods.budget.GmacsBudget`
-  adapts it after every step and, for the last part of the run, projects the scales onto the
+  adapts a signed multiplier of the GMACs loss (starting at ``lambda``; logged as
+  ``budget_multiplier``) after every step and, for the last part of the run, projects the scales onto the
   target and pins them (the ``arch`` group's learning rate is then 0).
 
 The resizers are reached only through the :class:`~poolarch.layers.LearnableResize` interface,
@@ -121,11 +122,12 @@ class DynOPoolMethod(Method):
             self.budget.freeze(model, lambda: current_gmacs(model, self.example))
 
     def log_values(self) -> dict[str, Any]:
-        values: dict[str, Any] = {"lambda": self.lambda_}
-        if self.budget is not None:
-            values["budget_frozen"] = self.budget.frozen
-            values["budget_projection"] = self.budget.projection_factor
-        return values
+        """``lambda`` (the user's, fixed) or, under a budget, ``budget_multiplier``: the controller's
+        signed multiplier of the GMACs loss (negative when it pushes GMACs up), not a lambda >= 0."""
+        if self.budget is None:
+            return {"lambda": self.lambda_}
+        return {"budget_multiplier": self.lambda_, "budget_frozen": self.budget.frozen,
+                "budget_projection": self.budget.projection_factor}
 
     def state_dict(self) -> dict[str, Any]:
         return {"lambda_": self.lambda_, "budget": self.budget.state_dict() if self.budget else None}

@@ -53,7 +53,7 @@ class ShapeAdaptorMethod(DynOPoolMethod):
         if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
             raise ValueError(f"update_every must be a positive int, got {update_every!r}")
         if limit_size is not None and not (isinstance(limit_size, (int, float)) and limit_size > 0):
-            raise ValueError(f"limit_size must be a positive number or None, got {limit_size!r}")
+            raise ValueError(f"limit_size must be a number > 0 or None, got {limit_size!r}")
         self.update_every = update_every
         self.target_size = target_size
         self.fixed_reduction = fixed_reduction

@@ -9,7 +9,7 @@ from .build import seed_everything
 from .config import TrainConfig, load_config
 from .engine import RunResult, Trainer, train
 from .evaluation import LoadedRun, evaluate_run, load_run
-from .rundir import RunDir, run_status
+from .rundir import RESULT_CHECKPOINT, RunDir, describe_checkpoint, run_status
 from .task import create_task, list_tasks
 
 __all__ = [
@@ -23,6 +23,8 @@ __all__ = [
     "split_parameters",
     "RunResult",
     "RunDir",
+    "RESULT_CHECKPOINT",
+    "describe_checkpoint",
     "Trainer",
     "train",
     "evaluate_run",

@@ -88,8 +88,9 @@ class TrainConfig:
     Every field documents itself (``help`` in its metadata, shown by ``poolarch train --help``).
     Optimisation follows Jang et al. 2023 (DynOPool) Table B: SGD with momentum; architecture
     parameters use ``scale_lr`` and are never weight-decayed; the schedule is applied per step.
-    ``lambda`` weights the GMACs loss (Eq. 8); ``target_gmacs`` instead adapts it so the final
-    GMACs land within ``target_tolerance`` of the target (:mod:`poolarch.train.budget`).
+    ``lambda`` weights the GMACs loss (Eq. 8); ``target_gmacs`` instead adapts a signed multiplier
+    of it (``budget_multiplier`` in metrics.csv) so the final GMACs land within ``target_tolerance``
+    of the target (:mod:`poolarch.methods.budget`).
     """
 
     # model
@@ -136,7 +137,8 @@ class TrainConfig:
     lambda_: float = option(0.0, group="complexity", ge=0.0, flag="--lambda", help="weight of the GMACs loss")
     target_gmacs: float | None = option(
         None, group="complexity", gt=0.0, metavar="G", unset="none",
-        help="adapt lambda so that the final GMACs land within target_tolerance of G GMACs per image")
+        help="adapt the GMACs-loss multiplier (signed; budget_multiplier in metrics.csv) so that the final "
+             "GMACs land within target_tolerance of G GMACs per image")
     target_tolerance: float = option(_TARGET_TOLERANCE, group="complexity", ge=0.0,
                                      help="relative tolerance of target_gmacs "
                                           f"({_TARGET_TOLERANCE:g} = within {_TARGET_TOLERANCE:.0%} of it)")

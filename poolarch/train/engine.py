@@ -33,14 +33,14 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint import load_model_state, rng_state, set_rng_state
-from ..complexity import current_gmacs
+from ..complexity import current_gmacs, format_gmacs
 from ..distributed import all_reduce_sum, barrier, broadcast_buffers, broadcast_object, init_distributed
 from ..methods import RunInfo
 from .build import (build_data, build_method, build_model, build_task, check_config_names, check_input_size,
                     example_input, resolve_device, seed_everything)
 from .config import TrainConfig
 from .evaluation import architecture_summary, evaluate_split
-from .rundir import RunDir, to_plain
+from .rundir import RESULT_CHECKPOINT, RunDir, to_plain
 from .schedule import lr_factor
 
 __all__ = ["train", "Trainer", "RunResult"]
@@ -50,8 +50,9 @@ logger = logging.getLogger("poolarch")
 
 @dataclass
 class RunResult:
-    """What :func:`train` returns: the run directory, the last epoch's metrics row, the best
-    row (by the validation metric, else the test metric), every row, and whether it finished."""
+    """What :func:`train` returns: the run directory, the last epoch's metrics row (the run's
+    result, ``last.pt``: see :mod:`poolarch.train.rundir`), the best row (by the validation
+    metric, else the test metric; ``best.pt``), every row, and whether it finished."""
 
     run_dir: Path
     final: dict[str, Any]
@@ -291,7 +292,8 @@ class Trainer:
                 self.log(_format_row(record, metric))
             barrier(self.dist)
         if primary:
-            result: dict[str, Any] = {"status": "finished", "final": self.history[-1], "best": self.best}
+            result: dict[str, Any] = {"status": "finished", "checkpoint": f"{RESULT_CHECKPOINT}.pt",
+                                      "epoch": self.history[-1]["epoch"], "final": self.history[-1], "best": self.best}
             result.update(self._budget_summary())
             self.run.write_result(result)
         barrier(self.dist)
@@ -320,7 +322,7 @@ def _format_row(record: dict[str, Any], metric: str) -> str:
     for split in ("train", "val", "test"):
         if f"{split}_{metric}" in record:
             parts.append(f"{split} {metric} {record[f'{split}_{metric}']:.2f}")
-    parts.append(f"GMACs {record['gmacs']:.4f}")
+    parts.append(f"GMACs {format_gmacs(record['gmacs'])}")
     if record.get("sizes"):
         parts.append(f"sizes {record['sizes']}")
     return " | ".join(parts)

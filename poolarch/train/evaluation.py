@@ -18,7 +18,7 @@ from ..methods import Method
 from .build import build_data, build_method, build_model, build_task, check_config_names, example_input, \
     resolve_device, seed_everything
 from .config import TrainConfig
-from .rundir import RunDir
+from .rundir import RESULT_CHECKPOINT, RunDir
 from .task import Task
 
 __all__ = ["evaluate_split", "architecture_summary", "LoadedRun", "load_run", "evaluate_run"]
@@ -78,8 +78,9 @@ class LoadedRun:
     device: torch.device
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best") -> LoadedRun:
-    """Rebuild the model of a run from ``config.yaml`` and load ``best.pt`` or ``last.pt``."""
+def load_run(run_dir: str | Path, checkpoint: str = RESULT_CHECKPOINT) -> LoadedRun:
+    """Rebuild the model of a run from ``config.yaml`` and load ``last.pt`` (the run's result,
+    default) or ``best.pt``."""
     run = RunDir(run_dir)
     path = run.checkpoint(checkpoint)
     if run.status == "missing":
@@ -98,8 +99,8 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> LoadedRun:
     return LoadedRun(cfg=cfg, data=data, model=model, epoch=int(state["epoch"]), device=device)
 
 
-def evaluate_run(run_dir: str | Path, checkpoint: str = "best") -> dict[str, Any]:
-    """Rebuild the model of a run, load ``best.pt`` or ``last.pt`` and evaluate it on the
+def evaluate_run(run_dir: str | Path, checkpoint: str = RESULT_CHECKPOINT) -> dict[str, Any]:
+    """Rebuild the model of a run, load ``last.pt`` (the run's result, default) or ``best.pt`` and evaluate it on the
     validation and test splits; returns the metrics, GMACs per image and feature-map sizes."""
     run = load_run(run_dir, checkpoint)
     cfg, data, model, device = run.cfg, run.data, run.model, run.device

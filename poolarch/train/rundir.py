@@ -7,9 +7,16 @@
         metrics.csv          one row per finished epoch
         architecture.yaml    learned sizes and scales after the last epoch
         last.pt, best.pt     checkpoints (last epoch; best validation metric, else test metric)
-        result.yaml          {status, final, best}; only written when the run finishes
+        result.yaml          {status, checkpoint, epoch, final, best}; only written when the run finishes
         ranking.csv, topk.yaml, search.yaml                  a search's ranking (poolarch.methods.search)
         p_m_given_c.csv, p_m_given_c.png                     the balanced mixture's assignment p(m | c)
+
+**The run's result** is its last epoch, ``last.pt`` -- one rule for the training summary,
+``result.yaml`` (``final``, with ``checkpoint``/``epoch`` naming it), ``poolarch report``, ``eval``
+and ``export``. Not ``best.pt``: a run without a validation split picks it by the *test* metric
+(test-set selection: an optimistic figure), and with a compute budget (``target_gmacs``) only the
+final epochs are pinned to the budget, so an earlier "best" epoch can be a network of another
+size. ``best.pt`` stays available (``--checkpoint best``), labelled as what it is.
 
 Every file is written atomically (:mod:`poolarch.checkpoint`), so an interrupted run directory never
 holds a half-written file, and never looks finished.
@@ -39,9 +46,19 @@ from ..architecture import save_architecture
 from ..checkpoint import atomic_torch_save, atomic_write_bytes, atomic_write_csv, atomic_write_text, load_checkpoint
 from .config import TrainConfig
 
-__all__ = ["RunDir", "run_status", "to_plain", "CHECKPOINTS"]
+__all__ = ["RunDir", "run_status", "to_plain", "CHECKPOINTS", "RESULT_CHECKPOINT", "describe_checkpoint"]
 
 CHECKPOINTS = ("best", "last")
+#: the checkpoint that is the run's result (see the module docstring)
+RESULT_CHECKPOINT = "last"
+
+
+def describe_checkpoint(which: str, epoch: int | str) -> str:
+    """One line naming a checkpoint, e.g. ``"result: last.pt (epoch 3)"`` or
+    ``"checkpoint: best.pt (epoch 2; best validation epoch, not the run's result)"``."""
+    if which == RESULT_CHECKPOINT:
+        return f"result: {which}.pt (epoch {epoch})"
+    return f"checkpoint: {which}.pt (epoch {epoch}; best validation (else test) epoch, not the run's result)"
 
 
 class RunDir:

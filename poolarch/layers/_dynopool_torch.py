@@ -85,67 +85,24 @@ def axis_matrices(in_len: int, out_size: int, dtype: torch.dtype, device: torch.
     return hit
 
 
-_blocked_cache: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
-
-
-def blocked_axis_matrices(in_len: int, out_size: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`axis_matrices` with the rows in *blocked* order: the even lattice points ``2i`` first,
-    then the odd ones ``2i+1`` -- so the two query points of every cell land in two contiguous halves
-    of the axis and the 2x2 max runs on contiguous runs instead of stride-2 pairs (cached)."""
-    key = (in_len, out_size, dtype, str(device))
-    hit = _blocked_cache.get(key)
-    if hit is None:
-        A, D = _axis_matrices_cpu(in_len, out_size)
-        order = torch.cat([torch.arange(0, 2 * out_size, 2), torch.arange(1, 2 * out_size, 2)])
-        A, D = A[order], D[order]
-        hit = (A.to(device, dtype), A.t().contiguous().to(device, dtype), D.to(device, dtype))
-        if len(_blocked_cache) > 512:
-            _blocked_cache.clear()
-        _blocked_cache[key] = hit
-    return hit
-
-
-def _layout(Sh: int, Sw: int, id_h: bool, id_w: bool) -> tuple[tuple[int, ...], int, int]:
-    """6-d view ``(Sh, 2 | 2, Sh) x (Sw, 2 | 2, Sw)`` of the lattice and the dims of ``a`` and ``b``: an
-    identity axis (``L == 2S``, no matmul) keeps the natural interleaved order, every other axis is
-    blocked (:func:`blocked_axis_matrices`)."""
-    shape = ((Sh, 2) if id_h else (2, Sh)) + ((Sw, 2) if id_w else (2, Sw))
-    return shape, (3 if id_h else 2), (5 if id_w else 4)
-
-
-def _lattice(x: Tensor, Sh: int, Sw: int) -> tuple[Tensor, bool, bool]:
-    """``(z, id_h, id_w)``: the query lattice ``(N, C, 2Sh, 2Sw)`` in the :func:`_layout` order."""
-    H, W = x.shape[2], x.shape[3]
-    id_h, id_w = H == 2 * Sh, W == 2 * Sw
-    z = x.contiguous()  # matmuls and the 2x2 max run fastest on NCHW (a channels_last x: one copy)
-    if not id_w:  # the narrower product first would be cheaper, but W first keeps batched rows long
-        z = torch.matmul(z, blocked_axis_matrices(W, Sw, x.dtype, x.device)[1])
-    if not id_h:
-        z = torch.matmul(blocked_axis_matrices(H, Sh, x.dtype, x.device)[0], z)
-    return z, id_h, id_w
-
-
 def forward2d(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:
-    """``(out (N,C,H_out,W_out), codes)``; ``codes`` (int64, ``mode == 0`` with ``need_indices``, else
-    empty) is ``2a + b`` of the winning query point ``(2i+a, 2j+b)`` of every cell -- the first maximum
-    in the order ``(0,0), (0,1), (1,0), (1,1)``, as ``max_pool2d``. ``mode 1``: average."""
-    N, C = x.shape[0], x.shape[1]
+    """``(out (N,C,H_out,W_out), indices)``; ``indices`` are ``max_pool2d``'s lattice indices (int64)
+    for ``mode == 0`` (max) with ``need_indices``, else an empty int64 tensor. ``mode 1``: average."""
+    H, W = x.shape[2], x.shape[3]
     Sh, Sw = int(sizes[0]), int(sizes[1])
-    z, id_h, id_w = _lattice(x, Sh, Sw)
-    shape, ad, bd = _layout(Sh, Sw, id_h, id_w)
-    v = z.view(N, C, *shape)
+    z = x.contiguous()  # matmuls and the 2x2 max run fastest on NCHW (a channels_last x: one copy)
+    if H != 2 * Sh:
+        A_h = axis_matrices(H, Sh, x.dtype, x.device)[0]
+        z = torch.matmul(A_h, z)
+    if W != 2 * Sw:
+        A_wT = axis_matrices(W, Sw, x.dtype, x.device)[1]
+        z = torch.matmul(z, A_wT)
     empty = torch.empty(0, dtype=torch.int64, device=x.device)
     if mode == 1:
-        return v.sum(dim=(ad, bd)) * 0.25, empty
-    z00, z01 = v.select(bd, 0).select(ad, 0), v.select(bd, 1).select(ad, 0)
-    z10, z11 = v.select(bd, 0).select(ad, 1), v.select(bd, 1).select(ad, 1)
-    m0, m1 = torch.maximum(z00, z01), torch.maximum(z10, z11)
-    out = torch.maximum(m0, m1)
-    if not need_indices:
-        return out, empty
-    # b first, then a, each keeping the first on ties: the lexicographically first maximum
-    codes = torch.where(m1 > m0, (z11 > z10) + 2, (z01 > z00).long())
-    return out, codes
+        return F.avg_pool2d(z, 2), empty
+    if need_indices:
+        return F.max_pool2d(z, 2, return_indices=True)
+    return F.max_pool2d(z, 2), empty
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -159,30 +116,21 @@ def backward2d(
     grad_out: Tensor, x: Tensor, indices: Tensor, mode: int, need_x: bool, need_size: bool
 ) -> tuple[Tensor, Tensor]:
     """``(grad_x, grad_sizes)``: ``grad_sizes`` is ``d loss / d (continuous output sizes)``, float64 ``(2,)``
-    (zeros unless ``need_size``); ``grad_x`` is an empty tensor unless ``need_x``. ``indices``: the
-    winner codes of :func:`forward2d`."""
+    (zeros unless ``need_size``); ``grad_x`` is an empty tensor unless ``need_x``."""
     N, C, H, W = x.shape
     Sh, Sw = grad_out.shape[2], grad_out.shape[3]
     x = x.contiguous()
     id_h, id_w = H == 2 * Sh, W == 2 * Sw
-    shape, ad, bd = _layout(Sh, Sw, id_h, id_w)
-    one = [N, C, 1, 1, 1, 1]
-    one[2 if ad == 3 else 3] = Sh
-    one[4 if bd == 5 else 5] = Sw
-    go = grad_out.to(x.dtype).contiguous().view(one)
+    grad_out = grad_out.to(x.dtype)
     if mode == 1:
-        G = (go * 0.25).expand(N, C, *shape).reshape(N, C, 2 * Sh, 2 * Sw)
+        G = grad_out[:, :, :, None, :, None].expand(N, C, Sh, 2, Sw, 2).reshape(N, C, 2 * Sh, 2 * Sw) * 0.25
     else:
-        ab = [1] * 6
-        ab[ad], ab[bd] = 2, 2
-        which = torch.tensor([[0, 1], [2, 3]], dtype=indices.dtype, device=x.device).view(ab)
-        G = torch.where(indices.contiguous().view(one) == which, go, 0.0).view(N, C, 2 * Sh, 2 * Sw)
-    A_h, A_hT, D_h = blocked_axis_matrices(H, Sh, x.dtype, x.device)
-    A_w, _, D_w = blocked_axis_matrices(W, Sw, x.dtype, x.device)
-    if id_h:
-        D_h = axis_matrices(H, Sh, x.dtype, x.device)[2]
-    if id_w:
-        D_w = axis_matrices(W, Sw, x.dtype, x.device)[2]
+        like = x.new_empty((N, C, 2 * Sh, 2 * Sw))  # only its shape is read
+        G = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad_out.contiguous(), like, [2, 2], [2, 2], [0, 0], [1, 1], False, indices.contiguous()
+        )
+    A_h, A_hT, D_h = axis_matrices(H, Sh, x.dtype, x.device)
+    A_w, _, D_w = axis_matrices(W, Sw, x.dtype, x.device)
     T = G if id_w else torch.matmul(G, A_w)  # (N, C, 2S_h, W)
     grad_x = x.new_empty(0)
     if need_x:

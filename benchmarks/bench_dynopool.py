@@ -29,6 +29,9 @@ CASES = [
     ((64, 64, 32, 32), (0.66, 0.44)),
     ((64, 64, 32, 32), (1.2, 1.2)),
     ((64, 512, 4, 4), (0.5, 0.5)),
+    ((32, 64, 32, 32), (0.5, 0.5)),  # issue 16: fused bf16
+    ((128, 64, 32, 32), (0.5, 0.5)),  # issue 16: fused channels_last
+    ((128, 64, 32, 32), (0.66, 0.44)),  # issue 16: fused channels_last, anisotropic
 ]
 METHODS = ("maxpool", "fused", "torch")
 

@@ -98,3 +98,34 @@ def test_plan_uses_the_idx_data_root(tmp_path):
         if job.phase == 0:
             cfg = job.make()
             assert cfg["dataset"] == "fashion-mnist" and cfg["data_root"] == str(tmp_path)
+
+
+def test_report_keeps_the_hand_written_reading(quick, tmp_path):
+    study, out, docs = quick
+    results = tmp_path / "results.md"
+    results.write_text((docs / "results.md").read_text())
+    assert study.previous_reading(results) is None  # the placeholder is not a reading
+    text = results.read_text().replace(study.READING_MARK, study.READING_MARK + "\n\nDynOPool loses here.\n\n- a list\n")
+    results.write_text(text)
+    study.report(out, tmp_path)
+    regenerated = results.read_text()
+    assert "DynOPool loses here.\n\n- a list" in regenerated
+    assert "_(to be written" not in regenerated
+    assert regenerated.count("## Reading") == 1 and "| human | 0,1,2 |" in regenerated
+
+
+def test_readme_block_copies_the_results_rows(quick, tmp_path):
+    study, out, docs = quick
+    results = (docs / "results.md").read_text()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n\n{study.README_BEGIN}\nstale\n{study.README_END}\n\nafter\n")
+    assert study.update_readme(readme, docs / "results.md")
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("# x\n\nbefore") and text.endswith("after\n")
+    table_rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| row")
+                  and not line.startswith("| search")]
+    assert len(table_rows) == 5 + 3 + 3
+    assert all(row in results.splitlines() for row in table_rows)
+    no_block = tmp_path / "OTHER.md"
+    no_block.write_text("nothing here\n")
+    assert not study.update_readme(no_block, docs / "results.md") and no_block.read_text() == "nothing here\n"

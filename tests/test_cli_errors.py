@@ -51,9 +51,9 @@ def _setup(name: str, tmp: Path, runs: Path) -> None:
         (tmp / "run" / "last.pt").write_bytes(data[: len(data) // 2])
     elif name == "resume-other-model":
         shutil.copy(runs / "other" / "last.pt", tmp / "run" / "last.pt")
-    elif name == "eval-truncated-best":
-        data = (tmp / "run" / "best.pt").read_bytes()
-        (tmp / "run" / "best.pt").write_bytes(data[: len(data) // 3])
+    elif name == "eval-truncated-last":
+        data = (tmp / "run" / "last.pt").read_bytes()
+        (tmp / "run" / "last.pt").write_bytes(data[: len(data) // 3])
     elif name == "eval-zero-byte-best":
         (tmp / "run" / "best.pt").write_bytes(b"")
     elif name == "resume-not-a-run":
@@ -140,8 +140,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "resume-with-flags": (["train", "--resume", "{tmp}/run", "--lr", "0.3"], ["--resume", "--lr"]),
     # eval / export / report
     "eval-missing-dir": (["eval", "{tmp}/nothing"], ["nothing"]),
-    "eval-truncated-best": (["eval", "{tmp}/run"], ["best.pt", "truncated or corrupt"]),
-    "eval-zero-byte-best": (["eval", "{tmp}/run"], ["best.pt", "is empty (0 bytes)"]),
+    "eval-truncated-last": (["eval", "{tmp}/run"], ["last.pt", "truncated or corrupt"]),
+    "eval-zero-byte-best": (["eval", "{tmp}/run", "--checkpoint", "best"], ["best.pt", "is empty (0 bytes)"]),
     "eval-bad-checkpoint": (["eval", "{tmp}/run", "--checkpoint", "middle"], ["checkpoint must be one of", "'middle'"]),
     "export-missing-dir": (["export", "{tmp}/nothing", "--out", "{tmp}/m.pt2"], ["nothing"]),
     "export-bad-suffix": (["export", "{tmp}/run", "--out", "{tmp}/m.zip"], [".zip", ".pt2", ".onnx"]),
@@ -149,7 +149,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "report-missing-dir": (["report", "{tmp}/nothing"], ["nothing", "does not exist"]),
     "report-empty-dir": (["report", "{tmp}/empty"], ["metrics.csv is missing"]),
 }
-SUBPROCESS = ["config-yaml-syntax", "target-gmacs-too-high", "imagefolder-corrupt-image", "eval-truncated-best"]
+SUBPROCESS = ["config-yaml-syntax", "target-gmacs-too-high", "imagefolder-corrupt-image", "eval-truncated-last"]
 
 
 def _files(tmp: Path) -> dict[str, bytes]:

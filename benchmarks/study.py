@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
-import platform
 import re
 import shlex
 import statistics
@@ -302,18 +300,9 @@ def estimate(per_image: dict[str, float], workers: int) -> dict[str, float]:
 
 # -- study metadata -----------------------------------------------------------------------------
 def machine() -> dict[str, Any]:
-    import torch
+    from poolarch._machine import machine_info
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "torch": str(torch.__version__), "python": platform.python_version(),
-            "platform": platform.platform()}
+    return machine_info()
 
 
 def load_study(out: Path) -> dict[str, Any]:

@@ -12,8 +12,6 @@ Rewriting with the same inputs gives the same file (:func:`rewrite` is idempoten
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -28,18 +26,11 @@ SUMMARY_START = "result of each run:"
 
 
 def machine() -> str:
-    """``"<CPU model>, <n> cores, torch <version>"`` of this machine."""
-    import torch
+    """``"<CPU model>, <n> cores, torch <version>, Python <version>"`` of this machine."""
+    from poolarch._machine import machine_info
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
+    info = machine_info()
+    return f"{info['cpu']}, {info['nproc']} cores, torch {info['torch']}, Python {info['python']}"
 
 
 def run_demo() -> tuple[str, float]:

@@ -15,7 +15,8 @@ from poolarch.convert import (
     load_architecture,
     save_architecture,
 )
-from poolarch.layers import DynOPool2d, LearnableResize, StaticResizePool, learnable_resizers, list_pools
+from poolarch.layers import (DynOPool2d, LearnableResize, ResidualShapeAdaptor2d, StaticResizePool, learnable_resizers,
+                             list_pools)
 from poolarch.models import create_model
 
 torch.set_num_threads(1)
@@ -460,16 +461,18 @@ def test_torchscript_of_frozen_model_equals_eager(build):
         torch.testing.assert_close(scripted(x), expected, atol=1e-6, rtol=1e-5)
     # a wrong-rank input to a frozen resizer: the same ValueError as before freezing (eager), and
     # an error naming the rule from the scripted module
-    name = learnable_resizers(model)[0][0]
+    name, resizer = learnable_resizers(model)[0]
     wrong_rank = torch.randn(2, 4, 8)
-    message = r"input must have 4 dimensions \(N, C, H, W\) .*got shape \(2, 4, 8\)"
+    # a residual resizer (Shape Adaptor in the zoo's ResNets) takes (shortcut, main)
+    args = (wrong_rank,) * (2 if isinstance(resizer, ResidualShapeAdaptor2d) else 1)
+    message = r"(input|shortcut) must have 4 dimensions \(N, C, H, W\) .*got shape \(2, 4, 8\)"
     with pytest.raises(ValueError, match=message):
-        model.get_submodule(name)(wrong_rank)
+        model.get_submodule(name)(*args)
     with pytest.raises(ValueError, match=message):
-        frozen.get_submodule(name)(wrong_rank)
+        frozen.get_submodule(name)(*args)
     scripted_resizer = functools.reduce(getattr, name.split("."), scripted)  # no get_submodule on ScriptModules
     with pytest.raises(torch.jit.Error, match="ValueError: " + message):
-        scripted_resizer(wrong_rank)
+        scripted_resizer(*args)
 
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "circular"])

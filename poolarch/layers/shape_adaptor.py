@@ -457,9 +457,15 @@ class ShapeAdaptor2d(LearnableResize):
             raise RuntimeError("the output size is not known yet: run a forward pass first, or freeze(model, example_input=x)")
         return float(_mixing_weight(self.alpha.detach().reshape(()), self.r1, self.r2, self.penalty))
 
+    def _in_alpha_dtype(self, static: "StaticShapeAdaptor2d", weight: float) -> "StaticShapeAdaptor2d":
+        """The static weight in ``alpha``'s dtype (a float64 model stays float64 when frozen)."""
+        static.weight = torch.tensor(weight, dtype=self.alpha.dtype, device=self.alpha.device)
+        return static
+
     def to_static(self) -> "StaticShapeAdaptor2d":
         weight = self._static_weight()
-        return StaticShapeAdaptor2d(self.last_out_size, weight, self.r1, self.r2, self.align_corners)
+        return self._in_alpha_dtype(
+            StaticShapeAdaptor2d(self.last_out_size, weight, self.r1, self.r2, self.align_corners), weight)
 
     def extra_repr(self) -> str:
         text = f"ratio={float(self.ratio.detach()):.3f}, r1={self.r1:g}, r2={self.r2:g}, rounding={self.rounding}"
@@ -504,7 +510,8 @@ class ResidualShapeAdaptor2d(ShapeAdaptor2d):
 
     def to_static(self) -> "StaticResidualShapeAdaptor2d":
         weight = self._static_weight()
-        return StaticResidualShapeAdaptor2d(self.last_out_size, weight, self.r1, self.r2, self.align_corners, self.factor)
+        return self._in_alpha_dtype(StaticResidualShapeAdaptor2d(
+            self.last_out_size, weight, self.r1, self.r2, self.align_corners, self.factor), weight)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", factor={self.factor:g}"

@@ -20,7 +20,17 @@ class and module names) and rewrites it:
   with the product of the strides (initial scale 0.25) in place of the pool;
 * global pooling (``AdaptiveAvgPool2d`` etc.) stays;
 * resizers whose outputs meet in an ``add``/``cat``/``mul`` -- e.g. a residual block's main path and
-  its projection shortcut -- share one scale (``share_with``), so every alpha still gives a valid net.
+  its projection shortcut -- share one scale (``share_with``), so every alpha still gives a valid net;
+* residual form (``method="shape_adaptor"``, any kind with :func:`~poolarch.layers.has_residual_form`):
+  a downsampling residual block -- an ``add`` of a main path and a shortcut, each with one strided
+  conv of the same stride, the shortcut's a 1x1 projection (torchvision/timm ``BasicBlock`` and
+  ``Bottleneck`` with a ``downsample`` branch, the zoo's blocks) -- is rewritten as its authors build it
+  (Liu et al. 2020): the main path's conv runs at stride 1, the shortcut keeps its strided projection
+  (the ``1/stride`` branch), and one residual adaptor, a new child ``mix`` of the block, replaces the
+  sum: ``mix(shortcut, main) = 2(1-s) resize(shortcut) + 2s resize(main)`` (one ``residual_block``
+  site in the report). A zoo block takes ``mix`` natively and keeps its class; any other block becomes
+  a :class:`torch.fx.GraphModule` with the same class name and submodule names; a block that cannot
+  be traced alone keeps the two resizers sharing a scale.
 
 Initial scales keep every feature-map size of the original network at its *nominal input size*:
 an ``example_input`` if given, else timm's ``pretrained_cfg["input_size"]``, a ``VisionTransformer``'s
@@ -54,7 +64,7 @@ from torch import Tensor, nn
 
 from .architecture import apply_architecture, copy_model, freeze, load_architecture, save_architecture
 from .layers.base import LearnableResize, to_pair
-from .layers.factory import FIXED_POOLS, list_pools, make_pool
+from .layers.factory import FIXED_POOLS, has_residual_form, list_pools, make_pool, make_residual_pool
 from .layers.grouping import share_groups
 
 __all__ = ["convert", "ConversionReport", "ReplacedSite", "RULES", "freeze", "save_architecture",
@@ -82,7 +92,9 @@ class ReplacedSite:
 
     Attributes:
         name: the original module (the pool, or the strided conv; for a merged conv+pool the conv).
-        kind: ``"pool"`` (rule A), ``"strided_conv"`` (rule B/C) or ``"strided_conv+pool"`` (merged).
+        kind: ``"pool"`` (rule A), ``"strided_conv"`` (rule B/C), ``"strided_conv+pool"`` (merged) or
+            ``"residual_block"`` (a residual form mixing the shortcut and the main path; ``name`` is
+            the main path's conv, made stride 1, ``merged`` the shortcut's strided conv, kept).
         stride: the original stride (product for merged sites).
         init_scale: initial scale ``(r_h, r_w)`` of the new resizer.
         resizer: module path of the new resizer in the converted model.
@@ -93,7 +105,8 @@ class ReplacedSite:
         in_size: the resizer's input size ``(H, W)`` at the report's input size (``None``: not reached).
         out_size: the original layer's output size there, which the initial scale reproduces.
         group: index into :attr:`ConversionReport.groups` (resizers sharing one scale).
-        merged: the pool merged into this site (``strided_conv+pool`` only).
+        merged: the pool merged into this site (``strided_conv+pool``), or the shortcut conv
+            (``residual_block``).
     """
 
     name: str
@@ -210,6 +223,8 @@ class _Site:
     explicit: bool = False  # initial scale given by the user
     activation: nn.Module | None = None  # copy of a shared activation put before the resizer (rule B)
     placement: str = ""
+    block: str | None = None  # residual_block: the block module rewritten with a residual form
+    shortcut: str | None = None  # residual_block: the shortcut's strided conv (kept)
 
 
 def convert(
@@ -261,6 +276,8 @@ def convert(
             calls[node.target] = calls.get(node.target, 0) + 1
 
     sites = _find_sites(graph, modules, calls, exclude, rule, report)
+    if has_residual_form(method):
+        sites = _residual_blocks(graph, modules, sites, report)
     _apply_overrides(sites, init_scales)
     if not sites:
         warnings.warn(f"convert() found nothing to convert in {type(model).__name__}: "
@@ -606,7 +623,7 @@ def _record_sizes(model: nn.Module, sites: list[_Site], size: tuple[int, ...], r
         for h in hooks:
             h.remove()
     for s in sites:
-        final = record.get(s.pool or s.conv)
+        final = record.get(s.pool or s.conv)  # residual_block: the main conv's output size
         if final is None:
             continue  # not reached in eval mode (e.g. an auxiliary head)
         # a converted conv keeps the size (see _make_stride_one_same): the resizer maps the conv's
@@ -681,6 +698,10 @@ def _build(model: nn.Module, sites: list[_Site], groups: list[list[int]], method
     group's initial scale to the recorded sizes, and rewire."""
     unmatched: list[str] = []
     for gi, group in enumerate(groups):
+        if sites[group[0]].block is not None:  # a residual form: always a group of its own
+            _build_residual(model, sites[group[0]], method, report, unmatched)
+            sites[group[0]].info.group = gi
+            continue
         leader = None
         explicit = {sites[i].info.init_scale for i in group if sites[i].explicit}
         if len(explicit) > 1:
@@ -731,3 +752,187 @@ def _build(model: nn.Module, sites: list[_Site], groups: list[list[int]], method
         warnings.warn("convert(): " + " | ".join(unmatched), stacklevel=3)
     report.sites = [s.info for s in sites]
     report.groups = [[sites[i].info.resizer for i in g] for g in groups]
+
+
+_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+
+
+def _is_add(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target in _ADD_FUNCTIONS) or (
+        node.op == "call_method" and node.target in ("add", "add_"))
+
+
+def _site_ancestors(graph: fx.Graph, site_of: dict[fx.Node, Any]) -> dict[fx.Node, frozenset]:
+    """For every node, the set of ``site_of`` values among its ancestors (itself included)."""
+    out: dict[fx.Node, frozenset] = {}
+    for node in graph.nodes:
+        acc: set = set()
+        for a in node.all_input_nodes:
+            acc |= out[a]
+        if node in site_of:
+            acc.add(site_of[node])
+        out[node] = frozenset(acc)
+    return out
+
+
+def _common_prefix(a: str, b: str) -> str:
+    parts = []
+    for x, y in zip(a.split("."), b.split(".")):
+        if x != y:
+            break
+        parts.append(x)
+    return ".".join(parts)
+
+
+def _residual_blocks(graph: fx.Graph, modules: dict[str, nn.Module], sites: list[_Site],
+                     report: ConversionReport) -> list[_Site]:
+    """Find downsampling residual blocks (see the module doc) among the strided-conv sites: each
+    becomes one ``residual_block`` site (the main conv's site, with ``block`` and ``shortcut`` set) and
+    the shortcut conv's site is dropped. Returns the new site list."""
+    index = {id(s): i for i, s in enumerate(sites)}
+    site_of = {n: i for i, s in enumerate(sites) for n in s.nodes}
+    ancestors = _site_ancestors(graph, site_of)
+    used: set[int] = set()
+    for node in graph.nodes:
+        if not _is_add(node) or len(node.all_input_nodes) != 2:
+            continue
+        left, right = (ancestors[a] for a in node.all_input_nodes)
+        local_a, local_b = left - right, right - left
+        if len(local_a) != 1 or len(local_b) != 1:
+            continue
+        a, b = sites[next(iter(local_a))], sites[next(iter(local_b))]
+        if used & {index[id(a)], index[id(b)]} or a.info.kind != "strided_conv" or b.info.kind != "strided_conv":
+            continue
+        if a.info.stride != b.info.stride or a.info.stride[0] != a.info.stride[1]:
+            continue
+        ka, kb = (_pair_int(modules[s.conv].kernel_size) == (1, 1) for s in (a, b))
+        if ka == kb:
+            continue  # which branch is the shortcut (the 1x1 projection) is not clear
+        main, shortcut = (b, a) if ka else (a, b)
+        block = _common_prefix(main.conv, shortcut.conv)
+        if not block or any(s.conv != main.conv and s.conv != shortcut.conv
+                            and any(n and n.startswith(block + ".") for n in (s.conv, s.pool, s.after))
+                            for s in sites):
+            continue
+        if not _native_mix(modules[block], shortcut.conv[len(block) + 1:]) and _block_graph(
+                modules[block], main.conv[len(block) + 1:], shortcut.conv[len(block) + 1:]) is None:
+            report.notes.append(f"{block}: not rewritten with the residual form (the block alone cannot be "
+                                f"traced or its sum is not found); its resizers share a scale instead")
+            continue
+        used |= {index[id(main)], index[id(shortcut)]}
+        main.block, main.shortcut = block, shortcut.conv
+        main.info = ReplacedSite(main.conv, "residual_block", main.info.stride, main.info.init_scale,
+                                 merged=shortcut.conv)
+        main.after, main.activation = None, None
+        main.placement = (f"{block}.mix replaces the sum of {block}: mixes the shortcut ({shortcut.conv}, "
+                          f"stride kept) and the main path ({main.conv} at stride 1)")
+    return [s for i, s in enumerate(sites) if i not in used or s.block is not None]
+
+
+def _block_graph(block: nn.Module, main_conv: str, shortcut_conv: str) -> tuple[fx.Graph, fx.Node] | None:
+    """The block's own fx graph and its ``add`` of the main path (through ``main_conv``) and the
+    shortcut (through ``shortcut_conv``); ``None`` if the block cannot be traced or has no such add."""
+    try:
+        graph = _Tracer().trace(block)
+    except Exception:  # noqa: BLE001 -- the caller falls back to shared scales
+        return None
+    tags = {n: n.target for n in graph.nodes if n.op == "call_module" and n.target in (main_conv, shortcut_conv)}
+    ancestors = _site_ancestors(graph, tags)
+    for node in graph.nodes:
+        if _is_add(node) and len(node.all_input_nodes) == 2:
+            left, right = (ancestors[a] for a in node.all_input_nodes)
+            if {left, right} == {frozenset({main_conv}), frozenset({shortcut_conv})}:
+                return graph, node
+    return None
+
+
+def _build_residual(model: nn.Module, site: _Site, method: str, report: ConversionReport,
+                    unmatched: list[str]) -> None:
+    """Rewrite ``site.block`` with the residual form: main conv at stride 1, a child ``mix``
+    (:func:`~poolarch.layers.make_residual_pool`) in place of the sum, initial scale fitted to the
+    recorded sizes (as :func:`_fit_group_scale`)."""
+    block = model.get_submodule(site.block)
+    prefix = len(site.block) + 1
+    name = "mix"
+    mix = make_residual_pool(method, site.info.stride, init_scale=site.info.init_scale if site.explicit else None)
+    if _native_mix(block, site.shortcut[prefix:]):
+        block.mix = mix  # the block computes act(mix(shortcut(x), main(x))) itself
+    else:
+        found = _block_graph(block, site.conv[prefix:], site.shortcut[prefix:])
+        assert found is not None  # checked by _residual_blocks
+        graph, add = found
+        while hasattr(block, name):
+            name += "_"
+        shortcut_first = site.shortcut[prefix:] in _arg_modules(add.all_input_nodes[0])
+        shortcut_in, main_in = add.all_input_nodes if shortcut_first else add.all_input_nodes[::-1]
+        with graph.inserting_after(add):
+            node = graph.call_module(name, (shortcut_in, main_in))
+        add.replace_all_uses_with(node)
+        graph.erase_node(add)
+        for n in graph.nodes:  # annotations such as ``x: Tensor`` print as names TorchScript cannot resolve
+            n.type = None
+        block.add_module(name, mix)
+        rewritten = fx.GraphModule(block, graph, class_name=type(block).__name__)
+        # the block's own children (containers such as ``downsample`` keep their classes), order and
+        # direct parameters/buffers, rather than the plain containers GraphModule rebuilds
+        rewritten._modules = type(block._modules)(block._modules)
+        rewritten._parameters = type(block._parameters)(block._parameters)
+        rewritten._buffers = type(block._buffers)(block._buffers)
+        rewritten.train(block.training)
+        model.set_submodule(site.block, rewritten)
+    _make_stride_one_same(model.get_submodule(site.conv))
+    site.info.resizer = f"{site.block}.{name}"
+    site.info.placement = site.placement
+    if site.explicit or site.info.in_size is None:
+        return
+    fitted = _fit_residual_scale(mix, site.info)
+    if fitted is None:
+        note = (f"{site.block}: no {method} scale gives the original size {site.info.in_size}->{site.info.out_size} "
+                f"at input {report.input_size}; kept {float(mix.ratio):.4g}, so the sizes differ there")
+        report.notes.append(note)
+        unmatched.append(note)
+    else:
+        site.info.init_scale = (fitted, fitted)
+
+
+def _native_mix(block: nn.Module, shortcut_conv: str) -> bool:
+    """Whether ``block`` takes a residual resizer itself: the zoo's ``BasicBlock``/``Bottleneck``
+    (an attribute ``mix`` that is ``None``, the strided projection under ``shortcut``), which then
+    keep their class."""
+    return "mix" in vars(block) and block.mix is None and shortcut_conv.startswith("shortcut.")
+
+
+def _arg_modules(node: fx.Node) -> set[str]:
+    """Targets of the ``call_module`` ancestors of ``node`` (itself included)."""
+    out: set[str] = set()
+    stack, seen = [node], set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n.op == "call_module":
+            out.add(str(n.target))
+        stack.extend(n.all_input_nodes)
+    return out
+
+
+def _fit_residual_scale(mix: nn.Module, info: ReplacedSite) -> float | None:
+    """The residual adaptor's initial ratio giving the recorded output size: its default (``1/stride``
+    kept inside the sigmoid's range) if that does, else the middle of the interval of ratios that do
+    (``int(H s)`` in the authors' local rule), else ``None`` (default kept)."""
+    if tuple(mix.output_size(info.in_size)) == tuple(info.out_size):
+        return float(mix.ratio.detach())
+    default = mix.alpha.detach().clone()
+    lo = max(o / i for o, i in zip(info.out_size, info.in_size))
+    hi = min((o + 1) / i for o, i in zip(info.out_size, info.in_size))
+    for ratio in ((lo + hi) / 2, lo):
+        try:
+            mix.set_scale(ratio)
+        except ValueError:
+            continue
+        if tuple(mix.output_size(info.in_size)) == tuple(info.out_size):
+            return ratio
+    with torch.no_grad():
+        mix.alpha.copy_(default)
+    return None

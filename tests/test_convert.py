@@ -15,8 +15,10 @@ from poolarch.convert import (
     load_architecture,
     save_architecture,
 )
-from poolarch.layers import DynOPool2d, LearnableResize, StaticResizePool, learnable_resizers, list_pools
+from poolarch.layers import (DynOPool2d, LearnableResize, ResidualShapeAdaptor2d, StaticResizePool, learnable_resizers,
+                             list_pools)
 from poolarch.models import create_model
+from poolarch.complexity import count_macs
 
 torch.set_num_threads(1)
 
@@ -308,7 +310,9 @@ def test_example_input_matches_floor_rounding_of_odd_sizes():
 @pytest.mark.parametrize("kind", [k for k in ("shape_adaptor", "diffstride") if k in list_pools()])
 def test_convert_to_baseline_resizers(kind):
     model, report = convert(create_model("resnet20_cifar", pool="strided"), method=kind)
-    assert len(report.sites) == 4 and all(isinstance(m, LearnableResize) for _, m in learnable_resizers(model))
+    # Shape Adaptor: one residual adaptor per downsampling block; else main path + shortcut
+    assert len(report.sites) == (2 if kind == "shape_adaptor" else 4)
+    assert all(isinstance(m, LearnableResize) for _, m in learnable_resizers(model))
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
@@ -460,16 +464,18 @@ def test_torchscript_of_frozen_model_equals_eager(build):
         torch.testing.assert_close(scripted(x), expected, atol=1e-6, rtol=1e-5)
     # a wrong-rank input to a frozen resizer: the same ValueError as before freezing (eager), and
     # an error naming the rule from the scripted module
-    name = learnable_resizers(model)[0][0]
+    name, resizer = learnable_resizers(model)[0]
     wrong_rank = torch.randn(2, 4, 8)
-    message = r"input must have 4 dimensions \(N, C, H, W\) .*got shape \(2, 4, 8\)"
+    # a residual resizer (Shape Adaptor in the zoo's ResNets) takes (shortcut, main)
+    args = (wrong_rank,) * (2 if isinstance(resizer, ResidualShapeAdaptor2d) else 1)
+    message = r"(input|shortcut) must have 4 dimensions \(N, C, H, W\) .*got shape \(2, 4, 8\)"
     with pytest.raises(ValueError, match=message):
-        model.get_submodule(name)(wrong_rank)
+        model.get_submodule(name)(*args)
     with pytest.raises(ValueError, match=message):
-        frozen.get_submodule(name)(wrong_rank)
+        frozen.get_submodule(name)(*args)
     scripted_resizer = functools.reduce(getattr, name.split("."), scripted)  # no get_submodule on ScriptModules
     with pytest.raises(torch.jit.Error, match="ValueError: " + message):
-        scripted_resizer(wrong_rank)
+        scripted_resizer(*args)
 
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "circular"])
@@ -515,3 +521,91 @@ def test_set_scale_rejects_scales_a_pool_cannot_have():
     pool = ShapeAdaptor2d()
     pool.set_scale((0.8, 0.8))
     assert float(pool.ratio) == pytest.approx(0.8, rel=1e-6)
+
+
+def block_output_sizes(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
+    """Output shape of every residual block of a torchvision ResNet (eval mode)."""
+    sizes: list[tuple[int, ...]] = []
+    blocks = [b for layer in ("layer1", "layer2", "layer3", "layer4") for b in model.get_submodule(layer)]
+    hooks = [b.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape))) for b in blocks]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in hooks:
+        h.remove()
+    return sizes
+
+
+def _authors_residual(shortcut, main, alpha, dim):
+    """The authors' ShapeAdaptor(input1, input2, alpha, residual=True) at output size ``dim``, transcribed."""
+    sigmoid_alpha = torch.sigmoid(alpha)
+    input1_rs = nn.functional.interpolate(shortcut, size=dim, mode="bilinear", align_corners=True)
+    input2_rs = nn.functional.interpolate(main, size=dim, mode="bilinear", align_corners=True)
+    return 2 * (1 - sigmoid_alpha) * input1_rs + 2 * sigmoid_alpha * input2_rs
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_shape_adaptor_convert_mixes_torchvision_blocks_with_one_residual_adaptor(arch):
+    """convert(method="shape_adaptor") rewrites each torchvision block with a downsample branch as the
+    authors' residual block: the main path's strided conv at stride 1, the strided 1x1 projection
+    kept, and one residual adaptor in place of the sum (checked line by line against the authors'
+    formula), with the sizes of the original network; freeze() gives the same outputs."""
+    from poolarch.layers import ResidualShapeAdaptor2d, StaticResidualShapeAdaptor2d
+
+    torch.manual_seed(0)
+    original = getattr(torchvision.models, arch)(num_classes=10).double().eval()
+    model, report = convert(original, method="shape_adaptor", example_input=(1, 3, 64, 64))
+    model = model.double()  # the new adaptors' alphas too
+    residual = [s for s in report.sites if s.kind == "residual_block"]
+    assert [s.resizer for s in residual] == ["layer2.0.mix", "layer3.0.mix", "layer4.0.mix"]
+    assert [s.merged for s in residual] == ["layer2.0.downsample.0", "layer3.0.downsample.0", "layer4.0.downsample.0"]
+    assert all(len(g) == 1 for g in report.groups)
+    main_conv = "conv1" if arch == "resnet18" else "conv2"
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    for layer in ("layer2", "layer3", "layer4"):
+        block = model.get_submodule(f"{layer}.0")
+        assert type(block).__name__ == type(original.get_submodule(f"{layer}.0")).__name__
+        assert getattr(block, main_conv).stride == (1, 1) and block.downsample[0].stride == (2, 2)
+        assert isinstance(block.mix, ResidualShapeAdaptor2d)
+    assert block_output_sizes(model, x) == block_output_sizes(original, x)  # sizes kept
+    # layer2.0 against the authors' block, forward and gradient
+    with torch.no_grad():
+        model.layer2[0].mix.alpha.fill_(0.7)
+    block = model.layer2[0]
+    z = torch.randn(2, block.conv1.in_channels, 16, 16, dtype=torch.float64, requires_grad=True)
+    y = block(z)
+    a = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    if arch == "resnet18":
+        out = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(z)))))
+    else:
+        out = block.relu(block.bn1(block.conv1(z)))
+        out = block.bn3(block.conv3(block.relu(block.bn2(block.conv2(out)))))
+    s_alpha = 0.5 + 0.5 * torch.sigmoid(a).item()
+    ref = block.relu(_authors_residual(block.downsample(z), out, a, int(16 * s_alpha)))
+    torch.testing.assert_close(y, ref)
+    w = torch.randn_like(y)
+    g = torch.autograd.grad((y * w).sum(), [z, block.mix.alpha])
+    r = torch.autograd.grad((ref * w).sum(), [z, a])
+    torch.testing.assert_close(g[0], r[0])
+    torch.testing.assert_close(g[1].reshape(()), r[1])
+    # freeze: static residual adaptors, same outputs; counted MACs unchanged by freezing
+    model.eval()
+    with torch.no_grad():
+        expected = model(x)
+        frozen = freeze(model).eval()
+        assert sum(isinstance(m, StaticResidualShapeAdaptor2d) for m in frozen.modules()) == 3
+        torch.testing.assert_close(frozen(x), expected)
+    assert count_macs(frozen, (1, 3, 64, 64)).total == count_macs(model, (1, 3, 64, 64)).total
+
+
+def test_shape_adaptor_convert_of_a_zoo_resnet_equals_the_zoo_build():
+    """Converting the human-designed zoo ResNet gives the network the zoo builds with
+    pool="shape_adaptor": same blocks (class kept), same parameters, same outputs."""
+    torch.manual_seed(0)
+    model, report = convert(create_model("resnet20_cifar"), method="shape_adaptor", example_input=(1, 3, 32, 32))
+    assert [s.kind for s in report.sites] == ["residual_block"] * 2
+    built = create_model("resnet20_cifar", pool="shape_adaptor")
+    assert [(n, p.shape) for n, p in built.named_parameters()] == [(n, p.shape) for n, p in model.named_parameters()]
+    assert type(model.stages[1][0]) is type(built.stages[1][0])
+    built.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(built.eval()(x), model.eval()(x))

@@ -18,6 +18,7 @@ from poolarch.layers import (
     shape_adaptor2d,
 )
 from poolarch.methods import create_method
+from poolarch.models import create_model
 
 D = torch.float64
 
@@ -435,3 +436,106 @@ def test_frozen_chained_model_scripts_and_exports():
     frozen = freeze(model)
     torch.testing.assert_close(torch.jit.script(frozen)(x), y)
     torch.testing.assert_close(torch.export.export(frozen, (x,)).module()(x), y)
+
+
+# -- the residual form in the zoo's residual blocks (issue 13, sec. 2) ---------------------------
+def _zoo_block(kind: str, alpha: float):
+    from poolarch.layers import make_residual_pool
+    from poolarch.models._blocks import BasicBlock, Bottleneck
+
+    mix = make_residual_pool("shape_adaptor", 2)
+    with torch.no_grad():
+        mix.alpha.fill_(alpha)
+    block = BasicBlock(4, 6, 2, mix=mix) if kind == "basic" else Bottleneck(4, 8, 2, mix=mix)
+    return block.double().train()
+
+
+@pytest.mark.parametrize("kind", ["basic", "bottleneck"])
+@pytest.mark.parametrize("alpha", [0.0, -1.3, 2.1])
+def test_zoo_residual_block_equals_the_authors_block(kind, alpha):
+    """A zoo block built with the residual adaptor computes, line by line, the authors' block:
+    every conv at stride 1 on the main path, the 1x1 stride-2 projection + BN as the shortcut, and
+    ``relu(2(1-s) resize(shortcut) + 2s resize(main))`` -- forward and gradients."""
+    torch.manual_seed(3)
+    block = _zoo_block(kind, alpha)
+    convs = [m for n, m in block.named_modules() if isinstance(m, nn.Conv2d) and not n.startswith("shortcut")]
+    assert all(c.stride == (1, 1) for c in convs)
+    assert block.shortcut[0].stride == (2, 2) and block.shortcut[0].kernel_size == (1, 1)
+    x = torch.randn(2, 4, 15, 15, dtype=D, requires_grad=True)
+    y = block(x)
+
+    # the authors' forward (model_list.py BasicBlock/Bottleneck with apply_sa=True), transcribed
+    a = torch.tensor(alpha, dtype=D, requires_grad=True)
+    if kind == "basic":
+        out = block.conv1(x)  # conv3x3(stride 1) -> bn1 -> relu
+        out = block.conv2(out)  # conv3x3 -> bn2
+    else:
+        out = block.conv1(x)  # conv1x1 -> bn1 -> relu
+        out = block.conv2(out)  # conv3x3(stride 1) -> bn2 -> relu
+        out = block.conv3(out)  # conv1x1 -> bn3
+    downsample = block.shortcut(x)  # conv1x1(stride 2) -> bn
+    z = torch.relu(authors_shape_adaptor(AuthorsState("local", 15), downsample, out, a, residual=True))
+    assert y.shape == z.shape == (2, block.shortcut[0].out_channels, int(15 * s_of(alpha)), int(15 * s_of(alpha)))
+    torch.testing.assert_close(y, z)
+    w = torch.randn_like(y)
+    grads = torch.autograd.grad((y * w).sum(), [x, block.mix.alpha])
+    ref = torch.autograd.grad((z * w).sum(), [x, a])
+    torch.testing.assert_close(grads[0], ref[0])
+    torch.testing.assert_close(grads[1].reshape(()), ref[1])
+
+
+def test_zoo_residual_block_rejects_mix_with_resizers_or_without_stride():
+    from poolarch.layers import make_residual_pool
+    from poolarch.models._blocks import BasicBlock
+
+    with pytest.raises(ValueError, match="mix"):
+        BasicBlock(4, 4, 1, mix=make_residual_pool("shape_adaptor", 2))
+    with pytest.raises(ValueError, match="mix"):
+        BasicBlock(4, 4, 2, resize=make_pool("shape_adaptor", 2), mix=make_residual_pool("shape_adaptor", 2))
+    with pytest.raises(ValueError, match="residual form"):
+        make_residual_pool("dynopool", 2)
+    with pytest.raises(ValueError, match="init_scale"):
+        make_residual_pool("shape_adaptor", 2, init_scale=0.3)
+
+
+@pytest.mark.parametrize("name,blocks", [("resnet20_cifar", 2), ("resnet50_cifar", 3)])
+def test_zoo_resnets_use_one_residual_adaptor_per_downsampling_block(name, blocks):
+    from poolarch.architecture import freeze
+    from poolarch.complexity import ComplexityLoss, count_macs
+    from poolarch.layers import StaticResidualShapeAdaptor2d, learnable_resizers
+
+    torch.manual_seed(0)
+    model = create_model(name, pool="shape_adaptor", num_classes=10)
+    resizers = learnable_resizers(model)
+    assert len(resizers) == blocks and all(isinstance(m, ResidualShapeAdaptor2d) for _, m in resizers)
+    assert all(n.endswith(".mix") for n, _ in resizers)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for _, m in resizers:
+            m.alpha.copy_(torch.randn(1, generator=gen))
+    x = torch.randn(2, 3, 32, 32)
+    # forward / backward reach every alpha
+    loss_fn = ComplexityLoss(model, (1, 3, 32, 32))
+    out = model(x)
+    (out.square().mean() + loss_fn()).backward()
+    assert all(m.alpha.grad is not None and m.alpha.grad.abs().item() > 0 for _, m in resizers)
+    # the differentiable GMACs equal the counted ones; each adaptor is charged its two bilinear resizes
+    count = count_macs(model, (1, 3, 32, 32))
+    torch.testing.assert_close(loss_fn().detach(), torch.tensor(count.total / 1e9), rtol=1e-6, atol=0)
+    for n, m in resizers:
+        assert count.per_module[n] == 8 * _channels_out(model, n) * math.prod(m.last_out_size)
+    # freeze: a static residual adaptor, same outputs
+    model.eval()
+    with torch.no_grad():
+        expected = model(x)
+    frozen = freeze(model).eval()
+    assert not learnable_resizers(frozen)
+    assert sum(isinstance(m, StaticResidualShapeAdaptor2d) for m in frozen.modules()) == blocks
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(x), expected)
+        assert count_macs(frozen, (1, 3, 32, 32)).total == count.total
+
+
+def _channels_out(model: nn.Module, name: str) -> int:
+    block = model.get_submodule(name.rsplit(".", 1)[0])
+    return block.shortcut[0].out_channels

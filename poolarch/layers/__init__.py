@@ -31,15 +31,18 @@ from .factory import (  # noqa: E402  (after the layers it registers)
     FIXED_POOLS,
     HUMAN,
     STRIDED,
+    has_residual_form,
     learnable_pools,
     list_pools,
     make_pool,
+    make_residual_pool,
     pool_choices,
     register_pool,
+    register_residual_pool,
 )
 
-__all__ += ["FIXED_POOLS", "HUMAN", "STRIDED", "learnable_pools", "list_pools", "make_pool", "pool_choices",
-            "register_pool"]
+__all__ += ["FIXED_POOLS", "HUMAN", "STRIDED", "has_residual_form", "learnable_pools", "list_pools", "make_pool",
+            "make_residual_pool", "pool_choices", "register_pool", "register_residual_pool"]
 
 from .multires import MultiResBlock, multi_resolution  # noqa: E402
 

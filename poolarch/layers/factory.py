@@ -20,6 +20,12 @@ the human-designed network uses at that place and returns a module that shrinks 
 
 ``share_with`` makes the new layer reuse the scale parameter of an existing learnable layer of the
 same kind (branches that must agree, e.g. a residual shortcut and its main path).
+
+A kind may also have a *residual form* (:func:`make_residual_pool`, registered with
+:func:`register_residual_pool`): one module ``forward(shortcut, main)`` that replaces the sum of a
+downsampling residual block, mixing the block's strided shortcut (the ``1/stride`` branch) with its
+main path run at stride 1 -- Shape Adaptor's ResNets (Liu et al. 2020). Zoo residual blocks and
+:func:`poolarch.convert` use it instead of two resizers sharing a scale when the kind has one.
 """
 from __future__ import annotations
 
@@ -43,6 +49,9 @@ __all__ = [
     "pool_choices",
     "check_pool",
     "resolve_pool",
+    "register_residual_pool",
+    "make_residual_pool",
+    "has_residual_form",
 ]
 
 
@@ -56,7 +65,12 @@ class PoolBuilder(Protocol):
     ) -> nn.Module: ...
 
 
+class ResidualPoolBuilder(Protocol):
+    def __call__(self, stride: tuple[int, int], init_scale: tuple[float, float] | None) -> nn.Module: ...
+
+
 POOLS: Registry[PoolBuilder] = Registry("pool")
+RESIDUAL_POOLS: Registry[ResidualPoolBuilder] = Registry("residual pool")
 FIXED_POOLS = ("max", "avg")  # parameter-free pooling layers
 STRIDED = "strided"  # no resizing layer: the convolution itself strides
 HUMAN = "human"  # the architecture as its authors built it (per family: one of the words above)
@@ -65,6 +79,33 @@ HUMAN = "human"  # the architecture as its authors built it (per family: one of 
 def register_pool(name: str) -> Callable[[PoolBuilder], PoolBuilder]:
     """Decorator registering a pool builder under ``name``."""
     return POOLS.register(name)  # type: ignore[return-value]
+
+
+def register_residual_pool(name: str) -> Callable[[ResidualPoolBuilder], ResidualPoolBuilder]:
+    """Decorator registering the residual form of the pool kind ``name`` (see the module doc)."""
+    return RESIDUAL_POOLS.register(name)  # type: ignore[return-value]
+
+
+def has_residual_form(kind: str) -> bool:
+    """Whether :func:`make_residual_pool` builds a residual form of ``kind``."""
+    return kind in RESIDUAL_POOLS
+
+
+def make_residual_pool(
+    kind: str, stride: int | Sequence[int] = 2, *, init_scale: float | Sequence[float] | None = None
+) -> nn.Module:
+    """The residual form of ``kind`` for a block downsampling by ``stride``: a module
+    ``forward(shortcut, main) -> Tensor`` replacing ``main + shortcut``, where ``shortcut`` is the
+    block's strided shortcut (``1/stride`` of the input size) and ``main`` its main path at stride 1.
+    It starts at scale ``1/stride`` (or ``init_scale``). ``ValueError`` when ``kind`` has none
+    (:func:`has_residual_form`)."""
+    if kind not in RESIDUAL_POOLS:
+        raise ValueError(f"pool {kind!r} has no residual form; kinds with one: {RESIDUAL_POOLS.names()}")
+    stride_pair = tuple(int(s) for s in to_pair(stride, "stride"))
+    if any(s < 1 for s in stride_pair):
+        raise ValueError(f"stride must be >= 1, got {stride!r}")
+    scale_pair = None if init_scale is None else to_pair(init_scale, "init_scale")
+    return RESIDUAL_POOLS.get(kind)(stride_pair, scale_pair)  # type: ignore[arg-type]
 
 
 def list_pools() -> list[str]:

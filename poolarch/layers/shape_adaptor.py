@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import LearnableResize, check_nonempty, check_positive_finite, learnable_resizers, shape_repr, to_pair
-from .factory import register_pool
+from .factory import register_pool, register_residual_pool
 
 __all__ = [
     "shape_adaptor2d",
@@ -458,9 +458,15 @@ class ShapeAdaptor2d(LearnableResize):
             raise RuntimeError("the output size is not known yet: run a forward pass first, or freeze(model, example_input=x)")
         return float(_mixing_weight(self.alpha.detach().reshape(()), self.r1, self.r2, self.penalty))
 
+    def _in_alpha_dtype(self, static: "StaticShapeAdaptor2d", weight: float) -> "StaticShapeAdaptor2d":
+        """The static weight in ``alpha``'s dtype (a float64 model stays float64 when frozen)."""
+        static.weight = torch.tensor(weight, dtype=self.alpha.dtype, device=self.alpha.device)
+        return static
+
     def to_static(self) -> "StaticShapeAdaptor2d":
         weight = self._static_weight()
-        return StaticShapeAdaptor2d(self.last_out_size, weight, self.r1, self.r2, self.align_corners)
+        return self._in_alpha_dtype(
+            StaticShapeAdaptor2d(self.last_out_size, weight, self.r1, self.r2, self.align_corners), weight)
 
     def extra_repr(self) -> str:
         text = f"ratio={float(self.ratio.detach()):.3f}, r1={self.r1:g}, r2={self.r2:g}, rounding={self.rounding}"
@@ -505,7 +511,8 @@ class ResidualShapeAdaptor2d(ShapeAdaptor2d):
 
     def to_static(self) -> "StaticResidualShapeAdaptor2d":
         weight = self._static_weight()
-        return StaticResidualShapeAdaptor2d(self.last_out_size, weight, self.r1, self.r2, self.align_corners, self.factor)
+        return self._in_alpha_dtype(StaticResidualShapeAdaptor2d(
+            self.last_out_size, weight, self.r1, self.r2, self.align_corners, self.factor), weight)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", factor={self.factor:g}"
@@ -668,3 +675,22 @@ def _shape_adaptor(stride, init_scale, channels, share_with):
     r1 = min(0.5, ratio[0])
     r1 = 1.0 / math.ceil(1.0 / r1 - 1e-9)  # max-pooling branch by an integer factor
     return ShapeAdaptor2d(init_ratio=ratio[0], r1=r1, r2=1.0)
+
+
+@register_residual_pool("shape_adaptor")
+def _residual_shape_adaptor(stride, init_scale):
+    """The authors' residual form for a block downsampling by ``stride``: the shortcut is the
+    ``r1 = 1/stride`` branch (the block's strided 1x1 projection), the main path at stride 1 the
+    ``r2 = 1`` branch; initial ratio ``1/stride`` (kept ``BOUNDARY_MARGIN`` inside) or ``init_scale``."""
+    if stride[0] != stride[1]:
+        raise ValueError(f"the residual shape adaptor resizes both axes by one ratio: stride must be square, got {stride}")
+    r1 = 1.0 / stride[0]
+    ratio = (r1, r1) if init_scale is None else init_scale
+    if abs(ratio[0] - ratio[1]) > 1e-12:
+        raise ValueError(f"shape_adaptor resizes both axes by one ratio: init_scale must be square, got {ratio}")
+    if r1 >= 1.0:
+        raise ValueError(f"the residual shape adaptor needs a downsampling stride > 1, got {stride}")
+    if not r1 <= ratio[0] <= 1.0:
+        raise ValueError(f"the residual shape adaptor's init_scale must be in [1/stride, 1] = [{r1:g}, 1] (its "
+                         f"shortcut is fixed at 1/stride), got {ratio[0]!r}")
+    return ResidualShapeAdaptor2d(init_ratio=ratio[0], r1=r1, r2=1.0)

@@ -4,7 +4,10 @@ inverted residuals (MobileNetV2 / MBConv) and the classifier head.
 
 A block that downsamples takes the resizing layer as an argument (``resize=``): with it, the
 convolutions run at stride 1 and the block calls the resizer where the strided conv was (rule B of
-Jang et al. 2023, A.1); without it, the conv strides (the human design).
+Jang et al. 2023, A.1); without it, the conv strides (the human design). A residual block may instead
+take a *residual resizer* (``mix=``, e.g. Shape Adaptor's residual form, Liu et al. 2020): the main path
+runs at stride 1, the shortcut keeps its strided 1x1 projection, and ``mix(shortcut(x), main(x))``
+replaces the sum.
 """
 from __future__ import annotations
 
@@ -84,54 +87,80 @@ class _Shortcut(nn.Sequential):
         super().__init__(*layers)
 
 
+def _check_mix(mix: nn.Module | None, resize: nn.Module | None, resize_shortcut: nn.Module | None,
+               stride: int) -> None:
+    """A residual resizer replaces both resizers and needs a downsampling block."""
+    if mix is None:
+        return
+    if resize is not None or resize_shortcut is not None:
+        raise ValueError("mix (a residual resizer) replaces resize and resize_shortcut: pass one or the other")
+    if stride < 2:
+        raise ValueError(f"mix needs a downsampling block (stride >= 2), got stride={stride}")
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN (ReLU after the first) + shortcut, ReLU after the sum (He et al. 2016).
 
     ``resize``/``resize_shortcut`` given: the first conv runs at stride 1 and ``resize`` follows its
     ReLU, ``resize_shortcut`` precedes the projection; otherwise the first conv strides by ``stride``.
+    ``mix`` given (a residual resizer, ``forward(shortcut, main)``; not with ``resize``): both convs
+    run at stride 1, the shortcut is the strided 1x1 projection + BN, and the output is
+    ``relu(mix(shortcut(x), main(x)))`` (Shape Adaptor's residual blocks, Liu et al. 2020).
     Shapes: ``(N, in_ch, H, W) -> (N, out_ch, H', W')``.
     """
 
     expansion = 1
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, resize: nn.Module | None = None,
-                 resize_shortcut: nn.Module | None = None) -> None:
+                 resize_shortcut: nn.Module | None = None, mix: nn.Module | None = None) -> None:
         super().__init__()
-        conv_stride = 1 if resize is not None else stride
+        _check_mix(mix, resize, resize_shortcut, stride)
+        conv_stride = 1 if resize is not None or mix is not None else stride
         self.conv1 = ConvNormAct(in_ch, out_ch, 3, conv_stride)
         self.resize = resize if resize is not None else nn.Identity()
         self.conv2 = ConvNormAct(out_ch, out_ch, 3, 1, act=None)
         self.shortcut = _Shortcut(in_ch, out_ch, 1 if resize is not None else stride, resize_shortcut)
+        self.mix = mix
         self.act = nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.conv2(self.resize(self.conv1(x))) + self.shortcut(x))
+        main = self.conv2(self.resize(self.conv1(x)))
+        if self.mix is not None:
+            return self.act(self.mix(self.shortcut(x), main))
+        return self.act(main + self.shortcut(x))
 
 
 class Bottleneck(nn.Module):
     """1x1 (``mid``) -> 3x3 (``mid``, carries the stride: torchvision "v1.5") -> 1x1 (``out_ch``), BN
     after each, ReLU after the first two and after the sum with the shortcut.
 
-    ``mid`` defaults to ``out_ch // 4`` (at least 1). ``resize``/``resize_shortcut`` as in
-    :class:`BasicBlock` (the resizer follows the 3x3 conv's ReLU).
+    ``mid`` defaults to ``out_ch // 4`` (at least 1). ``resize``/``resize_shortcut``/``mix`` as in
+    :class:`BasicBlock` (the resizer follows the 3x3 conv's ReLU; with ``mix`` every conv runs at
+    stride 1 and ``mix`` replaces the sum).
     """
 
     expansion = 4
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, resize: nn.Module | None = None,
-                 resize_shortcut: nn.Module | None = None, mid: int | None = None) -> None:
+                 resize_shortcut: nn.Module | None = None, mid: int | None = None,
+                 mix: nn.Module | None = None) -> None:
         super().__init__()
+        _check_mix(mix, resize, resize_shortcut, stride)
         mid = mid if mid is not None else max(out_ch // self.expansion, 1)
-        conv_stride = 1 if resize is not None else stride
+        conv_stride = 1 if resize is not None or mix is not None else stride
         self.conv1 = ConvNormAct(in_ch, mid, 1)
         self.conv2 = ConvNormAct(mid, mid, 3, conv_stride)
         self.resize = resize if resize is not None else nn.Identity()
         self.conv3 = ConvNormAct(mid, out_ch, 1, act=None)
         self.shortcut = _Shortcut(in_ch, out_ch, 1 if resize is not None else stride, resize_shortcut)
+        self.mix = mix
         self.act = nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.conv3(self.resize(self.conv2(self.conv1(x)))) + self.shortcut(x))
+        main = self.conv3(self.resize(self.conv2(self.conv1(x))))
+        if self.mix is not None:
+            return self.act(self.mix(self.shortcut(x), main))
+        return self.act(main + self.shortcut(x))
 
 
 class SqueezeExcite(nn.Module):

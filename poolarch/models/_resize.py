@@ -4,7 +4,9 @@ Every zoo model has a fixed, ordered list of *resizing positions* (the places wh
 design halves the map). :class:`ResizePlan` hands out, position by position, either nothing
 (``pool="strided"``: the convolution strides) or the layer :func:`poolarch.layers.make_pool`
 builds, with the per-position initial scale. ``pool="human"`` is replaced by the family's own
-choice (``human=``) first.
+choice (``human=``) first. A residual block asks :attr:`ResizePlan.residual` whether the kind has a
+residual form (Shape Adaptor) and then takes one :meth:`ResizePlan.make_residual` module instead of
+two resizers sharing a scale.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import Sequence
 from torch import nn
 
 from ..layers.base import LearnableResize
-from ..layers.factory import FIXED_POOLS, STRIDED, make_pool, resolve_pool
+from ..layers.factory import FIXED_POOLS, STRIDED, has_residual_form, make_pool, make_residual_pool, resolve_pool
 
 __all__ = ["ResizePlan", "STRIDED"]
 
@@ -72,3 +74,16 @@ class ResizePlan:
         return make_pool(
             self.pool, stride, init_scale=self.init_scales[position], channels=channels, share_with=share_with
         )
+
+    @property
+    def residual(self) -> bool:
+        """True when the kind has a residual form (:func:`poolarch.layers.make_residual_pool`): a
+        downsampling residual block then mixes its strided shortcut and its stride-1 main path with
+        one :meth:`make_residual` module."""
+        return has_residual_form(self.pool)
+
+    def make_residual(self, position: int, stride: int = 2) -> nn.Module:
+        """The residual form of the kind at ``position`` (``forward(shortcut, main)``)."""
+        if not 0 <= position < self.num_positions:
+            raise ValueError(f"position must be in [0, {self.num_positions}), got {position}")
+        return make_residual_pool(self.pool, stride, init_scale=self.init_scales[position])

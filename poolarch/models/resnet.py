@@ -5,6 +5,10 @@ path, stride-2 1x1 projection on the shortcut). With a pooling kind the 3x3 conv
 the resizer sits after its BN-ReLU (rule B of Jang et al. 2023, A.1); the shortcut resizes *before* its 1x1
 projection (a 1x1 conv commutes with subsampling, so this is the cheap order). The two resizers of a
 block are separate modules sharing one scale (``share_with``), so main path and shortcut always agree.
+A kind with a residual form (``pool="shape_adaptor"``) is used as its authors do (Liu et al. 2020): the
+block's convs run at stride 1, its shortcut keeps the stride-2 1x1 projection, and one
+:class:`~poolarch.layers.ResidualShapeAdaptor2d` mixes the two, ``2(1-s) resize(shortcut) + 2s resize(main)``,
+in place of the sum.
 
 ``pool="human"`` (the default) is ``"strided"``: He et al.'s ResNet downsamples with stride-2 convs
 (ResNet-50: 1.31 GMACs at 32x32 / 100 classes, Jang et al. 2023 Table 1).
@@ -58,12 +62,15 @@ class CifarResNet(nn.Module):
             blocks = []
             for b in range(depth):
                 s = stride if b == 0 else 1
-                resize = resize_shortcut = None
+                resize = resize_shortcut = mix = None
                 if s > 1 and not plan.strided:
-                    resize = plan.make(position, s, channels=width)
-                    resize_shortcut = plan.make(position, s, channels=in_ch, share_with=resize)
+                    if plan.residual:
+                        mix = plan.make_residual(position, s)
+                    else:
+                        resize = plan.make(position, s, channels=width)
+                        resize_shortcut = plan.make(position, s, channels=in_ch, share_with=resize)
                     position += 1
-                blocks.append(block(in_ch, width * block.expansion, s, resize, resize_shortcut))
+                blocks.append(block(in_ch, width * block.expansion, s, resize, resize_shortcut, mix=mix))
                 in_ch = width * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)

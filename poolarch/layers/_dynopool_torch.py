@@ -122,9 +122,12 @@ def _forward_nhwc(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
-    """``sum(a * b)`` (float32 or float64 accumulation), a float64 scalar."""
+    """``sum(a * b)`` (float32 or float64 accumulation), a float64 scalar: one BLAS dot when both are
+    contiguous, else a product and a sum over the strided views."""
     if a.dtype not in (torch.float32, torch.float64):
         a, b = a.float(), b.float()
+    if a.is_contiguous() and b.is_contiguous():
+        return torch.dot(a.reshape(-1), b.reshape(-1)).double()
     return torch.mul(a, b).sum().double()
 
 
@@ -134,9 +137,8 @@ def _backward_nhwc(
     """:func:`backward2d` channels_last (``grad_x`` in channels_last memory).
 
     With ``G`` the lattice gradient, ``T = G A_w`` and ``U = G D_w`` (one matmul with ``[A_w | D_w]``):
-    ``grad_x = A_h^T T``, ``d loss/d s_w = <A_h^T U, x>``, ``d loss/d s_h = <D_h^T T, x>`` (the last
-    three one matmul with ``[A_h^T; D_h^T]``) -- the sums ``<G D_w, A_h x>`` and ``<T, D_h x>``, with
-    the dot products over input-sized tensors."""
+    ``grad_x = A_h^T T``, ``d loss/d s_w = <A_h^T U, x>``, ``d loss/d s_h = <D_h^T T, x>`` -- the sums
+    ``<G D_w, A_h x>`` and ``<T, D_h x>``, with the dot products over input-sized contiguous tensors."""
     N, C, H, W = x.shape
     Sh, Sw = grad_out.shape[2], grad_out.shape[3]
     id_h, id_w = H == 2 * Sh, W == 2 * Sw
@@ -172,8 +174,8 @@ def _backward_nhwc(
             grad_x, V = TU[:, :, 0], TU[:, :, 1]
             Q = torch.matmul(D_hT, grad_x)
         else:
-            Z = torch.matmul(AD_hT, TU.view(N, 2 * Sh, 2 * W * C)).view(N, 2, H, 2, W * C)
-            grad_x, V, Q = Z[:, 0, :, 0], Z[:, 0, :, 1], Z[:, 1, :, 0]
+            T, U = TU[:, :, 0], TU[:, :, 1]
+            grad_x, V, Q = torch.matmul(A_hT, T), torch.matmul(A_hT, U), torch.matmul(D_hT, T)
     xf = xn.view(N, H, W * C)
     grad_sizes = torch.stack([_dot(Q, xf), _dot(V, xf)])
     if not need_x:

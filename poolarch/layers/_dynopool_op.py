@@ -19,7 +19,7 @@ Backends, chosen per call:
 
 ``codes`` is whatever the backend saves for its backward: the kernel's int8 winner codes
 (``2a + b`` of the winning query point ``(2i+a, 2j+b)``) or the pure-PyTorch path's int64 lattice
-indices of ``max_pool2d``. Its dtype tells the backward which backend made it, so a forward and its
+indices of ``max_pool2d``, flattened (that path runs NCHW or channels_last depending on the sizes). Its dtype tells the backward which backend made it, so a forward and its
 backward always run the same backend (even if ``POOLARCH_DISABLE_EXT`` changes in between).
 
 Output size and fake tensors: the rounded output size depends on the *value* of ``alpha``, so it is
@@ -76,10 +76,7 @@ def dynopool2d_op(x: Tensor, surrogate: Tensor, out_h: int, out_w: int, mode: in
 def _torch_forward(x: Tensor, out_h: int, out_w: int, mode: int) -> tuple[Tensor, Tensor]:
     fmt = _format(x)
     out, idx = _dynopool_torch.forward2d(x, (out_h, out_w), mode, need_indices=True)
-    out = out.contiguous(memory_format=fmt)
-    if mode == 0:
-        idx = idx.contiguous(memory_format=fmt)
-    return out, idx
+    return out.contiguous(memory_format=fmt), idx
 
 
 @dynopool2d_op.register_kernel("cpu")
@@ -92,10 +89,13 @@ def _cpu_forward(x: Tensor, surrogate: Tensor, out_h: int, out_w: int, mode: int
 @dynopool2d_op.register_fake
 def _fake_forward(x: Tensor, surrogate: Tensor, out_h: int, out_w: int, mode: int) -> tuple[Tensor, Tensor]:
     fmt = _format(x)
-    codes_dtype = _CODES_KERNEL if kernel_usable(x) else _CODES_TORCH
+    kernel = kernel_usable(x)
+    codes_dtype = _CODES_KERNEL if kernel else _CODES_TORCH
     out = x.new_empty((x.shape[0], x.shape[1], out_h, out_w)).contiguous(memory_format=fmt)
-    if mode == 0:
+    if mode == 0 and kernel:
         codes = torch.empty_like(out, dtype=codes_dtype)
+    elif mode == 0:  # flat: the PyTorch path picks its internal layout per call
+        codes = x.new_empty((x.shape[0] * x.shape[1] * out_h * out_w,), dtype=codes_dtype)
     else:
         codes = x.new_empty((0,), dtype=codes_dtype)
     return out, codes
@@ -127,6 +127,7 @@ def _setup_context(ctx, inputs, output) -> None:
     x, surrogate, _, _, mode = inputs
     _, codes = output
     ctx.save_for_backward(x, codes)
+    ctx.set_materialize_grads(False)  # no zero-filled gradient for the codes output
     ctx.mode = mode
     ctx.surrogate_dtype = surrogate.dtype
 
@@ -134,7 +135,7 @@ def _setup_context(ctx, inputs, output) -> None:
 def _backward(ctx, grad_out: Tensor, grad_codes):
     x, codes = ctx.saved_tensors
     need_x, need_size = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    if not (need_x or need_size):
+    if grad_out is None or not (need_x or need_size):
         return None, None, None, None, None
     grad_x, grad_sizes = dynopool2d_backward_op(grad_out, x, codes, ctx.mode, need_x, need_size)
     return (

@@ -127,6 +127,9 @@ def _setup_context(ctx, inputs, output) -> None:
     x, surrogate, _, _, mode = inputs
     _, codes = output
     ctx.save_for_backward(x, codes)
+    # The int8/int64 codes output has no gradient: do not let autograd materialise (allocate and
+    # zero-fill) a gradient tensor of its size on every backward.
+    ctx.set_materialize_grads(False)
     ctx.mode = mode
     ctx.surrogate_dtype = surrogate.dtype
 
@@ -134,7 +137,7 @@ def _setup_context(ctx, inputs, output) -> None:
 def _backward(ctx, grad_out: Tensor, grad_codes):
     x, codes = ctx.saved_tensors
     need_x, need_size = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    if not (need_x or need_size):
+    if grad_out is None or not (need_x or need_size):
         return None, None, None, None, None
     grad_x, grad_sizes = dynopool2d_backward_op(grad_out, x, codes, ctx.mode, need_x, need_size)
     return (

@@ -560,16 +560,42 @@ inline void gather_transposed(const acc_t* __restrict src, const std::vector<int
       out[j] = s;
     }
   } else {
+    // One vector loop per column for the common tap counts (1, 2, 3): a loop over the entries around
+    // the channel loop was compiled (unroll-and-jam) into a scalar loop. Same summation order,
+    // starting from 0, as the planar path.
     const int64_t Q = Q_dyn;
+    const acc_t zero = 0;
     for (int64_t j = j_begin; j < j_end; ++j) {
       acc_t* __restrict dst = out + j * Q;
+      const int64_t eb = o[j], n = o[j + 1] - eb;
+      if (n == 0) {
 #pragma omp simd
-      for (int64_t q = 0; q < Q; ++q) dst[q] = 0;
-      for (int64_t e = o[j]; e < o[j + 1]; ++e) {
-        const acc_t a = w[e];
-        const acc_t* __restrict s = src + ix[e] * Q;
+        for (int64_t q = 0; q < Q; ++q) dst[q] = zero;
+        continue;
+      }
+      const acc_t a = w[eb];
+      const acc_t* __restrict s0 = src + ix[eb] * Q;
+      if (n == 1) {
 #pragma omp simd
-        for (int64_t q = 0; q < Q; ++q) dst[q] += a * s[q];
+        for (int64_t q = 0; q < Q; ++q) dst[q] = zero + a * s0[q];
+        continue;
+      }
+      const acc_t b = w[eb + 1];
+      const acc_t* __restrict s1 = src + ix[eb + 1] * Q;
+      if (n == 2) {
+#pragma omp simd
+        for (int64_t q = 0; q < Q; ++q) dst[q] = (zero + a * s0[q]) + b * s1[q];
+        continue;
+      }
+      const acc_t c = w[eb + 2];
+      const acc_t* __restrict s2 = src + ix[eb + 2] * Q;
+#pragma omp simd
+      for (int64_t q = 0; q < Q; ++q) dst[q] = ((zero + a * s0[q]) + b * s1[q]) + c * s2[q];
+      for (int64_t e = eb + 3; e < eb + n; ++e) {
+        const acc_t d = w[e];
+        const acc_t* __restrict s3 = src + ix[e] * Q;
+#pragma omp simd
+        for (int64_t q = 0; q < Q; ++q) dst[q] += d * s3[q];
       }
     }
   }

@@ -3,7 +3,8 @@
 The C++ source ``poolarch/csrc/dynopool.cpp`` is compiled on first use with
 :func:`torch.utils.cpp_extension.load` (ninja) into ``$POOLARCH_EXTENSIONS_DIR``, else
 ``$TORCH_EXTENSIONS_DIR/poolarch``, else ``~/.cache/poolarch/torch_extensions`` (one sub-directory per
-Python/torch version and SIMD level; torch rebuilds when the source changes). :func:`fused_dynopool` returns
+Python/torch version, SIMD level and source hash, so checkouts with different sources never share or
+rebuild each other's library). :func:`fused_dynopool` returns
 ``None`` -- meaning "use the reference path" -- when ``POOLARCH_DISABLE_EXT=1`` is set, the build
 failed (warned once), the input is not a plain CPU float32/float64/bfloat16/float16 4-d tensor, or the
 call is being traced/compiled.
@@ -51,7 +52,14 @@ def build_directory() -> Path:
     else:
         base = Path.home() / ".cache" / "poolarch" / "torch_extensions"
     tag = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__.split('+')[0]}"
-    return base / tag / f"{_LIB_NAME}_{_simd_level()}"
+    return base / tag / f"{_LIB_NAME}_{_simd_level()}_{_source_hash()}"
+
+
+def _source_hash() -> str:
+    """First 12 hex digits of the SHA-256 of the kernel source: worktrees/versions never share a build."""
+    import hashlib
+
+    return hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:12]
 
 
 def _simd_level() -> str:

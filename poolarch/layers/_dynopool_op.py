@@ -127,7 +127,9 @@ def _setup_context(ctx, inputs, output) -> None:
     x, surrogate, _, _, mode = inputs
     _, codes = output
     ctx.save_for_backward(x, codes)
-    ctx.set_materialize_grads(False)  # no zero-filled gradient for the codes output
+    # The int8/int64 codes output has no gradient: do not let autograd materialise (allocate and
+    # zero-fill) a gradient tensor of its size on every backward.
+    ctx.set_materialize_grads(False)
     ctx.mode = mode
     ctx.surrogate_dtype = surrogate.dtype
 

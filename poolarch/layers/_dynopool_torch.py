@@ -122,12 +122,7 @@ def _forward_nhwc(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool
     if H != 2 * Sh:
         z = torch.matmul(_axis_all(H, Sh, x.dtype, x.device)[0], z.reshape(N, H, 2 * Sw * C))
     z = z.view(N, 2 * Sh, 2 * Sw, C).permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
-    empty = torch.empty(0, dtype=torch.int64, device=x.device)
-    if mode == 1:
-        return F.avg_pool2d(z, 2), empty
-    if need_indices:
-        return F.max_pool2d(z, 2, return_indices=True)
-    return F.max_pool2d(z, 2), empty
+    return _pool_lattice(z, mode, need_indices)
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
@@ -204,12 +199,7 @@ def _forward_nchw(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool
     if W != 2 * Sw:
         A_wT = axis_matrices(W, Sw, x.dtype, x.device)[1]
         z = torch.matmul(z, A_wT)
-    empty = torch.empty(0, dtype=torch.int64, device=x.device)
-    if mode == 1:
-        return F.avg_pool2d(z, 2), empty
-    if need_indices:
-        return F.max_pool2d(z, 2, return_indices=True)
-    return F.max_pool2d(z, 2), empty
+    return _pool_lattice(z, mode, need_indices)
 
 
 def _backward_nchw(
@@ -287,3 +277,14 @@ def backward2d(
     if indices.numel():
         indices = indices.view(N, C, Sh, Sw)
     return _backward_nchw(grad_out, x, indices, mode, need_x, need_size)
+
+
+def _pool_lattice(z: Tensor, mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:
+    """2x2 aggregation of the (N, C, 2*Sh, 2*Sw) lattice ``z``: ``(out, indices)`` -- mean for
+    ``mode == 1`` (no indices), else max with its int64 indices when ``need_indices``."""
+    empty = torch.empty(0, dtype=torch.int64, device=z.device)
+    if mode == 1:
+        return F.avg_pool2d(z, 2), empty
+    if need_indices:
+        return F.max_pool2d(z, 2, return_indices=True)
+    return F.max_pool2d(z, 2), empty

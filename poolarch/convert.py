@@ -859,7 +859,8 @@ def _build_residual(model: nn.Module, site: _Site, method: str, report: Conversi
         block.mix = mix  # the block computes act(mix(shortcut(x), main(x))) itself
     else:
         found = _block_graph(block, site.conv[prefix:], site.shortcut[prefix:])
-        assert found is not None  # checked by _residual_blocks
+        if found is None:  # _residual_blocks only lists blocks whose graph it found
+            raise RuntimeError(f"convert(): block {site.block!r} no longer has the main/shortcut add it was chosen for")
         graph, add = found
         while hasattr(block, name):
             name += "_"

@@ -20,6 +20,8 @@ from poolarch.layers import (DynOPool2d, LearnableResize, ResidualShapeAdaptor2d
 from poolarch.models import create_model
 from poolarch.complexity import count_macs
 
+from _shape_adaptor_reference import AuthorsState, authors_shape_adaptor
+
 torch.set_num_threads(1)
 
 
@@ -535,14 +537,6 @@ def block_output_sizes(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...
     return sizes
 
 
-def _authors_residual(shortcut, main, alpha, dim):
-    """The authors' ShapeAdaptor(input1, input2, alpha, residual=True) at output size ``dim``, transcribed."""
-    sigmoid_alpha = torch.sigmoid(alpha)
-    input1_rs = nn.functional.interpolate(shortcut, size=dim, mode="bilinear", align_corners=True)
-    input2_rs = nn.functional.interpolate(main, size=dim, mode="bilinear", align_corners=True)
-    return 2 * (1 - sigmoid_alpha) * input1_rs + 2 * sigmoid_alpha * input2_rs
-
-
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_shape_adaptor_convert_mixes_torchvision_blocks_with_one_residual_adaptor(arch):
     """convert(method="shape_adaptor") rewrites each torchvision block with a downsample branch as the
@@ -579,8 +573,7 @@ def test_shape_adaptor_convert_mixes_torchvision_blocks_with_one_residual_adapto
     else:
         out = block.relu(block.bn1(block.conv1(z)))
         out = block.bn3(block.conv3(block.relu(block.bn2(block.conv2(out)))))
-    s_alpha = 0.5 + 0.5 * torch.sigmoid(a).item()
-    ref = block.relu(_authors_residual(block.downsample(z), out, a, int(16 * s_alpha)))
+    ref = block.relu(authors_shape_adaptor(AuthorsState("local", 16), block.downsample(z), out, a, residual=True))
     torch.testing.assert_close(y, ref)
     w = torch.randn_like(y)
     g = torch.autograd.grad((y * w).sum(), [z, block.mix.alpha])

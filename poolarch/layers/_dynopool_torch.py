@@ -15,16 +15,18 @@ Forward: ``z = A_h x A_w^T`` (two batched matmuls, skipped on an axis with ``L =
 then one 2x2 ``max_pool2d`` keeping its lattice indices (or ``avg_pool2d``). Backward, with ``G`` the
 lattice gradient (the max-pool backward of the indices): ``T = G A_w``, ``grad_x = A_h^T T``,
 ``d loss/d s_h = <T, D_h x>`` and ``d loss/d s_w = <G D_w, A_h x>`` -- matmuls and two dot products,
-no gathers, no Python loops over tensor elements.
+no gathers, no Python loops over tensor elements. On an identity axis (``L == 2S``, e.g. ``r = 0.5`` on
+an even map) every lattice point is a pixel centre, so ``D`` is the clamped central difference scaled
+per row (:func:`_identity_axis_slope`): two elementwise passes replace the matmul, and with ``A_w = I``
+``<G D_w, A_h x> = <grad_x, x D_w^T>`` needs no ``A_h x``.
 
-Two layouts, chosen from the sizes alone (:func:`use_channels_last`, so an NCHW and a channels_last
-input give bit-identical results): NCHW, and channels_last ``(N, H, W, C)`` when the lattice is at
-least twice the input (upsampling). There the interpolations are matmuls over ``(H, W*C)`` and
-``(W, C)`` blocks, ``max_pool2d`` keeps its indices several times faster than on an NCHW lattice, and
-the alpha gradient is ``<D_h^T T, x>`` and ``<A_h^T G D_w, x>`` (BLAS dots over input-sized tensors,
-no ``A_h x`` / ``D_h x`` products). Measured on CPU (2 threads, fwd+bwd vs ``MaxPool2d(2)``):
-r = 1.2 went from ~10-13x to ~6-7x; r = 0.5 and the anisotropic case run NCHW (channels_last measured
-slower there: the input and output transposes cost more than the faster 2x2 max saves).
+Two layouts (:func:`use_channels_last`): channels_last ``(N, H, W, C)`` for a channels_last input and,
+for any input, when the lattice is at least twice the input (upsampling); else NCHW. In channels_last
+the interpolations are matmuls over ``(H, W*C)`` and ``(W, C)`` blocks, ``max_pool2d`` keeps its indices
+several times faster than on an NCHW lattice, and the alpha gradient is ``<D_h^T T, x>`` and
+``<A_h^T G D_w, x>`` (BLAS dots over input-sized tensors, no ``A_h x`` / ``D_h x`` products). An NCHW
+input at ``r <= 1`` runs NCHW: transposing it costs more than the faster 2x2 max saves. The layouts sum
+in different orders, so NCHW and channels_last inputs agree to float rounding (tested), not bit for bit.
 
 Kink convention (issue 13.4, identical to the fused kernel; /work/wt/_notes/kink_convention.md): where a
 lattice point lies exactly on a pixel centre (``n_k % 4S == 0``, including the borders ``u = 0`` and
@@ -36,7 +38,9 @@ an infinitesimal jitter of the scale. The test is exact on the integers ``n_k`` 
 """
 from __future__ import annotations
 
+import collections
 import functools
+import threading
 from typing import Sequence
 
 import torch
@@ -163,25 +167,24 @@ def _backward_nhwc(
         T = G if id_w else torch.matmul(A_wT, G)  # (N 2Sh, W, C)
         grad_x = T if id_h else torch.matmul(A_hT, T.reshape(N, 2 * Sh, W * C))
         return grad_x.reshape(N, H, W, C).permute(0, 3, 1, 2), grad_sizes
-    xn = _nhwc(x)
+    xn = _nhwc(x)  # (N, H, W, C); identity axes use the elementwise slope (see _backward_nchw)
+    xf = xn.view(N, H, W * C)
     if id_w:
-        T, U = G.view(N, 2 * Sh, W * C), torch.matmul(D_wT, G).view(N, 2 * Sh, W * C)
-        if id_h:
-            grad_x, V = T, U
-            Q = torch.matmul(D_hT, T)
-        else:
-            grad_x, V = torch.matmul(A_hT, T), torch.matmul(A_hT, U)
-            Q = torch.matmul(D_hT, T)
+        T = G.view(N, 2 * Sh, W * C)
+        grad_x = T if id_h else torch.matmul(A_hT, T)
+        g_w = _dot(grad_x, _identity_axis_slope(xn, 2, Sw))
+        g_h = _dot(T, _identity_axis_slope(xn, 1, Sh)) if id_h else _dot(torch.matmul(D_hT, T), xf)
     else:
         TU = torch.matmul(AD_wT, G).view(N, 2 * Sh, 2, W * C)  # [T | U] along the width
+        T, U = TU[:, :, 0], TU[:, :, 1]
         if id_h:
-            grad_x, V = TU[:, :, 0], TU[:, :, 1]
-            Q = torch.matmul(D_hT, grad_x)
+            grad_x, V = T, U
+            g_h = _dot(T, _identity_axis_slope(xn, 1, Sh).view(N, H, W * C))
         else:
-            T, U = TU[:, :, 0], TU[:, :, 1]
-            grad_x, V, Q = torch.matmul(A_hT, T), torch.matmul(A_hT, U), torch.matmul(D_hT, T)
-    xf = xn.view(N, H, W * C)
-    grad_sizes = torch.stack([_dot(Q, xf), _dot(V, xf)])
+            grad_x, V = torch.matmul(A_hT, T), torch.matmul(A_hT, U)
+            g_h = _dot(torch.matmul(D_hT, T), xf)
+        g_w = _dot(V, xf)
+    grad_sizes = torch.stack([g_h, g_w])
     if not need_x:
         return x.new_empty(0), grad_sizes
     return grad_x.reshape(N, H, W, C).permute(0, 3, 1, 2), grad_sizes
@@ -223,15 +226,78 @@ def _backward_nchw(
     A_w, _, D_w = axis_matrices(W, Sw, x.dtype, x.device)
     T = G if id_w else torch.matmul(G, A_w)  # (N, C, 2S_h, W)
     grad_x = x.new_empty(0)
-    if need_x:
+    if need_x or (need_size and id_w):
         grad_x = T if id_h else torch.matmul(A_hT, T)
     grad_sizes = torch.zeros(2, dtype=torch.float64, device=x.device)
     if need_size:
-        g_h = _dot_blas(T, torch.matmul(D_h, x))
-        xh = x if id_h else torch.matmul(A_h, x)
-        g_w = _dot_blas(torch.matmul(G, D_w), xh)
+        # identity axes (L == 2S) use the elementwise slope instead of a D matmul; with A_w = I,
+        # <G D_w, A_h x> = <A_h^T G, x D_w^T> = <grad_x, slope_w(x)> (A_h and D_w act on different axes)
+        g_h = _dot_blas(T, _identity_axis_slope(x, 2, Sh) if id_h else torch.matmul(D_h, x))
+        if id_w:
+            g_w = _dot_blas(grad_x, _identity_axis_slope(x, 3, Sw))
+        else:
+            xh = x if id_h else torch.matmul(A_h, x)
+            g_w = _dot_blas(torch.matmul(G, D_w), xh)
         grad_sizes = torch.stack([g_h, g_w])
+    if not need_x:
+        grad_x = x.new_empty(0)
     return grad_x, grad_sizes
+
+def _identity_axis_slope(q: Tensor, dim: int, out_size: int) -> Tensor:
+    """``D q`` along ``dim`` for an axis with ``L == 2S`` (``A = I``), without a matmul: every lattice
+    point of such an axis is a pixel centre (``n_k = 4kS``), so by the kink convention row ``k`` of ``D``
+    is ``f_k / 2 (e_{k+1} - e_{k-1})`` with the indices clamped, ``f_k = du_k/ds``. Two elementwise
+    passes over ``q`` (a difference and a row scale) instead of an ``(L x L)`` matmul per plane. Equal to
+    ``torch.matmul(D, q)`` along ``dim`` up to float rounding (tested)."""
+    q = q.contiguous()
+    L = q.shape[dim]
+    half_slope = _identity_half_slopes(L, out_size, q.dtype, q.device)
+    inner = q.stride(dim)
+    q3 = q.view(-1, L, inner)
+    out3 = _workspace(q3)
+    # interior rows in one contiguous pass: q[k+1] - q[k-1] is the flat element ``inner`` away on each
+    # side; rows 0 and L-1 (where that crosses into the neighbouring plane) are rewritten clamped below
+    flat_q, flat_out = q3.view(-1), out3.view(-1)
+    if L > 2:
+        torch.sub(flat_q[2 * inner :], flat_q[: -2 * inner], out=flat_out[inner:-inner])
+    torch.sub(q3[:, 1], q3[:, 0], out=out3[:, 0])
+    torch.sub(q3[:, L - 1], q3[:, L - 2], out=out3[:, L - 1])
+    return out3.mul_(half_slope.view(L, 1)).view(q.shape)
+
+
+_workspaces = threading.local()
+
+
+def _workspace(like: Tensor) -> Tensor:
+    """An uninitialised scratch tensor shaped like ``like``, reused across calls on this thread (one
+    per shape, dtype and device; the last four kept). Only for temporaries that are reduced before the
+    function returns: a fresh multi-megabyte CPU allocation costs more in page faults than the
+    elementwise pass that fills it."""
+    cache = getattr(_workspaces, "cache", None)
+    if cache is None:
+        cache = _workspaces.cache = collections.OrderedDict()
+    key = (tuple(like.shape), like.dtype, like.device)
+    buf = cache.pop(key, None)
+    if buf is None:
+        buf = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+    cache[key] = buf
+    while len(cache) > 4:
+        cache.popitem(last=False)
+    return buf
+
+
+def _identity_half_slopes(in_len: int, out_size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``f_k / 2`` of an identity axis (``in_len == 2 * out_size``), read off the cached ``D`` so both
+    formulations share one definition: ``D[k, min(k + 1, L - 1)] = f_k / 2`` on every row."""
+    key = ("half_slopes", in_len, out_size, dtype, str(device))
+    hit = _device_cache.get(key)
+    if hit is None:
+        _, D = _axis_matrices_cpu(in_len, out_size)
+        k = torch.arange(in_len)
+        hit = D[k, (k + 1).clamp(max=in_len - 1)].to(device, dtype).contiguous()
+        _device_cache[key] = (hit,)
+        return hit
+    return hit[0]
 
 
 def _dot_blas(a: Tensor, b: Tensor) -> Tensor:
@@ -242,10 +308,13 @@ def _dot_blas(a: Tensor, b: Tensor) -> Tensor:
 
 
 def use_channels_last(x: Tensor, sizes: Sequence[int]) -> bool:
-    """The layout the PyTorch path runs in, from the sizes alone (so NCHW and channels_last inputs
-    give bit-identical results): channels_last when the query lattice is at least twice the input
-    (upsampling: ``max_pool2d`` keeps its indices several times faster channels_last, which pays for
-    transposing ``x``), else NCHW."""
+    """The layout the PyTorch path runs in: channels_last for a channels_last input (no transposes),
+    and for any input when the query lattice is at least twice the input (upsampling: ``max_pool2d``
+    keeps its indices several times faster channels_last, which pays for transposing ``x``); else NCHW.
+    The two layouts sum in different orders, so an NCHW and a channels_last input agree to float
+    rounding, not bit for bit (the fused kernel is bit-identical across layouts)."""
+    if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=_CL) and not x.is_contiguous():
+        return True
     return 4 * int(sizes[0]) * int(sizes[1]) >= 2 * x.shape[2] * x.shape[3]
 
 

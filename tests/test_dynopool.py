@@ -610,3 +610,22 @@ def test_build_failure_warns_once_and_falls_back(monkeypatch):
         y2 = dynopool2d(x, alpha)
     torch.testing.assert_close(y, reference_dynopool(x, alpha))
     assert torch.equal(y, y2)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("scale", [(0.5, 0.5), (0.5, 0.7), (0.66, 0.44), (0.44, 0.66), (1.2, 1.2), (0.5, 1.3)])
+def test_fallback_results_survive_the_next_call(monkeypatch, fmt, scale):
+    """The PyTorch path keeps its temporaries in reused scratch buffers: what it returns (output, input
+    gradient) must be fresh memory, left unchanged by a later call on other data of the same shape."""
+    monkeypatch.setenv("POOLARCH_DISABLE_EXT", "1")
+    alpha = torch.tensor([1 / scale[0], 1 / scale[1]])
+    torch.manual_seed(10)
+    first = _run(dynopool2d, torch.randn(2, 3, 8, 10).contiguous(memory_format=fmt), alpha)
+    kept = [t.clone() for t in first]
+    _run(dynopool2d, torch.randn(2, 3, 8, 10).contiguous(memory_format=fmt) * 3, alpha)
+    for before, after in zip(kept, first):
+        assert torch.equal(before, after)
+    torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
+    torch_path.release_scratch()
+    again = _run(dynopool2d, torch.randn(2, 3, 8, 10).contiguous(memory_format=fmt), alpha)
+    assert all(torch.isfinite(t).all() for t in again)

@@ -1,13 +1,12 @@
 """DynOPool against slow, obviously-correct references (grid_sample on the full 4-point grid).
 
 Every numerical check runs for both implementations: the fused C++ CPU kernel ("fused") and the
-pure-PyTorch reference path ("fallback", forced with ``POOLARCH_DISABLE_EXT=1``).
+pure-PyTorch reference path ("torch", forced with ``POOLARCH_DISABLE_EXT=1``).
 """
 from __future__ import annotations
 
 import importlib
 import math
-import os
 import warnings
 
 import pytest
@@ -20,19 +19,11 @@ from poolarch.layers import DynOPool1d, DynOPool2d, DynOPool3d, StaticResizePool
 dyn = importlib.import_module("poolarch.layers.dynopool")
 ext = importlib.import_module("poolarch.layers._dynopool_ext")
 
-BACKENDS = ["fused", "fallback"]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request, monkeypatch):
-    if request.param == "fallback":
-        monkeypatch.setenv("POOLARCH_DISABLE_EXT", "1")
-    else:
-        if os.environ.get("POOLARCH_DISABLE_EXT", "") == "1":
-            pytest.skip("POOLARCH_DISABLE_EXT=1 is set for this run")
-        monkeypatch.delenv("POOLARCH_DISABLE_EXT", raising=False)
-        assert ext.extension_available(), "the fused DynOPool kernel failed to build"
-    return request.param
+@pytest.fixture
+def backend(dynopool_path: str) -> str:
+    return dynopool_path
 
 
 def _used_fused(y: torch.Tensor) -> bool:

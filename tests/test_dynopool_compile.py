@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import copy
 import importlib
-import os
 
 import pytest
 import torch
 
 from poolarch.models import create_model
 
-ext = importlib.import_module("poolarch.layers._dynopool_ext")
 op = importlib.import_module("poolarch.layers._dynopool_op")
 
-PATHS = ["fused", "torch"]
 
 
-@pytest.fixture(params=PATHS)
-def path(request, monkeypatch):
-    if request.param == "torch":
-        monkeypatch.setenv("POOLARCH_DISABLE_EXT", "1")
-    else:
-        if os.environ.get("POOLARCH_DISABLE_EXT", "") == "1":
-            pytest.skip("POOLARCH_DISABLE_EXT=1 is set for this run")
-        monkeypatch.delenv("POOLARCH_DISABLE_EXT", raising=False)
-        assert ext.extension_available(), "the fused DynOPool kernel failed to build"
-    return request.param
+@pytest.fixture
+def path(dynopool_path: str) -> str:
+    return dynopool_path
 
 
 def _grads(model, x):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 import random
 
 import pytest
@@ -21,22 +20,13 @@ import torch.nn.functional as F
 
 from poolarch.layers import DynOPool2d
 
-ext = importlib.import_module("poolarch.layers._dynopool_ext")
 fast = importlib.import_module("poolarch.layers._dynopool_torch")
 
-PATHS = ["fused", "torch"]
 
 
-@pytest.fixture(params=PATHS)
-def path(request, monkeypatch):
-    if request.param == "torch":
-        monkeypatch.setenv("POOLARCH_DISABLE_EXT", "1")
-    else:
-        if os.environ.get("POOLARCH_DISABLE_EXT", "") == "1":
-            pytest.skip("POOLARCH_DISABLE_EXT=1 is set for this run")
-        monkeypatch.delenv("POOLARCH_DISABLE_EXT", raising=False)
-        assert ext.extension_available(), "the fused DynOPool kernel failed to build"
-    return request.param
+@pytest.fixture
+def path(dynopool_path: str) -> str:
+    return dynopool_path
 
 
 def _used_kernel(y: torch.Tensor) -> bool:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from poolarch.layers import DynOPool2d
+from _dynopool_reference import interpolation_matrix
 
 ext = importlib.import_module("poolarch.layers._dynopool_ext")
 
@@ -42,24 +43,6 @@ def _kernel(monkeypatch):
 # ----------------------------------------------------------------------------------------------
 # Independent float64 model
 # ----------------------------------------------------------------------------------------------
-def interpolation_matrix(in_len: int, n_cells: int, s: float) -> torch.Tensor:
-    """``(2 n_cells, in_len)`` linear interpolation of the query lattice, written point by point:
-    cell ``c`` of width ``in_len / s`` has query points at its centre -+ a quarter cell, i.e. at
-    ``u = (k + 1/2) in_len / (2 s) - 1/2`` for lattice index ``k`` (pixel-centre units), with the
-    border held constant outside ``[0, in_len - 1]``."""
-    A = torch.zeros(2 * n_cells, in_len, dtype=torch.float64)
-    width = in_len / s
-    for c in range(n_cells):
-        for k, u in ((2 * c, (c + 0.25) * width - 0.5), (2 * c + 1, (c + 0.75) * width - 0.5)):
-            u = min(max(u, 0.0), in_len - 1.0)
-            i0 = min(int(math.floor(u)), in_len - 1)
-            lam = u - i0
-            A[k, i0] += 1.0 - lam
-            if lam > 0:
-                A[k, i0 + 1] += lam
-    return A
-
-
 def model_loss(x: torch.Tensor, weight: torch.Tensor, sizes: tuple[int, int], s: tuple[float, float],
                aggregation: str) -> float:
     """sum(weight * layer(x)) with the integer output ``sizes`` and the lattice placed for the

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from poolarch.layers import DynOPool2d
+from _dynopool_reference import interpolation_matrix
 
 fast = importlib.import_module("poolarch.layers._dynopool_torch")
 
@@ -36,23 +37,6 @@ def _used_kernel(y: torch.Tensor) -> bool:
 # ----------------------------------------------------------------------------------------------
 # Independent float64 model
 # ----------------------------------------------------------------------------------------------
-def interpolation_matrix(in_len: int, n_cells: int, s: float) -> torch.Tensor:
-    """``(2 n_cells, in_len)``: cell ``c`` of width ``in_len / s`` has its two query points at its
-    centre -+ a quarter cell, ``u = (c + 1/4) w - 1/2`` and ``(c + 3/4) w - 1/2`` (pixel-centre
-    units), read by linear interpolation with the border held constant outside ``[0, L - 1]``."""
-    A = torch.zeros(2 * n_cells, in_len, dtype=torch.float64)
-    width = in_len / s
-    for c in range(n_cells):
-        for k, u in ((2 * c, (c + 0.25) * width - 0.5), (2 * c + 1, (c + 0.75) * width - 0.5)):
-            u = min(max(u, 0.0), in_len - 1.0)
-            i0 = min(int(math.floor(u)), in_len - 1)
-            lam = u - i0
-            A[k, i0] += 1.0 - lam
-            if lam > 0:
-                A[k, i0 + 1] += lam
-    return A
-
-
 def model_loss(x, weight, sizes, s, aggregation) -> float:
     A_h = interpolation_matrix(x.shape[2], sizes[0], s[0])
     A_w = interpolation_matrix(x.shape[3], sizes[1], s[1])

@@ -385,11 +385,24 @@ def use_channels_last(x: Tensor, sizes: Sequence[int]) -> bool:
     return 4 * int(sizes[0]) * int(sizes[1]) >= 2 * x.shape[2] * x.shape[3]
 
 
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """float32 for bfloat16/float16 inputs on the CPU, whose 16-bit matmuls are slow there and whose
+    interpolation weights would be rounded to 16 bits (the fused kernel also computes these in float32);
+    else the input's dtype (on a GPU, 16-bit matmuls are the fast path)."""
+    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return x.dtype
+
+
 def forward2d(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:
     """``(out (N,C,H_out,W_out), indices)``; ``indices`` are ``max_pool2d``'s lattice indices (int64),
     flattened to one dimension (their layout follows :func:`use_channels_last`; :func:`backward2d`
     reads them back), for ``mode == 0`` (max) with ``need_indices``, else an empty int64 tensor.
     ``mode 1``: average. ``out`` comes back in the layout the path ran in."""
+    work = _compute_dtype(x)
+    if work != x.dtype:
+        out, idx = forward2d(x.to(work), sizes, mode, need_indices)
+        return out.to(x.dtype), idx
     if use_channels_last(x, sizes):
         out, idx = _forward_nhwc(x, sizes, mode, need_indices)
         if idx.numel():
@@ -405,6 +418,10 @@ def backward2d(
     """``(grad_x, grad_sizes)``: ``grad_sizes`` is ``d loss / d (continuous output sizes)``, float64 ``(2,)``
     (zeros unless ``need_size``); ``grad_x`` is an empty tensor unless ``need_x``. ``indices`` as
     returned by :func:`forward2d`."""
+    work = _compute_dtype(x)
+    if work != x.dtype:
+        grad_x, grad_sizes = backward2d(grad_out.to(work), x.to(work), indices, mode, need_x, need_size)
+        return grad_x.to(x.dtype), grad_sizes
     N, C, Sh, Sw = grad_out.shape
     if use_channels_last(x, (Sh, Sw)):
         if indices.numel():

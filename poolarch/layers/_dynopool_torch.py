@@ -126,11 +126,9 @@ def _forward_nhwc(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool
     z = _nhwc_view(x)  # (N, H, W, C)
     dt, dev = x.dtype, x.device
     if W != 2 * Sw:  # the small batched matmuls on the smaller tensor
-        out = _scratch("lattice_w", (N * H, 2 * Sw, C), dt, dev)
-        z = torch.matmul(_axis_all(W, Sw, dt, dev)[0], z.view(N * H, W, C), out=out)
+        z = _mm_scratch("lattice_w", _axis_all(W, Sw, dt, dev)[0], z.view(N * H, W, C))
     if H != 2 * Sh:
-        out = _scratch("lattice", (N, 2 * Sh, 2 * Sw * C), dt, dev)
-        z = torch.matmul(_axis_all(H, Sh, dt, dev)[0], z.reshape(N, H, 2 * Sw * C), out=out)
+        z = _mm_scratch("lattice", _axis_all(H, Sh, dt, dev)[0], z.reshape(N, H, 2 * Sw * C))
     z = z.view(N, 2 * Sh, 2 * Sw, C).permute(0, 3, 1, 2)  # NCHW shape, channels_last memory
     return _pool_lattice(z, mode, need_indices)
 
@@ -182,30 +180,32 @@ def _backward_nhwc(
         if id_w:
             T = G
         else:  # (N 2Sh, W, C); it is grad_x itself when id_h
-            T = torch.matmul(A_wT, G) if id_h else torch.matmul(A_wT, G, out=_scratch("t", (N * 2 * Sh, W, C), dt, dev))
+            T = torch.matmul(A_wT, G) if id_h else _mm_scratch("t", A_wT, G)
         grad_x = T if id_h else torch.matmul(A_hT, T.reshape(N, 2 * Sh, W * C))
         return grad_x.reshape(N, H, W, C).permute(0, 3, 1, 2), grad_sizes
     xn = _nhwc_view(x)  # (N, H, W, C); identity axes use the elementwise slope (see _backward_nchw)
     xf = xn.view(N, H, W * C)
     if id_w:
         T = G.view(N, 2 * Sh, W * C)
-        grad_x = T if id_h else torch.matmul(A_hT, T)
+        if id_h:
+            grad_x = T
+        else:  # A_h^T G: grad_x, and also what the width's slope is dotted with
+            grad_x = torch.matmul(A_hT, T) if need_x else _mm_scratch("atg", A_hT, T)
         g_w = _dot(grad_x, _identity_axis_slope(xn, 2, Sw))
         if id_h:
             g_h = _dot(T, _identity_axis_slope(xn, 1, Sh))
         else:
-            g_h = _dot(torch.matmul(D_hT, T, out=_scratch("q", (N, H, W * C), dt, dev)), xf)
+            g_h = _dot(_mm_scratch("q", D_hT, T), xf)
     else:
-        TU = torch.matmul(AD_wT, G, out=_scratch("tu", (N * 2 * Sh, 2 * W, C), dt, dev))
-        TU = TU.view(N, 2 * Sh, 2, W * C)  # [T | U] along the width
+        TU = _mm_scratch("tu", AD_wT, G).view(N, 2 * Sh, 2, W * C)  # [T | U] along the width
         T, U = TU[:, :, 0], TU[:, :, 1]
         if id_h:
             grad_x, V = T.clone(memory_format=torch.contiguous_format), U
             g_h = _dot(T, _identity_axis_slope(xn, 1, Sh).view(N, H, W * C))
         else:
             grad_x = torch.matmul(A_hT, T) if need_x else None
-            V = torch.matmul(A_hT, U, out=_scratch("v", (N, H, W * C), dt, dev))
-            g_h = _dot(torch.matmul(D_hT, T, out=_scratch("q", (N, H, W * C), dt, dev)), xf)
+            V = _mm_scratch("v", A_hT, U)
+            g_h = _dot(_mm_scratch("q", D_hT, T), xf)
         g_w = _dot(V, xf)
     grad_sizes = torch.stack([g_h, g_w])
     if not need_x:

@@ -31,6 +31,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -391,30 +394,75 @@ void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const
 // the arithmetic of the channels_last path, so both layouts stay bit-identical.
 constexpr int64_t kBlock = 16;
 
+// One 8 x 8 tile: dst[c * ds + r] = src[r * ss + c].
+inline void transpose8x8(const float* __restrict src, int64_t ss, float* __restrict dst, int64_t ds) {
+#if defined(__AVX__)
+  __m256 r[8], t[8];
+  for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + k * ss);
+  for (int k = 0; k < 8; k += 2) {
+    t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+    t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+  }
+  for (int k = 0; k < 8; k += 4) {
+    r[k] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int k = 0; k < 4; ++k) {
+    _mm256_storeu_ps(dst + k * ds, _mm256_permute2f128_ps(r[k], r[k + 4], 0x20));
+    _mm256_storeu_ps(dst + (k + 4) * ds, _mm256_permute2f128_ps(r[k], r[k + 4], 0x31));
+  }
+#else
+  for (int64_t r = 0; r < 8; ++r)
+    for (int64_t c = 0; c < 8; ++c) dst[c * ds + r] = src[r * ss + c];
+#endif
+}
+
+// Bytes: the 8 rows as 64-bit words, blocks of 4, 2, 1 bytes swapped between word pairs.
+inline void transpose8x8(const int8_t* __restrict src, int64_t ss, int8_t* __restrict dst, int64_t ds) {
+  uint64_t a[8];
+  for (int k = 0; k < 8; ++k) std::memcpy(&a[k], src + k * ss, 8);
+  auto stage = [&](int d, int shift, uint64_t m) {
+    for (int r = 0; r < 8; ++r) {
+      if ((r / d) % 2) continue;
+      const uint64_t x = a[r], y = a[r + d];
+      a[r] = (x & m) | ((y & m) << shift);
+      a[r + d] = ((x >> shift) & m) | (y & ~m);
+    }
+  };
+  stage(4, 32, 0x00000000FFFFFFFFull);
+  stage(2, 16, 0x0000FFFF0000FFFFull);
+  stage(1, 8, 0x00FF00FF00FF00FFull);
+  for (int k = 0; k < 8; ++k) std::memcpy(dst + k * ds, &a[k], 8);
+}
+
+// dst[c * ds + r] = convert(src[r * ss + c]) for r < rows, c < cols: 8 x 8 tiles (same-type float or
+// int8 copies), scalar elsewhere.
+template <typename src_t, typename dst_t, typename Convert>
+inline void transpose_matrix(const src_t* __restrict src, int64_t ss, int64_t rows, int64_t cols,
+                             dst_t* __restrict dst, int64_t ds, Convert convert) {
+  constexpr bool kTiles = std::is_same_v<src_t, dst_t> && (std::is_same_v<src_t, float> || std::is_same_v<src_t, int8_t>);
+  const int64_t r8 = kTiles ? rows / 8 * 8 : 0, c8 = kTiles ? cols / 8 * 8 : 0;
+  if constexpr (kTiles) {
+    for (int64_t c0 = 0; c0 < c8; c0 += 8)
+      for (int64_t r0 = 0; r0 < r8; r0 += 8) transpose8x8(src + r0 * ss + c0, ss, dst + c0 * ds + r0, ds);
+  }
+  for (int64_t c = 0; c < cols; ++c) {
+    for (int64_t r = c < c8 ? r8 : 0; r < rows; ++r) dst[c * ds + r] = convert(src[r * ss + c]);
+  }
+}
+
 // dst[e * Q + q] = src[q * n + e]: Q planes of n elements as one (n, Q) block (converted to dst_t).
 template <typename src_t, typename dst_t>
 inline void planes_to_block(const src_t* __restrict src, int64_t n, int64_t Q, dst_t* __restrict dst) {
-  constexpr int64_t kTile = 64;  // elements per plane per pass: the written tile stays in L1
-  for (int64_t e0 = 0; e0 < n; e0 += kTile) {
-    const int64_t e1 = std::min(e0 + kTile, n);
-    for (int64_t q = 0; q < Q; ++q) {
-      const src_t* __restrict s = src + q * n;
-      for (int64_t e = e0; e < e1; ++e) dst[e * Q + q] = static_cast<dst_t>(load_value(s[e]));
-    }
-  }
+  transpose_matrix(src, n, Q, n, dst, Q, [](src_t v) { return static_cast<dst_t>(load_value(v)); });
 }
 
 // The inverse: dst[q * n + e] = src[e * Q + q], stored as scalar_t.
 template <typename scalar_t, typename src_t>
 inline void block_to_planes(const src_t* __restrict src, int64_t n, int64_t Q, scalar_t* __restrict dst) {
-  constexpr int64_t kTile = 64;
-  for (int64_t e0 = 0; e0 < n; e0 += kTile) {
-    const int64_t e1 = std::min(e0 + kTile, n);
-    for (int64_t q = 0; q < Q; ++q) {
-      scalar_t* __restrict d = dst + q * n;
-      for (int64_t e = e0; e < e1; ++e) d[e] = store_value<scalar_t, src_t>(src[e * Q + q]);
-    }
-  }
+  transpose_matrix(src, Q, n, Q, dst, n, [](src_t v) { return store_value<scalar_t, src_t>(v); });
 }
 
 // Forward of an NCHW tensor in transposed blocks (rows blended as in forward_loop, then

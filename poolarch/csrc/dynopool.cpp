@@ -19,6 +19,8 @@
 // Memory layouts: an (N, C, H, W) tensor is viewed as (P, H, W, Q) with (P, Q) = (N*C, 1) when
 // contiguous and (N, C) when channels_last; every element goes through the same arithmetic in both
 // layouts, so results are bit-identical. Built with -ffp-contract=off so no FMA changes that.
+// Where the column axis is resampled, NCHW planes are processed in blocks of 16 transposed to
+// (H, W, 16) scratch and go through the channels_last loops (forward_blocked, backward_blocked).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -669,23 +671,17 @@ void backward_identity(const at::Tensor& grad_out, const at::Tensor& x, const at
 }
 
 // out[j*Q + q] = sum over the transposed list of input index j: weight * src[l*Q + q].
-template <typename acc_t, bool kPlanar>
+template <typename acc_t>
 inline void gather_transposed(const acc_t* __restrict src, const std::vector<int64_t>& off,
                               const std::vector<int64_t>& idx, const std::vector<acc_t>& wt, int64_t j_begin,
                               int64_t j_end, int64_t Q_dyn, acc_t* __restrict out) {
   const int64_t* o = off.data();
   const int64_t* ix = idx.data();
   const acc_t* w = wt.data();
-  if constexpr (kPlanar) {
-    for (int64_t j = j_begin; j < j_end; ++j) {
-      acc_t s = 0;
-      for (int64_t e = o[j]; e < o[j + 1]; ++e) s += w[e] * src[ix[e]];
-      out[j] = s;
-    }
-  } else {
+  {
     // One vector loop per column for the common tap counts (1, 2, 3): a loop over the entries around
-    // the channel loop was compiled (unroll-and-jam) into a scalar loop. Same summation order,
-    // starting from 0, as the planar path.
+    // the channel loop was compiled (unroll-and-jam) into a scalar loop. Summation order: the list
+    // order, starting from 0.
     const int64_t Q = Q_dyn;
     const acc_t zero = 0;
     for (int64_t j = j_begin; j < j_end; ++j) {
@@ -740,12 +736,12 @@ struct GeneralScratch {
 // (gp must hold zeros). Size terms: d/ds_h += f_h[k] <GR, x[s1[k]] - x[s0[k]]>,
 // d/ds_w += <N, w0 x[i0[k]] + w1 x[i1[k]]>; returns this plane's (d/ds_h, d/ds_w).
 // go/co: the plane's output gradient and winner codes, (Ho, Wo, Q); xp: the plane's input as acc_t.
-template <typename scalar_t, typename acc_t, int64_t kMode, bool kInputGrad, bool kSizeGrad, bool kPlanar>
+template <typename scalar_t, typename acc_t, int64_t kMode, bool kInputGrad, bool kSizeGrad>
 std::pair<double, double> backward_plane(const acc_t* xp, const scalar_t* go_plane, const int8_t* co_plane,
                                          acc_t* gp, int64_t W, int64_t Q_dyn, int64_t chunk, const Axis<acc_t>& th,
                                          const Axis<acc_t>& tw, GeneralScratch<acc_t>& s) {
   constexpr int64_t kFlushEvery = 16;  // lattice rows summed in acc_t before adding to double
-  const int64_t Q = kPlanar ? 1 : Q_dyn, WQ = W * Q, Ho = th.lat_len / 2, Wo = tw.lat_len / 2;
+  const int64_t Q = Q_dyn, WQ = W * Q, Ho = th.lat_len / 2, Wo = tw.lat_len / 2;
   if (kSizeGrad) {
     std::fill(s.acc_h.begin(), s.acc_h.end(), acc_t(0));
     std::fill(s.acc_w.begin(), s.acc_w.end(), acc_t(0));
@@ -759,11 +755,11 @@ std::pair<double, double> backward_plane(const acc_t* xp, const scalar_t* go_pla
     for (int64_t a = 0; a < 2; ++a) {
       const int64_t k = 2 * i + a;
       const acc_t wh0 = th.w0[k], wh1 = th.w1[k];
-      expand_grad_row<scalar_t, acc_t, kMode, kPlanar>(go, co, Wo, Q, a, s.GL.data());
+      expand_grad_row<scalar_t, acc_t, kMode, false>(go, co, Wo, Q, a, s.GL.data());
       // Columns in chunks whose working set stays in L1 (channels_last rows are long).
       for (int64_t j0 = 0; j0 < W; j0 += chunk) {
         const int64_t j1 = std::min(j0 + chunk, W), e0 = j0 * Q, e1 = j1 * Q;
-        gather_transposed<acc_t, kPlanar>(s.GL.data(), tw.it_off, tw.it_idx, tw.it_w, j0, j1, Q, s.GR.data());
+        gather_transposed<acc_t>(s.GL.data(), tw.it_off, tw.it_idx, tw.it_w, j0, j1, Q, s.GR.data());
         const acc_t* __restrict gr = s.GR.data();
         if constexpr (kInputGrad) {
           acc_t* __restrict g0 = gp + th.i0[k] * WQ;
@@ -785,7 +781,7 @@ std::pair<double, double> backward_plane(const acc_t* xp, const scalar_t* go_pla
 #pragma omp simd
             for (int64_t e = e0; e < e1; ++e) ah[e] += (gr[e] * (xs1[e] - xs0[e])) * fh;
           }
-          gather_transposed<acc_t, kPlanar>(s.GL.data(), tw.st_off, tw.st_idx, tw.st_w, j0, j1, Q, s.N.data());
+          gather_transposed<acc_t>(s.GL.data(), tw.st_off, tw.st_idx, tw.st_w, j0, j1, Q, s.N.data());
           const acc_t* __restrict n = s.N.data();
           const acc_t* __restrict x0 = xp + th.i0[k] * WQ;
           const acc_t* __restrict x1 = xp + th.i1[k] * WQ;
@@ -815,22 +811,21 @@ std::pair<double, double> backward_plane(const acc_t* xp, const scalar_t* go_pla
   return {sh, sw};
 }
 
-// General backward, channels_last (one (H, W, C) plane per sample) or planar (one (H, W) plane per
-// image; only used when the NCHW blocks of backward_blocked do not apply).
-template <typename scalar_t, typename acc_t, int64_t kMode, bool kInputGrad, bool kSizeGrad, bool kPlanar>
+// General backward, channels_last: one (H, W, C) plane per sample (NCHW: backward_blocked).
+template <typename scalar_t, typename acc_t, int64_t kMode, bool kInputGrad, bool kSizeGrad>
 void backward_general(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& codes,
                       at::Tensor& grad_x, const Axis<acc_t>& th, const Axis<acc_t>& tw, double* grad_sizes) {
   constexpr bool kNative = std::is_same_v<scalar_t, acc_t>;
   const Layout lay = layout_of(x);
   const int64_t H = x.size(2), W = x.size(3), Ho = grad_out.size(2), Wo = grad_out.size(3);
-  const int64_t P = lay.P, Q = kPlanar ? 1 : lay.Q, WQ = W * Q, LQ = 2 * Wo * Q;
+  const int64_t P = lay.P, Q = lay.Q, WQ = W * Q, LQ = 2 * Wo * Q;
   const scalar_t* xd = x.const_data_ptr<scalar_t>();
   const scalar_t* god = grad_out.const_data_ptr<scalar_t>();
   const int8_t* cd = kMode == kMax ? codes.const_data_ptr<int8_t>() : nullptr;
   scalar_t* gxd = kInputGrad ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
   std::vector<double> partial(kSizeGrad ? 2 * P : 0, 0.0);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, 2 * Ho * (3 * LQ + 6 * WQ)));
-  const int64_t chunk = kPlanar ? W : std::max<int64_t>(1, 512 / Q);
+  const int64_t chunk = std::max<int64_t>(1, 512 / Q);  // columns per L1-sized chunk
   at::parallel_for(0, P, grain, [&](int64_t begin, int64_t end) {
     GeneralScratch<acc_t> scratch(LQ, WQ, kSizeGrad);
     std::vector<acc_t> xbuf, gbuf((kInputGrad && !kNative) ? H * WQ : 0);
@@ -841,7 +836,7 @@ void backward_general(const at::Tensor& grad_out, const at::Tensor& x, const at:
         gp = kNative ? reinterpret_cast<acc_t*>(gxd + p * H * WQ) : gbuf.data();
         std::memset(gp, 0, sizeof(acc_t) * H * WQ);
       }
-      const auto [sh, sw] = backward_plane<scalar_t, acc_t, kMode, kInputGrad, kSizeGrad, kPlanar>(
+      const auto [sh, sw] = backward_plane<scalar_t, acc_t, kMode, kInputGrad, kSizeGrad>(
           xp, god + p * Ho * Wo * Q, cd ? cd + p * Ho * Wo * Q : nullptr, gp, W, Q, chunk, th, tw, scratch);
       if constexpr (kInputGrad && !kNative) store_row<scalar_t, acc_t>(gp, H * WQ, gxd + p * H * WQ);
       if (kSizeGrad) {
@@ -876,7 +871,7 @@ void backward_blocked(const at::Tensor& grad_out, const at::Tensor& x, const at:
       planes_to_block(god + p0 * HoWo, HoWo, Q, gt.data());
       if (kMode == kMax) planes_to_block(cd + p0 * HoWo, HoWo, Q, ct.data());
       if (kInputGrad) std::fill(gxt.begin(), gxt.end(), acc_t(0));
-      const auto [sh, sw] = backward_plane<acc_t, acc_t, kMode, kInputGrad, kSizeGrad, false>(
+      const auto [sh, sw] = backward_plane<acc_t, acc_t, kMode, kInputGrad, kSizeGrad>(
           xt.data(), gt.data(), kMode == kMax ? ct.data() : nullptr, gxt.data(), W, Q, W, th, tw, scratch);
       if (kInputGrad) block_to_planes<scalar_t, acc_t>(gxt.data(), HW, Q, gxd + p0 * HW);
       if (kSizeGrad) {
@@ -912,8 +907,8 @@ void backward_dispatch(const at::Tensor& g, const at::Tensor& x, const at::Tenso
     else backward_blocked<scalar_t, acc_t, kAvg, kInputGrad, kSizeGrad>(g, x, codes, grad_x, th, tw, grad_sizes);
     return;
   }
-  if (mode == kMax) backward_general<scalar_t, acc_t, kMax, kInputGrad, kSizeGrad, false>(g, x, codes, grad_x, th, tw, grad_sizes);
-  else backward_general<scalar_t, acc_t, kAvg, kInputGrad, kSizeGrad, false>(g, x, codes, grad_x, th, tw, grad_sizes);
+  if (mode == kMax) backward_general<scalar_t, acc_t, kMax, kInputGrad, kSizeGrad>(g, x, codes, grad_x, th, tw, grad_sizes);
+  else backward_general<scalar_t, acc_t, kAvg, kInputGrad, kSizeGrad>(g, x, codes, grad_x, th, tw, grad_sizes);
 }
 
 void check_args(const at::Tensor& x, int64_t out_h, int64_t out_w, int64_t mode) {

@@ -19,8 +19,8 @@
 // Memory layouts: an (N, C, H, W) tensor is viewed as (P, H, W, Q) with (P, Q) = (N*C, 1) when
 // contiguous and (N, C) when channels_last; every element goes through the same arithmetic in both
 // layouts, so results are bit-identical. Built with -ffp-contract=off so no FMA changes that.
-// Where the column axis is resampled, NCHW planes are processed in blocks of 16 transposed to
-// (H, W, 16) scratch and go through the channels_last loops (forward_blocked, backward_blocked).
+// Where the column axis is resampled, NCHW planes are processed in blocks of 64 transposed to
+// (H, W, 64) scratch and go through the channels_last loops (forward_blocked, backward_blocked).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -394,7 +394,7 @@ void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const
 // consecutive planes (p = n*C + c) transposed to (H, W, kBlock) acc_t scratch: the column taps then
 // become vector loops over the block instead of scalar gathers along a row. Every element goes through
 // the arithmetic of the channels_last path, so both layouts stay bit-identical.
-constexpr int64_t kBlock = 16;
+constexpr int64_t kBlock = 64;  // measured (NCHW r = 1.2): 16 -> 32 -> 64 faster, 128 no better
 
 // One 8 x 8 tile: dst[c * ds + r] = src[r * ss + c].
 inline void transpose8x8(const float* __restrict src, int64_t ss, float* __restrict dst, int64_t ds) {

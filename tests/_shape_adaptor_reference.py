@@ -27,3 +27,14 @@ def authors_shape_adaptor(state, input1, input2, alpha, residual=False, r1=0.5, 
     if residual:
         return 2 * (1 - sigmoid_alpha) * input1_rs + 2 * sigmoid_alpha * input2_rs
     return (1 - sigmoid_alpha) * input1_rs + sigmoid_alpha * input2_rs
+
+
+def assert_same_values_and_grads(y: torch.Tensor, ref: torch.Tensor, ours: list, theirs: list) -> None:
+    """``y == ref``, and the gradients of one random projection of each agree: ``d/d ours`` (e.g. the
+    input and poolarch's alpha) against ``d/d theirs`` (the same input and the transcription's alpha)."""
+    torch.testing.assert_close(y, ref)
+    w = torch.randn_like(y)
+    got = torch.autograd.grad((y * w).sum(), ours)
+    want = torch.autograd.grad((ref * w).sum(), theirs)
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g.reshape(r.shape), r)

@@ -59,9 +59,7 @@ def kernel_usable(x: Tensor) -> bool:
 
 def _format(x: Tensor) -> torch.memory_format:
     """channels_last for a channels_last (and not also contiguous) 4-d tensor, else contiguous."""
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
+    return torch.channels_last if _dynopool_torch.is_channels_last(x) else torch.contiguous_format
 
 
 _TAGS = tuple(getattr(torch.Tag, t) for t in ("needs_exact_strides",) if hasattr(torch.Tag, t))

@@ -39,6 +39,7 @@ an infinitesimal jitter of the scale. The test is exact on the integers ``n_k`` 
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from typing import Sequence
 
@@ -200,7 +201,7 @@ def _backward_nhwc(
         TU = _mm_scratch("tu", AD_wT, G).view(N, 2 * Sh, 2, W * C)  # [T | U] along the width
         T, U = TU[:, :, 0], TU[:, :, 1]
         if id_h:
-            grad_x, V = T.clone(memory_format=torch.contiguous_format), U
+            grad_x, V = (T.clone(memory_format=torch.contiguous_format) if need_x else None), U
             g_h = _dot(T, _identity_axis_slope(xn, 1, Sh).view(N, H, W * C))
         else:
             grad_x = torch.matmul(A_hT, T) if need_x else None
@@ -276,8 +277,8 @@ def _backward_nchw(
         grad_x = torch.matmul(U, A_w) if need_x else x.new_empty(0)
         if need_size:
             D_hT = _axis_all(H, Sh, x.dtype, x.device)[3]
-            g_h = _dot_blas(_mm_scratch("v", D_hT, G), _mm_scratch("xw", x, A_wT))
-            g_w = _dot_blas(_mm_scratch("ud", U, D_w), x)
+            g_h = _dot(_mm_scratch("v", D_hT, G), _mm_scratch("xw", x, A_wT))
+            g_w = _dot(_mm_scratch("ud", U, D_w), x)
             grad_sizes = torch.stack([g_h, g_w])
         return grad_x, grad_sizes
     if id_w:
@@ -290,13 +291,13 @@ def _backward_nchw(
     if need_size:
         # identity axes (L == 2S) use the elementwise slope instead of a D matmul; with A_w = I,
         # <G D_w, A_h x> = <A_h^T G, x D_w^T> = <grad_x, slope_w(x)> (A_h and D_w act on different axes)
-        g_h = _dot_blas(T, _identity_axis_slope(x, 2, Sh) if id_h else _mm_scratch("dx", D_h, x))
+        g_h = _dot(T, _identity_axis_slope(x, 2, Sh) if id_h else _mm_scratch("dx", D_h, x))
         if id_w:
             AtG = grad_x if need_x else (T if id_h else _mm_scratch("atg", A_hT, T))
-            g_w = _dot_blas(AtG, _identity_axis_slope(x, 3, Sw))
+            g_w = _dot(AtG, _identity_axis_slope(x, 3, Sw))
         else:
             xh = x if id_h else _mm_scratch("xh", A_h, x)
-            g_w = _dot_blas(_mm_scratch("gd", G, D_w), xh)
+            g_w = _dot(_mm_scratch("gd", G, D_w), xh)
         grad_sizes = torch.stack([g_h, g_w])
     return grad_x, grad_sizes
 
@@ -333,9 +334,7 @@ def _scratch(slot: str, shape: Sequence[int], dtype: torch.dtype, device: torch.
     more in page faults than the pass that fills it (a 94 MB lattice: ~75 ms fresh vs ~8 ms reused).
     Other devices allocate normally (their caching allocators already reuse memory).
     :func:`release_scratch` frees this thread's buffers."""
-    numel = 1
-    for n in shape:
-        numel *= int(n)
+    numel = math.prod(int(n) for n in shape)
     if torch.device(device).type != "cpu":
         return torch.empty(tuple(shape), dtype=dtype, device=device)
     buffers = getattr(_scratch_buffers, "by_slot", None)
@@ -367,22 +366,20 @@ def _identity_half_slopes(in_len: int, out_size: int, dtype: torch.dtype, device
     return hit[0]
 
 
-def _dot_blas(a: Tensor, b: Tensor) -> Tensor:
-    """``sum(a * b)`` as one BLAS dot of two contiguous tensors, a float64 scalar."""
-    if a.dtype not in (torch.float32, torch.float64):
-        a, b = a.float(), b.float()
-    return torch.dot(a.reshape(-1), b.reshape(-1)).double()
-
-
 def use_channels_last(x: Tensor, sizes: Sequence[int]) -> bool:
     """The layout the PyTorch path runs in: channels_last for a channels_last input (no transposes),
     and for any input when the query lattice is at least twice the input (upsampling: ``max_pool2d``
     keeps its indices several times faster channels_last, which pays for transposing ``x``); else NCHW.
     The two layouts sum in different orders, so an NCHW and a channels_last input agree to float
     rounding, not bit for bit (the fused kernel is bit-identical across layouts)."""
-    if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=_CL) and not x.is_contiguous():
+    if is_channels_last(x):
         return True
     return 4 * int(sizes[0]) * int(sizes[1]) >= 2 * x.shape[2] * x.shape[3]
+
+
+def is_channels_last(x: Tensor) -> bool:
+    """A 4-d tensor laid out channels_last and not also contiguous (e.g. not ``C == 1``)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=_CL)
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:

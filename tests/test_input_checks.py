@@ -10,7 +10,7 @@ from torch import nn
 
 from poolarch.layers import DiffStride2d, DynOPool1d, DynOPool2d, DynOPool3d, MultiResBlock, ShapeAdaptor2d
 from poolarch.methods.dynopool import DynOPoolMethod
-from poolarch.models import create_model
+from poolarch.models import create_model, list_models, model_input_size
 from poolarch.train import TrainConfig
 from poolarch.train.build import check_input_size
 
@@ -80,15 +80,49 @@ def test_image_size_too_small_names_the_minimum():
     assert model.training
 
 
-def test_collapsed_feature_maps_warn(caplog):
-    model = create_model("vgg_small", num_classes=4, pool="max", in_chans=1, width=0.25)
+def _warnings(caplog, model, *sizes, in_chans=3, **kwargs) -> list[str]:
+    """The distinct ``poolarch`` warnings of ``check_input_size`` on square inputs of ``sizes``."""
     logger = logging.getLogger("poolarch")
     logger.addHandler(caplog.handler)  # the CLI's logger does not propagate to the root
+    caplog.clear()
     try:
         with caplog.at_level(logging.WARNING, logger="poolarch"):
-            check_input_size(model, torch.zeros(1, 1, 64, 64))  # last map 8x8: fine
-            assert not caplog.records
-            check_input_size(model, torch.zeros(1, 1, 8, 8))  # three 2x2 max-pools: 1x1
+            for s in sizes:
+                check_input_size(model, torch.zeros(1, in_chans, s, s), **kwargs)
     finally:
         logger.removeHandler(caplog.handler)
-    assert any("image_size 8x8: the last feature map is only 1x1 pixels" in r.getMessage() for r in caplog.records)
+    return list(dict.fromkeys(r.getMessage() for r in caplog.records))  # once, whether or not it propagates
+
+
+def test_collapsed_feature_maps_warn(caplog):
+    model = create_model("vgg_small", num_classes=4, pool="max", in_chans=1, width=0.25)
+    assert model.default_input_size == (28, 28)  # MNIST
+    assert not _warnings(caplog, model, 64, in_chans=1)  # last map 8x8: fine
+    messages = _warnings(caplog, model, 8, in_chans=1)  # three 2x2 max-pools: 1x1, below the nominal 28x28
+    assert any("image_size 8x8: the last feature map is only 1x1 pixels; ConvStageNet is designed for 28x28" in m
+               for m in messages)
+    del model.default_input_size  # a model of unknown nominal size warns whenever the map collapses
+    assert any("image_size 8x8: the last feature map is only 1x1 pixels; a larger image_size" in m
+               for m in _warnings(caplog, model, 8, in_chans=1))
+
+
+def test_collapsed_feature_map_at_the_nominal_size_does_not_warn(caplog):
+    model = create_model("vgg16_cifar", num_classes=4, width=0.125)
+    assert not _warnings(caplog, model, 32, 48, model_name="vgg16_cifar")  # 2x2 (its own design), 3x3
+    messages = _warnings(caplog, model, 16, model_name="vgg16_cifar")  # below the nominal 32x32: 1x1
+    assert messages == ["image_size 16x16: the last feature map is only 1x1 pixels; vgg16_cifar is designed for "
+                        "32x32; a larger image_size keeps more spatial detail"]
+    # one axis below the nominal size is enough
+    model.default_input_size = (32, 64)
+    assert len(_warnings(caplog, model, 32)) == 1
+
+
+def test_every_registered_model_declares_its_input_size():
+    """A new model must declare ``register_model(name, input_size=...)`` (no model is built here)."""
+    missing = [name for name in list_models() if model_input_size(name) is None]
+    assert not missing, f"register these with input_size=: {missing}"
+    sizes = {name: model_input_size(name) for name in list_models()}
+    assert sizes["vgg16_cifar"] == sizes["resnet20_cifar"] == sizes["mobilenetv2_cifar"] == (32, 32)
+    assert sizes["vgg_small"] == (28, 28) and sizes["resnet50_imagenet_supernet"] == (224, 224)
+    with pytest.raises(ValueError, match="model must be one of"):
+        model_input_size("no_such_net")

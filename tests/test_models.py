@@ -7,7 +7,7 @@ from torch import nn
 
 from poolarch.complexity import count_macs
 from poolarch.layers import DynOPool2d, LearnableResize, learnable_resizers, list_pools
-from poolarch.models import create_model, list_models, register_model
+from poolarch.models import create_model, list_models, model_input_size, register_model
 
 torch.set_num_threads(1)
 
@@ -53,13 +53,17 @@ def test_registry_lists_the_zoo_and_rejects_bad_input():
 
 
 def test_register_model_adds_a_builder():
-    @register_model("_test_tiny_net")
+    @register_model("_test_tiny_net", input_size=4)
     def tiny(num_classes=10, pool="max", in_chans=3, init_scales=None, hidden=4):
         return nn.Sequential(nn.Conv2d(in_chans, hidden, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                              nn.Linear(hidden, num_classes))
 
     assert "_test_tiny_net" in list_models()
-    assert create_model("_test_tiny_net", num_classes=7, hidden=5)(torch.zeros(1, 3, 4, 4)).shape == (1, 7)
+    model = create_model("_test_tiny_net", num_classes=7, hidden=5)
+    assert model(torch.zeros(1, 3, 4, 4)).shape == (1, 7)
+    assert model.default_input_size == model_input_size("_test_tiny_net") == (4, 4)
+    with pytest.raises(ValueError, match="input_size must be an int or"):
+        register_model("_test_bad_size", input_size=(4, 4, 4))
 
 
 @pytest.mark.parametrize("name", ZOO)

@@ -259,13 +259,13 @@ def _build(name: str, num_classes: int = 21, pool: str = HUMAN, in_chans: int = 
     return HRNet(spec, num_classes=num_classes, pool=pool, in_chans=in_chans, init_scales=init_scales)
 
 
-@register_model("hrnet_w48")
+@register_model("hrnet_w48", input_size=480)
 def hrnet_w48(num_classes: int = 21, pool: str = HUMAN, in_chans: int = 3, init_scales=None, **overrides) -> HRNet:
     """HRNet-W48 (Jang et al. 2023 Table 4 backbone). ``overrides``: any :class:`HRNetSpec` field."""
     return _build("hrnet_w48", num_classes, pool, in_chans, init_scales, **overrides)
 
 
-@register_model("hrnet_w18_small")
+@register_model("hrnet_w18_small", input_size=480)
 def hrnet_w18_small(num_classes: int = 21, pool: str = HUMAN, in_chans: int = 3, init_scales=None, **overrides) -> HRNet:
     """HRNet-W18-Small-v1. ``overrides``: any :class:`HRNetSpec` field."""
     return _build("hrnet_w18_small", num_classes, pool, in_chans, init_scales, **overrides)

@@ -74,7 +74,7 @@ class MobileNetV2Cifar(nn.Module):
         return self.head(self.last_conv(self.stages(self.stem(x))))
 
 
-@register_model("mobilenetv2_cifar")
+@register_model("mobilenetv2_cifar", input_size=32)
 def mobilenetv2_cifar(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales=None,
                       width: float = 1.0):
     """MobileNetV2 for 32x32 inputs (maps 32-16-8-4); ``width`` is the width multiplier."""

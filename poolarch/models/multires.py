@@ -474,4 +474,4 @@ REGISTERED_MODELS = {
 
 
 for _name, _builder in REGISTERED_MODELS.items():
-    register_model(_name)(_builder)
+    register_model(_name, input_size=32)(_builder)  # the paper's CIFAR-10 networks

@@ -24,7 +24,7 @@ def plain_stages(depth: int, channels: int, pool_after: Sequence[int]) -> list[l
     return [[channels] * (bounds[i + 1] - bounds[i]) for i in range(len(bounds) - 1)]
 
 
-@register_model("plainnet10")
+@register_model("plainnet10", input_size=32)
 def plainnet10(
     num_classes: int = 10,
     pool: str = HUMAN,

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..layers.factory import HUMAN
 from ..layers.multires import MultiResBlock, multi_resolution
-from .space import Config, SearchSpace, config_to_resolutions, format_config, list_backbones
+from .space import Config, SearchSpace, config_to_resolutions, format_config, get_backbone, list_backbones
 from .supernet import PoolingResNet
 
 __all__ = ["MultiResolutionResNet"]
@@ -122,7 +122,7 @@ def _register_all() -> None:
 
     for name in list_backbones():
         try:
-            register_model(name + "_multires_supernet")(builder(name))
+            register_model(name + "_multires_supernet", input_size=get_backbone(name).input_size)(builder(name))
         except ValueError:
             pass
 

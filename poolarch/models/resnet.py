@@ -82,20 +82,20 @@ class CifarResNet(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
-@register_model("resnet20_cifar")
+@register_model("resnet20_cifar", input_size=32)
 def resnet20_cifar(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales=None):
     """ResNet-20 (Javan et al. 2023 B.2): 3 stages x 3 basic blocks, 16/32/64 channels, maps 32-16-8."""
     return CifarResNet(BasicBlock, (3, 3, 3), (16, 32, 64), (1, 2, 2), num_classes, pool, in_chans, init_scales)
 
 
-@register_model("resnet18_cifar")
+@register_model("resnet18_cifar", input_size=32)
 def resnet18_cifar(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales=None):
     """ResNet-18 for CIFAR: 4 stages x 2 basic blocks, 64-512 channels, maps 32-16-8-4."""
     return CifarResNet(BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512), (1, 2, 2, 2), num_classes, pool, in_chans,
                        init_scales)
 
 
-@register_model("resnet50_cifar")
+@register_model("resnet50_cifar", input_size=32)
 def resnet50_cifar(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales=None):
     """ResNet-50 for CIFAR (Jang et al. 2023 Table 1): bottlenecks 3-4-6-3, maps 32-16-8-4, 1.31 GMACs strided."""
     return CifarResNet(Bottleneck, (3, 4, 6, 3), (64, 128, 256, 512), (1, 2, 2, 2), num_classes, pool, in_chans,

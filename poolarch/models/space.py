@@ -143,6 +143,11 @@ class Backbone:
     def space(self) -> SearchSpace:
         return SearchSpace(sum(self.default), len(self.default) - 1)
 
+    @property
+    def input_size(self) -> int:
+        """The input the stem was designed for: 32 (CIFAR), 224 (ImageNet)."""
+        return 224 if self.stem == "imagenet" else 32
+
 
 BACKBONES: dict[str, Backbone] = {
     "resnet20": Backbone("basic", "cifar", (4, 3, 3), (16, 32, 64)),

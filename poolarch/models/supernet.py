@@ -237,7 +237,7 @@ def _register_all() -> None:
     for name in list_backbones():
         for suffix, factory in (("_supernet", supernet_builder), ("_blocks", blocks_builder)):
             try:
-                register_model(name + suffix)(factory(name))
+                register_model(name + suffix, input_size=get_backbone(name).input_size)(factory(name))
             except ValueError:  # already registered (module re-imported)
                 pass
 

@@ -82,13 +82,13 @@ class ConvStageNet(nn.Module):
         return self.head(self.stages(x))
 
 
-@register_model("vgg16_cifar")
+@register_model("vgg16_cifar", input_size=32)
 def vgg16_cifar(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales=None, width: float = 1.0):
     """CIFAR VGG-16 (13 conv, 4 resizings, GAP + FC); ``width`` scales every layer's channels."""
     return ConvStageNet(VGG16_STAGES, num_classes, pool, in_chans, init_scales, width=width)
 
 
-@register_model("vgg_small")
+@register_model("vgg_small", input_size=28)
 def vgg_small(num_classes: int = 10, pool: str = HUMAN, in_chans: int = 3, init_scales=None, width: float = 1.0):
     """4-layer VGG (16-32-64-128 channels x ``width``, 3 resizings) for fast CPU runs (MNIST 28x28)."""
     return ConvStageNet(VGG_SMALL_STAGES, num_classes, pool, in_chans, init_scales, width=width)

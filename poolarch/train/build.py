@@ -181,21 +181,29 @@ def _last_feature_map(model: nn.Module, example: Tensor) -> tuple[int, ...] | No
     return sizes[-1] if sizes else None
 
 
-def check_input_size(model: nn.Module, example: Tensor, name: str = "image_size", limit: int = 4096) -> None:
+def check_input_size(model: nn.Module, example: Tensor, name: str = "image_size", limit: int = 4096,
+                     model_name: str | None = None) -> None:
     """``ValueError`` naming ``name`` and the smallest square size that works when ``model`` fails
     on ``example`` (one image, eval mode, no grad); a logging warning when the last feature map
-    collapses to 1-2 pixels. The model's train/eval flag is restored."""
+    collapses to 1-2 pixels, unless ``example`` is at least the model's nominal input size
+    (``model.default_input_size``, set by :func:`~poolarch.models.create_model`; e.g. 2x2 is
+    ``vgg16_cifar``'s own at 32x32). ``model_name`` names the model in the warning (default: its
+    class). The model's train/eval flag is restored."""
     was_training = model.training
     model.eval()
     try:
-        if _forward_ok(model, example):
-            final = _last_feature_map(model, example)
-            if final is not None and max(final) <= 2:
-                logging.getLogger("poolarch").warning(
-                    "%s %s: the last feature map is only %s pixels; a larger %s keeps more spatial detail",
-                    name, "x".join(map(str, example.shape[2:])), "x".join(map(str, final)), name)
-            return
         size = tuple(example.shape[2:])
+        if _forward_ok(model, example):
+            nominal = getattr(model, "default_input_size", None)
+            shrunk = nominal is None or len(nominal) != len(size) or any(s < n for s, n in zip(size, nominal))
+            final = _last_feature_map(model, example) if shrunk else None
+            if final is not None and max(final) <= 2:
+                designed = ("" if nominal is None else
+                            f"{model_name or type(model).__name__} is designed for {'x'.join(map(str, nominal))}; ")
+                logging.getLogger("poolarch").warning(
+                    "%s %s: the last feature map is only %s pixels; %sa larger %s keeps more spatial detail",
+                    name, "x".join(map(str, size)), "x".join(map(str, final)), designed, name)
+            return
 
         def works(s: int) -> bool:
             return _forward_ok(model, example.new_zeros(1, example.shape[1], *([s] * len(size))))

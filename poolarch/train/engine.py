@@ -107,7 +107,7 @@ class Trainer:
         self.model = (model if model is not None else build_model(cfg, self.data)).to(self.device)
         self.method = build_method(cfg, self.model)
         self.example = example_input(self.data, self.device)
-        check_input_size(self.model, self.example)
+        check_input_size(self.model, self.example, model_name=None if model is not None else cfg.model)
         self.steps_per_epoch = len(self.data.train)
         if cfg.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)

@@ -7,6 +7,13 @@ methods run interleaved, so a shared machine slows them alike. "torch" is the pa
 without the C++ kernel runs (CUDA; ``POOLARCH_DISABLE_EXT=1`` on CPU). A fused cell marked ``*`` fell
 back to the PyTorch path (the kernel does not support that input).
 
+Allocator (``--allocator``): with glibc's defaults, every CPU tensor over 32 MB is a fresh ``mmap`` that
+page-faults on first touch, and whether a smaller one lands on a warm heap chunk depends on the
+allocation history -- at (128, 64, 32, 32) that swung single cells between 1.0x and 2.5x from one run to
+the next. ``retain`` (the default) re-runs the script with ``GLIBC_TUNABLES`` set so freed memory stays
+in the heap (no ``mmap``, no trimming), as a caching allocator (jemalloc, tcmalloc, CUDA's) keeps it:
+both sides are then timed on warm memory. ``system`` keeps glibc's defaults.
+
     python benchmarks/bench_dynopool.py            # the full table (a few minutes)
     python benchmarks/bench_dynopool.py --quick    # batch 16, 3 repeats
     python benchmarks/bench_dynopool.py --threads 2 --repeats 15 --readme   # also rewrites README.md's table
@@ -16,7 +23,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -42,6 +51,18 @@ CASES = [
     ((128, 64, 32, 32), (0.66, 0.44)),  # issue 16: fused channels_last, anisotropic
 ]
 METHODS = ("maxpool", "fused", "torch")
+RETAIN_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
+"""glibc: never ``mmap`` (large tensors come from the heap too), never give freed heap memory back."""
+
+
+def _use_retaining_allocator() -> str:
+    """Re-run this script with :data:`RETAIN_TUNABLES` (``GLIBC_TUNABLES`` is read at process start)
+    unless already set; the allocator description for the table's header."""
+    if platform.libc_ver()[0] != "glibc":
+        return "system allocator (not glibc)"
+    if os.environ.get("GLIBC_TUNABLES") != RETAIN_TUNABLES:
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": RETAIN_TUNABLES})
+    return "glibc heap retained (GLIBC_TUNABLES=" + RETAIN_TUNABLES + ")"
 
 
 def _uses_kernel(y: torch.Tensor) -> bool:
@@ -114,12 +135,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (median); default 7")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--readme", action="store_true", help="rewrite the table in README.md with this run")
+    parser.add_argument("--allocator", choices=("retain", "system"), default="retain",
+                        help="retain: time on warm memory (see the module docstring); system: glibc defaults")
     args = parser.parse_args()
+    allocator = _use_retaining_allocator() if args.allocator == "retain" else "system allocator defaults"
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 7)
     kernel = _dynopool_ext.extension_available()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats} interleaved repeats, "
-          f"fwd+bwd (input + alpha gradients); fused kernel {'built' if kernel else 'NOT available'}")
+          f"fwd+bwd (input + alpha gradients); fused kernel {'built' if kernel else 'NOT available'}; {allocator}")
     head = f"{'shape (N,C,H,W)':<20}{'r':<11}{'dtype':<7}{'layout':<7}{'max ms':>8}{'fused/max':>11}{'torch/max':>11}"
     print(head)
     print("-" * len(head))
@@ -144,11 +168,12 @@ def main() -> None:
     print("cells: time / time of nn.MaxPool2d(2) on the same input; * = the kernel did not run (PyTorch path)")
     if args.readme:
         info = machine_info()
-        header = (f"`python benchmarks/bench_dynopool.py --threads {args.threads} --repeats {repeats}` on "
+        header = (f"`python benchmarks/bench_dynopool.py --threads {args.threads} --repeats {repeats} "
+                  f"--allocator {args.allocator}` on "
                   f"{info['cpu']} ({info['nproc']} cores), torch {info['torch']}, {datetime.date.today()}; "
                   f"fused kernel {'built' if kernel else 'NOT available'}. Each cell: time of one forward + "
                   "backward (input and alpha gradients) / the same for `nn.MaxPool2d(2)` on the same input, "
-                  f"medians of {repeats} interleaved repeats.")
+                  f"medians of {repeats} interleaved repeats; {allocator}.")
         rewrite_readme(README, markdown_table(rows, header))
         print(f"rewrote the table in {README}")
 

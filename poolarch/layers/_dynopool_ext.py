@@ -1,13 +1,12 @@
-"""Fused CPU kernel for 2-d DynOPool, with the pure-PyTorch path of :mod:`.dynopool` as fallback.
+"""Build and load the fused CPU kernel of 2-d DynOPool (``torch.ops.poolarch_dynopool``).
 
 The C++ source ``poolarch/csrc/dynopool.cpp`` is compiled on first use with
 :func:`torch.utils.cpp_extension.load` (ninja) into ``$POOLARCH_EXTENSIONS_DIR``, else
 ``$TORCH_EXTENSIONS_DIR/poolarch``, else ``~/.cache/poolarch/torch_extensions`` (one sub-directory per
 Python/torch version, SIMD level and source hash, so checkouts with different sources never share or
-rebuild each other's library). :func:`fused_dynopool` returns
-``None`` -- meaning "use the reference path" -- when ``POOLARCH_DISABLE_EXT=1`` is set, the build
-failed (warned once), the input is not a plain CPU float32/float64/bfloat16/float16 4-d tensor, or the
-call is being traced/compiled.
+rebuild each other's library). A failed build warns once; the custom op
+(:mod:`._dynopool_op`) then runs the pure-PyTorch path, as it does when ``POOLARCH_DISABLE_EXT=1`` is
+set or the input is not a CPU float32/float64/bfloat16/float16 4-d tensor.
 
 16-bit inputs are computed in float32 (output and input gradient in the input dtype, size gradient in
 the surrogate's dtype). The scale gradient at kinks -- lattice points exactly on a pixel centre, decided
@@ -20,17 +19,13 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Sequence
 
 import torch
-from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-__all__ = ["fused_dynopool", "extension_available", "extension_enabled", "build_directory"]
+__all__ = ["extension_available", "extension_enabled", "build_directory"]
 
 _SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "dynopool.cpp"
 _LIB_NAME = "poolarch_dynopool"
-_MODES = {"max": 0, "avg": 1}
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 _lock = threading.Lock()
@@ -124,56 +119,3 @@ def extension_available() -> bool:
 
 def _ops():
     return getattr(torch.ops, _LIB_NAME)
-
-
-class _FusedDynOPool2d(torch.autograd.Function):
-    """``(x (N,C,H,W), surrogate (2,)) -> (N,C,H_out,W_out)``; gradients for ``x`` and ``surrogate``."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, surrogate: Tensor, out_h: int, out_w: int, mode: int) -> Tensor:  # type: ignore[override]
-        out, codes = _ops().forward(x, out_h, out_w, mode)
-        ctx.mode = mode
-        ctx.surrogate_dtype = surrogate.dtype
-        ctx.save_for_backward(x, codes)
-        ctx.mark_non_differentiable(codes)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        x, codes = ctx.saved_tensors
-        need_x, need_size = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if not (need_x or need_size):
-            return None, None, None, None, None
-        grad_x, grad_sizes = _ops().backward(grad_out, x, codes, ctx.mode, need_x, need_size)
-        grad_x = grad_x if need_x else None
-        grad_sizes = grad_sizes.to(ctx.surrogate_dtype) if need_size else None
-        return grad_x, grad_sizes, None, None, None
-
-
-def _is_plain_cpu_tensor(x: Tensor) -> bool:
-    return type(x) is Tensor and x.device.type == "cpu" and not x.is_sparse and not x.is_quantized
-
-
-def fused_dynopool(x: Tensor, surrogate: Tensor | None, sizes: Sequence[int], aggregation: str) -> Tensor | None:
-    """Fused forward/backward of 2-d DynOPool; ``None`` means: use the reference path.
-
-    Args:
-        x: ``(N, C, H, W)`` input (contiguous or channels_last; other strides are copied).
-        surrogate: continuous output sizes, shape ``(2,)``, value ``== sizes``; receives the size
-            gradient. ``None`` for a fixed output size (:class:`StaticResizePool`).
-        sizes: integer output size ``(H_out, W_out)``.
-        aggregation: ``"max"`` or ``"avg"``.
-    """
-    if len(sizes) != 2 or x.dim() != 4 or aggregation not in _MODES:
-        return None
-    if x.dtype not in _DTYPES or not _is_plain_cpu_tensor(x) or not extension_enabled():
-        return None
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
-        return None
-    if x.numel() == 0 or not extension_available():
-        return None
-    out_h, out_w = (int(s) for s in sizes)
-    if surrogate is None:
-        surrogate = torch.tensor([float(out_h), float(out_w)], dtype=x.dtype)
-    return _FusedDynOPool2d.apply(x, surrogate, out_h, out_w, _MODES[aggregation])

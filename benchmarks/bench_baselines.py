@@ -5,9 +5,10 @@ Shape Adaptor (``ShapeAdaptor2d``, ratio 0.5 + margin, i.e. sizes of MaxPool2d(2
 ``nn.MaxPool2d(2)`` on the DynOPool benchmark shapes; the input requires grad and the loss is a
 fixed random projection of the output, so the backward pass reaches the input and the architecture
 parameters. Every layer runs alternately with max-pooling (after a warm-up), so load changes on a
-shared machine hit both alike; the ratio is the median of the per-pair ratios.
+shared machine hit both alike; the ratio is the median of the per-pair ratios. ``--allocator retain``
+(the default) times every side on warm memory; see ``benchmarks/_allocator.py``.
 
-    python benchmarks/bench_baselines.py [--quick] [--threads 2] [--repeats 5]
+    python benchmarks/bench_baselines.py [--quick] [--threads 2] [--repeats 5] [--allocator retain]
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from torch import nn
 
 from poolarch.complexity import count_macs
 from poolarch.layers import DiffStride2d, DynOPool2d, ShapeAdaptor2d
+
+from _allocator import add_allocator_argument, apply_allocator
 
 SHAPES = [(128, 64, 32, 32), (128, 512, 4, 4), (16, 64, 112, 112)]
 QUICK_SHAPES = [(16, 64, 32, 32), (16, 512, 4, 4), (2, 64, 112, 112)]
@@ -47,11 +50,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller batches (for development)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    add_allocator_argument(parser)
     args = parser.parse_args()
+    allocator = apply_allocator(args.allocator)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     shapes = QUICK_SHAPES if args.quick else SHAPES
-    print(f"fwd+bwd, float32, {args.threads} threads, median of {args.repeats}; ratio = time / MaxPool2d(2) time")
+    print(f"fwd+bwd, float32, {args.threads} threads, median of {args.repeats}; ratio = time / MaxPool2d(2) time; "
+          f"{allocator}")
     print(f"{'shape':22s} {'layer':17s} {'out':>9s} {'ms':>9s} {'ratio':>7s} {'MACs/img':>10s}")
     for shape in shapes:
         x = torch.randn(*shape, requires_grad=True)

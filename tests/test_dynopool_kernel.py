@@ -23,7 +23,7 @@ from poolarch.layers import DynOPool2d
 from _dynopool_reference import interpolation_matrix
 
 ext = importlib.import_module("poolarch.layers._dynopool_ext")
-op = importlib.import_module("poolarch.layers._dynopool_op")
+dyn = importlib.import_module("poolarch.layers.dynopool")
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("POOLARCH_DISABLE_EXT", "") == "1", reason="POOLARCH_DISABLE_EXT=1 is set for this run"
@@ -214,9 +214,8 @@ def test_half_precision_matches_float32_kernel(dtype, aggregation, channels_last
     s32 = s16.detach().clone().requires_grad_(True)
     x16 = x.detach().clone().requires_grad_(True)
     x32 = x.float().detach().clone().requires_grad_(True)
-    mode = {"max": 0, "avg": 1}[aggregation]
-    y16 = op.dynopool2d_op(x16, s16, g.shape[2], g.shape[3], mode)[0]
-    y32 = op.dynopool2d_op(x32, s32, g.shape[2], g.shape[3], mode)[0]
+    y16 = dyn._dispatch(x16, s16, tuple(g.shape[2:]), aggregation)  # the layers' path: the custom op
+    y32 = dyn._dispatch(x32, s32, tuple(g.shape[2:]), aggregation)
     assert y16.dtype == dtype and _ran_kernel(y16)
     assert y16.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     y16.backward(g)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -169,6 +171,36 @@ def test_shared_scales_are_rescaled_once():
     factor, _ = project_to_budget(model, lambda: float(first.scale[0]), target=0.25, tolerance=0.01)
     assert float(first.scale[0]) == pytest.approx(0.25, rel=0.01)  # one common factor, applied once
     assert factor == pytest.approx(2.0, rel=0.01)
+
+
+def test_projection_refines_single_axes_when_the_common_factor_steps_over_the_target():
+    # two independent 8x8 -> 4x4 layers: "GMACs" = the sum of their output areas. One common factor
+    # moves all four sizes at once (32 -> 50 over target 40, 20-25% steps); single-axis moves land
+    # on 40 exactly
+    layers = [DynOPool2d(init_scale=0.5), DynOPool2d(init_scale=0.5)]
+    model = nn.Sequential(*layers)
+
+    def measure() -> float:
+        return float(sum(math.prod(m.output_size((8, 8))) for m in layers))
+
+    common = [measure()]
+    for r in (0.45, 0.5, 0.55, 0.6, 0.65):  # what any common factor can reach around the target
+        for m in layers:
+            m.set_scale([r, r])
+        common.append(measure())
+    assert min(abs(g / 40 - 1) for g in common) > 0.05
+    for m in layers:
+        m.set_scale([0.5, 0.5])
+    _, gmacs = project_to_budget(model, measure, target=40.0, tolerance=0.05)
+    assert gmacs == measure() == 40.0  # e.g. 4x4 + 6x4 or 5x4 + 5x4
+
+
+def test_projection_refinement_respects_max_scale():
+    layer = DynOPool2d(init_scale=0.5)
+    model = nn.Sequential(layer)
+    measure = lambda: float(math.prod(layer.output_size((8, 8))))  # noqa: E731
+    _, gmacs = project_to_budget(model, measure, target=100.0, tolerance=0.05, max_scale=0.6)
+    assert float(layer.scale.max()) <= 0.6 + 1e-6 and gmacs == measure() == 25.0  # 5x5: the cap
 
 
 @pytest.mark.parametrize("pool", ["shape_adaptor", "diffstride", "dynopool"])

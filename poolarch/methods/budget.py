@@ -13,7 +13,10 @@ turns the target into a feedback loop, in two phases over ``total_steps`` optimi
 2. **Final phase**: the exact GMACs of the network (``count_macs``) are measured; if they miss
    the target by more than half the tolerance, every learnable scale is multiplied by one common
    factor found by bisection (GMACs grow monotonically with the scales), through the resizers'
-   :meth:`~poolarch.layers.LearnableResize.rescale_`, so that the network lands on the target. The architecture parameters are then frozen (learning rate 0) and
+   :meth:`~poolarch.layers.LearnableResize.rescale_`, so that the network lands on the target. When
+   the integer sizes make every common factor step over the target by more than half the tolerance
+   (small maps), single axes of single layers are then moved greedily, one pixel at a time, towards
+   it. The architecture parameters are then frozen (learning rate 0) and
    the weights train on for the rest of the run, so the final model's GMACs equal the pinned value.
 
 ``GmacsBudget.history`` (lambda, GMACs) and the projection factor are logged per epoch.
@@ -65,8 +68,11 @@ def project_to_budget(
     With ``max_scale`` every scale is clamped to ``r <= max_scale`` after the rescale (the
     training cap holds for the projected architecture too).
 
-    Returns ``(factor, gmacs)``: ``exp(c)``, the factor applied to every inverse scale ``1/r``,
-    and the GMACs after projection.
+    When every common factor leaves the GMACs more than ``tolerance / 2`` off (the integer sizes
+    step over the target), single axes are then moved towards it (:func:`_refine_axes`).
+
+    Returns ``(factor, gmacs)``: ``exp(c)``, the common factor applied to every inverse scale
+    ``1/r``, and the GMACs after projection.
     """
     resizers = distinct_resizers(model)
     if not resizers:
@@ -96,7 +102,47 @@ def project_to_budget(
         else:
             high = mid
     evaluate(best_c)
+    if abs(best_g / target - 1.0) > tolerance / 2:  # the integer sizes step past the target
+        best_g = _refine_axes(resizers, measure_gmacs, target, tolerance, max_scale)
     return math.exp(best_c), best_g
+
+
+@torch.no_grad()
+def _refine_axes(resizers: list[LearnableResize], measure_gmacs: Callable[[], float], target: float,
+                 tolerance: float, max_scale: float | None, rounds: int = 8, steps: int = 12,
+                 step: float = 1.03) -> float:
+    """Greedy per-axis refinement after the common rescale, for networks whose GMACs under one
+    common factor jump over the target (small maps: one pixel of every map at once is several %).
+    Each round tries, for every resizer and spatial axis, the nearest scale ``r * step**(+-k)``
+    (``k <= steps``) in each direction that changes the GMACs, and keeps the single move that brings
+    them closest to the target; it stops within ``tolerance / 4`` or when no move helps. Returns the
+    GMACs of the architecture it leaves in place."""
+    best = measure_gmacs()
+    for _ in range(rounds):
+        if abs(best / target - 1.0) <= tolerance / 4:
+            break
+        best_move: tuple[LearnableResize, list[float], float] | None = None
+        for module in resizers:
+            base = [float(v) for v in torch.as_tensor(module.scale).reshape(-1)]
+            for axis in range(len(base)):
+                for sign in (1, -1):
+                    for k in range(1, steps + 1):
+                        trial = list(base)
+                        trial[axis] = base[axis] * step ** (sign * k)
+                        if max_scale is not None:
+                            trial[axis] = min(trial[axis], max_scale)
+                        module.set_scale(trial)
+                        g = measure_gmacs()
+                        if g != best:  # the first scale that moves a map by a pixel
+                            break
+                    if abs(g / target - 1.0) < abs((best_move[2] if best_move else best) / target - 1.0):
+                        best_move = (module, trial, g)
+                module.set_scale(base)
+        if best_move is None:
+            break
+        module, scales, best = best_move
+        module.set_scale(scales)
+    return best
 
 
 @torch.no_grad()

@@ -586,6 +586,29 @@ def test_dispatch_rules(monkeypatch):
     assert not op.kernel_usable(torch.randn(1, 2, 6))  # 1-d: the reference path
 
 
+@pytest.mark.parametrize(
+    "hw,sizes,expected",
+    [((16, 16), (8, 8), True), ((4, 4), (2, 3), True), ((17, 17), (8, 8), False), ((32, 32), (21, 14), False),
+     ((32, 32), (38, 38), True)],
+)
+def test_torch_path_layout_rule(hw, sizes, expected):
+    """The PyTorch path runs an NCHW input channels_last on small maps (at most SMALL_MAP_PIXELS
+    pixels) and when upsampling, NCHW otherwise; a channels_last input always runs channels_last."""
+    torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
+    x = torch.randn(2, 3, *hw)
+    assert torch_path.use_channels_last(x, sizes) is expected
+    assert torch_path.use_channels_last(x.contiguous(memory_format=torch.channels_last), sizes)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+def test_outputs_keep_the_input_layout(dynopool_path, fmt):
+    """Whatever layout a path runs in, the output and the input gradient come back in the input's."""
+    x = torch.randn(2, 5, 8, 8).contiguous(memory_format=fmt).requires_grad_(True)
+    y = DynOPool2d((0.66, 0.44))(x)
+    y.backward(torch.randn_like(y))
+    assert y.is_contiguous(memory_format=fmt) and x.grad.is_contiguous(memory_format=fmt)
+
+
 def test_build_failure_warns_once_and_falls_back(monkeypatch):
     monkeypatch.delenv("POOLARCH_DISABLE_EXT", raising=False)
     monkeypatch.setitem(ext._state, "loaded", None)

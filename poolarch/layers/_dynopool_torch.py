@@ -21,12 +21,14 @@ per row (:func:`_identity_axis_slope`): two elementwise passes replace the matmu
 ``<G D_w, A_h x> = <grad_x, x D_w^T>`` needs no ``A_h x``.
 
 Two layouts (:func:`use_channels_last`): channels_last ``(N, H, W, C)`` for a channels_last input and,
-for any input, when the lattice is at least twice the input (upsampling); else NCHW. In channels_last
-the interpolations are matmuls over ``(H, W*C)`` and ``(W, C)`` blocks, ``max_pool2d`` keeps its indices
-several times faster than on an NCHW lattice, and the alpha gradient is ``<D_h^T T, x>`` and
-``<A_h^T G D_w, x>`` (BLAS dots over input-sized tensors, no ``A_h x`` / ``D_h x`` products). An NCHW
-input at ``r <= 1`` runs NCHW: transposing it costs more than the faster 2x2 max saves. The layouts sum
-in different orders, so NCHW and channels_last inputs agree to float rounding (tested), not bit for bit.
+for any input, on small maps (at most :data:`SMALL_MAP_PIXELS` pixels) and when the lattice is at least
+twice the input (upsampling); else NCHW. In channels_last the interpolations are matmuls over
+``(H, W*C)`` and ``(W, C)`` blocks (NCHW: ``N*C`` tiny per-plane ones on small maps), ``max_pool2d``
+keeps its indices several times faster than on an NCHW lattice, and the alpha gradient is
+``<D_h^T T, x>`` and ``<A_h^T G D_w, x>`` (BLAS dots over input-sized tensors, no ``A_h x`` / ``D_h x``
+products). An NCHW input of a larger map at ``r <= 1`` runs NCHW: transposing it costs more than the
+faster 2x2 max saves. The layouts sum in different orders, so NCHW and channels_last inputs agree to
+float rounding (tested), not bit for bit.
 
 Kink convention (issue 13.4, identical to the fused kernel; /work/wt/_notes/kink_convention.md): where a
 lattice point lies exactly on a pixel centre (``n_k % 4S == 0``, including the borders ``u = 0`` and
@@ -366,13 +368,21 @@ def _identity_half_slopes(in_len: int, out_size: int, dtype: torch.dtype, device
     return hit[0]
 
 
+SMALL_MAP_PIXELS = 256
+"""NCHW inputs whose maps have at most this many pixels (16 x 16) run channels_last. Measured fwd+bwd
+against ``MaxPool2d(2)`` (2 threads, r = 0.5 / (0.66, 0.44)), NCHW -> channels_last: (64, 512, 4, 4)
+2.1-2.4x -> 1.1x / 5.9-6.8x -> 1.6x; (64, 256, 8, 8) 1.8x -> 1.2x / 3.1-3.6x -> 1.8x; (64, 128, 16, 16)
+1.5x -> 1.3x / 3.1-3.4x -> 2.9-3.1x; but (64, 64, 32, 32) 1.3-1.5x -> 1.7-1.9x."""
+
+
 def use_channels_last(x: Tensor, sizes: Sequence[int]) -> bool:
     """The layout the PyTorch path runs in: channels_last for a channels_last input (no transposes),
-    and for any input when the query lattice is at least twice the input (upsampling: ``max_pool2d``
-    keeps its indices several times faster channels_last, which pays for transposing ``x``); else NCHW.
+    and for any input on small maps (:data:`SMALL_MAP_PIXELS`: per-plane matmuls there are tiny) or
+    when the query lattice is at least twice the input (upsampling: ``max_pool2d`` keeps its indices
+    several times faster channels_last, which pays for transposing ``x``); else NCHW.
     The two layouts sum in different orders, so an NCHW and a channels_last input agree to float
     rounding, not bit for bit (the fused kernel is bit-identical across layouts)."""
-    if is_channels_last(x):
+    if is_channels_last(x) or x.shape[2] * x.shape[3] <= SMALL_MAP_PIXELS:
         return True
     return 4 * int(sizes[0]) * int(sizes[1]) >= 2 * x.shape[2] * x.shape[3]
 

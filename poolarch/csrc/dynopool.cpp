@@ -538,22 +538,24 @@ inline void sum_partials(const std::vector<double>& partial, double* grad_sizes)
   grad_sizes[1] = gw;
 }
 
+// Gradient reaching query point (2i+a, 2j+b) of a cell with output gradient g and winner code c:
+// g where the point won the max (c == point = 2a + b), else 0; g / 4 for avg.
+template <typename acc_t, int64_t kMode>
+inline acc_t point_grad(acc_t g, int8_t c, int8_t point) {
+  if constexpr (kMode == kMax) return select(c == point, g, acc_t(0));
+  else return g / static_cast<acc_t>(4);
+}
+
 // Expanded gradient of lattice row 2i+a (length 2*Wo*Q) from the output row (length Wo*Q).
 template <typename scalar_t, typename acc_t, int64_t kMode, bool kPlanar>
 inline void expand_grad_row(const scalar_t* __restrict go, const int8_t* __restrict co, int64_t Wo, int64_t Q_dyn,
                             int64_t a, acc_t* __restrict G) {
   const int8_t p0 = static_cast<int8_t>(2 * a), p1 = static_cast<int8_t>(2 * a + 1);
-  const acc_t zero = 0, four = static_cast<acc_t>(4);
   auto cell = [&](int64_t j, int64_t q, int64_t Q) {
     const acc_t g = load_value(go[j * Q + q]);
-    if (kMode == kMax) {
-      const int8_t c = co[j * Q + q];
-      G[(2 * j) * Q + q] = select(c == p0, g, zero);
-      G[(2 * j + 1) * Q + q] = select(c == p1, g, zero);
-    } else {
-      G[(2 * j) * Q + q] = g / four;
-      G[(2 * j + 1) * Q + q] = g / four;
-    }
+    const int8_t c = kMode == kMax ? co[j * Q + q] : int8_t(0);
+    G[(2 * j) * Q + q] = point_grad<acc_t, kMode>(g, c, p0);
+    G[(2 * j + 1) * Q + q] = point_grad<acc_t, kMode>(g, c, p1);
   };
   if constexpr (kPlanar) {
 #pragma omp simd
@@ -733,25 +735,25 @@ template <typename scalar_t, typename acc_t, int64_t kMode>
 inline void add_lattice_row_grad(const scalar_t* __restrict go, const int8_t* __restrict co, int64_t Wo, int64_t Q,
                                  int64_t a, acc_t weight, bool first, acc_t* __restrict V) {
   const int8_t p0 = static_cast<int8_t>(2 * a), p1 = static_cast<int8_t>(2 * a + 1);
-  const acc_t zero = 0, four = static_cast<acc_t>(4);
   for (int64_t j = 0; j < Wo; ++j) {
     const scalar_t* __restrict g = go + j * Q;
     const int8_t* __restrict c = kMode == kMax ? co + j * Q : nullptr;
     acc_t* __restrict v0 = V + (2 * j) * Q;
     acc_t* __restrict v1 = v0 + Q;
+    auto grad = [&](int64_t q, int8_t point) {
+      return weight * point_grad<acc_t, kMode>(load_value(g[q]), kMode == kMax ? c[q] : int8_t(0), point);
+    };
     if (first) {
 #pragma omp simd
       for (int64_t q = 0; q < Q; ++q) {
-        const acc_t gv = load_value(g[q]);
-        v0[q] = weight * (kMode == kMax ? select(c[q] == p0, gv, zero) : gv / four);
-        v1[q] = weight * (kMode == kMax ? select(c[q] == p1, gv, zero) : gv / four);
+        v0[q] = grad(q, p0);
+        v1[q] = grad(q, p1);
       }
     } else {
 #pragma omp simd
       for (int64_t q = 0; q < Q; ++q) {
-        const acc_t gv = load_value(g[q]);
-        v0[q] += weight * (kMode == kMax ? select(c[q] == p0, gv, zero) : gv / four);
-        v1[q] += weight * (kMode == kMax ? select(c[q] == p1, gv, zero) : gv / four);
+        v0[q] += grad(q, p0);
+        v1[q] += grad(q, p1);
       }
     }
   }
@@ -794,7 +796,7 @@ std::pair<double, double> size_grad_plane(const acc_t* xp, const scalar_t* go_pl
                                           int64_t W, int64_t Q, const Axis<acc_t>& th, const Axis<acc_t>& tw,
                                           GeneralScratch<acc_t>& s) {
   const int64_t WQ = W * Q, Ho = th.lat_len / 2, Wo = tw.lat_len / 2;
-  const acc_t zero = 0, four = static_cast<acc_t>(4);
+  const acc_t zero = 0;
   acc_t* __restrict ah = s.acc_h.data();
   acc_t* __restrict aw = s.acc_w.data();
   double sh = 0.0, sw = 0.0;
@@ -834,15 +836,9 @@ std::pair<double, double> size_grad_plane(const acc_t* xp, const scalar_t* go_pl
 #pragma omp simd
       for (int64_t q = 0; q < Q; ++q) {
         const acc_t gv = load_value(g[q]);
-        acc_t G00, G01, G10, G11;
-        if constexpr (kMode == kMax) {
-          G00 = select(c[q] == 0, gv, zero);
-          G01 = select(c[q] == 1, gv, zero);
-          G10 = select(c[q] == 2, gv, zero);
-          G11 = select(c[q] == 3, gv, zero);
-        } else {
-          G00 = G01 = G10 = G11 = gv / four;
-        }
+        const int8_t cq = kMode == kMax ? c[q] : int8_t(0);
+        const acc_t G00 = point_grad<acc_t, kMode>(gv, cq, 0), G01 = point_grad<acc_t, kMode>(gv, cq, 1);
+        const acc_t G10 = point_grad<acc_t, kMode>(gv, cq, 2), G11 = point_grad<acc_t, kMode>(gv, cq, 3);
         const acc_t h00 = u0 * D0[i00 + q] + v0 * D0[i10 + q], h01 = u1 * D0[i01 + q] + v1 * D0[i11 + q];
         const acc_t h10 = u0 * D1[i00 + q] + v0 * D1[i10 + q], h11 = u1 * D1[i01 + q] + v1 * D1[i11 + q];
         const acc_t w00 = X0[s10 + q] - X0[s00 + q], w01 = X0[s11 + q] - X0[s01 + q];

@@ -28,7 +28,7 @@ from torch import nn
 
 from poolarch._machine import machine_info
 from poolarch.layers import DynOPool2d
-from poolarch.layers import _dynopool_ext
+from poolarch.layers import _dynopool_ext, _dynopool_op
 
 from _allocator import add_allocator_argument, apply_allocator
 
@@ -46,10 +46,6 @@ CASES = [
     ((128, 64, 32, 32), (0.66, 0.44)),  # issue 16: fused channels_last, anisotropic
 ]
 METHODS = ("maxpool", "fused", "torch")
-def _uses_kernel(y: torch.Tensor) -> bool:
-    """The custom op saves the kernel's int8 codes (the PyTorch path saves int64 indices)."""
-    saved = getattr(y.grad_fn, "saved_tensors", ())
-    return any(t.dtype == torch.int8 for t in saved)
 
 
 def make_step(method: str, x: torch.Tensor, scale: tuple[float, float]) -> tuple[Callable[[], None], bool]:
@@ -58,7 +54,7 @@ def make_step(method: str, x: torch.Tensor, scale: tuple[float, float]) -> tuple
     disable = "1" if method == "torch" else "0"
     os.environ["POOLARCH_DISABLE_EXT"] = disable
     y = module(x)
-    fused_ran = method == "fused" and _uses_kernel(y)
+    fused_ran = method == "fused" and _dynopool_op.ran_fused_kernel(y)
     grad = torch.randn_like(y)
 
     def step() -> None:

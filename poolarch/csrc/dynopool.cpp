@@ -30,6 +30,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Half.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -1018,15 +1019,78 @@ std::tuple<at::Tensor, at::Tensor> dynopool2d_backward(const at::Tensor& grad_ou
   return {grad_x, grad_sizes};
 }
 
+// ------------------------------------------------------------------------------------------------
+// Eager CPU autograd (poolarch.layers._dynopool_op.forward_eager)
+// ------------------------------------------------------------------------------------------------
+// poolarch::dynopool2d_backward, the Python custom op (poolarch/layers/_dynopool_op.py).
+const c10::TypedOperatorHandle<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                   const at::Tensor&, c10::SymInt, bool, bool)>&
+custom_op_backward() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("poolarch::dynopool2d_backward", "")
+                             .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                       const at::Tensor&, c10::SymInt, bool, bool)>();
+  return op;
+}
+
+// The autograd formula of the custom op poolarch::dynopool2d (its register_autograd), as a C++ node
+// that calls the kernel directly: gradients to x and to the size surrogate. The custom op's Python
+// dispatch and autograd wrapper cost ~0.2 ms per forward + backward, more than the kernel on small
+// maps; this node costs what a built-in op's does. Same results bit for bit (tested).
+struct DynOPoolFunction : public torch::autograd::Function<DynOPoolFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& surrogate,
+                            int64_t out_h, int64_t out_w, int64_t mode) {
+    auto [out, codes] = dynopool2d_forward(x, out_h, out_w, mode);
+    ctx->save_for_backward({x, codes});
+    ctx->saved_data["mode"] = mode;
+    ctx->saved_data["surrogate_dtype"] = surrogate.scalar_type();
+    ctx->set_materialize_grads(false);
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const bool need_x = ctx->needs_input_grad(0), need_size = ctx->needs_input_grad(1);
+    torch::autograd::variable_list result(5);
+    if (!grads[0].defined() || !(need_x || need_size)) return result;
+    const auto saved = ctx->get_saved_variables();
+    const int64_t mode = ctx->saved_data["mode"].toInt();
+    // create_graph=True: the custom op's backward, whose outputs carry its autograd (an error on a
+    // second backward, as on the custom op's own path) instead of silently not requiring grad
+    auto [grad_x, grad_sizes] = at::GradMode::is_enabled()
+                                    ? custom_op_backward().call(grads[0], saved[0], saved[1], mode, need_x, need_size)
+                                    : dynopool2d_backward(grads[0], saved[0], saved[1], mode, need_x, need_size);
+    if (need_x) result[0] = grad_x;
+    if (need_size) result[1] = grad_sizes.to(ctx->saved_data["surrogate_dtype"].toScalarType());
+    return result;
+  }
+};
+
+at::Tensor dynopool2d_eager_autograd(const at::Tensor& x, const at::Tensor& surrogate, int64_t out_h, int64_t out_w,
+                                     int64_t mode) {
+  return DynOPoolFunction::apply(x, surrogate, out_h, out_w, mode);
+}
+
+at::Tensor dynopool2d_eager_cpu(const at::Tensor& x, const at::Tensor& surrogate, int64_t out_h, int64_t out_w,
+                                int64_t mode) {
+  return std::get<0>(dynopool2d_forward(x, out_h, out_w, mode));
+}
+
 }  // namespace
 }  // namespace poolarch_dynopool
 
 TORCH_LIBRARY(poolarch_dynopool, m) {
   m.def("forward(Tensor x, int out_h, int out_w, int mode) -> (Tensor, Tensor)");
   m.def("backward(Tensor grad_out, Tensor x, Tensor codes, int mode, bool input_grad, bool size_grad) -> (Tensor, Tensor)");
+  m.def("forward_eager(Tensor x, Tensor surrogate, int out_h, int out_w, int mode) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(poolarch_dynopool, CPU, m) {
   m.impl("forward", &poolarch_dynopool::dynopool2d_forward);
   m.impl("backward", &poolarch_dynopool::dynopool2d_backward);
+  m.impl("forward_eager", &poolarch_dynopool::dynopool2d_eager_cpu);
+}
+
+TORCH_LIBRARY_IMPL(poolarch_dynopool, Autograd, m) {
+  m.impl("forward_eager", &poolarch_dynopool::dynopool2d_eager_autograd);
 }

@@ -10,6 +10,9 @@ with the autograd formula registered on the first (``register_autograd``). ``sur
 straight-through size tensor (value ``== (out_h, out_w)``); it only routes the size gradient, which
 reaches ``alpha`` through it.
 
+In eager mode on the CPU, when the kernel runs, DynOPool layers call it through one C++ autograd node
+with this op's formula instead (:func:`forward_eager`): no Python in the call or the backward.
+
 Backends, chosen per call:
 
 * CPU: the fused C++ kernel (:mod:`._dynopool_ext`) when it is built, enabled (``POOLARCH_DISABLE_EXT``
@@ -38,7 +41,7 @@ from torch import Tensor
 
 from . import _dynopool_ext, _dynopool_torch
 
-__all__ = ["dynopool2d_op", "dynopool2d_backward_op", "kernel_usable"]
+__all__ = ["dynopool2d_op", "dynopool2d_backward_op", "kernel_usable", "forward_eager", "ran_fused_kernel"]
 
 _CODES_KERNEL = torch.int8
 _CODES_TORCH = torch.int64
@@ -148,3 +151,30 @@ def _backward(ctx, grad_out: Tensor, grad_codes):
 
 
 dynopool2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+
+def forward_eager(x: Tensor, surrogate: Tensor, out_h: int, out_w: int, mode: int) -> Tensor | None:
+    """``dynopool2d_op(x, surrogate, out_h, out_w, mode)[0]`` through one C++ autograd node
+    (``poolarch_dynopool::forward_eager``: the fused kernel and this op's autograd formula, without
+    Python in the call or the backward), or ``None`` where it does not apply: unless the kernel runs
+    for ``x`` (:func:`kernel_usable`), and whenever a tracer is active (``torch.compile``,
+    ``torch.jit.trace``, ``torch.export`` see the custom op). Same results bit for bit (tested); the
+    custom op's Python dispatch and autograd wrapper cost ~0.2 ms per forward + backward, more than the
+    kernel itself on small maps.
+    """
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or not kernel_usable(x):
+        return None
+    return _dynopool_ext._ops().forward_eager(x, surrogate, out_h, out_w, mode)
+
+
+def ran_fused_kernel(y: Tensor) -> bool:
+    """Whether the fused C++ kernel computed the DynOPool output ``y`` (which must carry its autograd
+    node): the eager C++ node, or the custom op with the kernel's int8 winner codes saved (the
+    PyTorch path saves int64 indices). For tests and benchmarks."""
+    node = y.grad_fn
+    if node is None:
+        return False
+    if "DynOPoolFunction" in node.name():
+        return True
+    return "poolarch_dynopool2d" in type(node).__name__ and any(t.dtype == _CODES_KERNEL for t in node.saved_tensors)

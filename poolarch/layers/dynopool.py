@@ -15,7 +15,9 @@ attached by :class:`_LatticeGrad`, an identity in the forward pass. That referen
 2-d layers run one ``torch.library`` custom op, ``poolarch::dynopool2d`` (:mod:`._dynopool_op`), so
 ``torch.compile`` traces them without a graph break: on CPU the fused C++ kernel
 (:mod:`._dynopool_ext`), elsewhere -- or with ``POOLARCH_DISABLE_EXT=1`` -- the fast pure-PyTorch path
-(:mod:`._dynopool_torch`: two small interpolation matmuls and one 2x2 max).
+(:mod:`._dynopool_torch`: two small interpolation matmuls and one 2x2 max). In eager mode on the CPU
+with the kernel built, the layers call that kernel through one C++ autograd node with the op's formula
+(:func:`._dynopool_op.forward_eager`: same results bit for bit, a fraction of the per-call cost).
 
 Scale gradient at kinks (every path): where a lattice point lies exactly on a pixel centre, the slope
 is the mean of the two one-sided slopes (the gradient averaged over an infinitesimal jitter of the
@@ -81,11 +83,14 @@ def dynopool_output_size(
     """
     compiling = torch.compiler.is_compiling()
     if not compiling:  # under torch.compile the values are symbolic: no Python-level check
-        check_positive_finite(alpha.detach().double().cpu().tolist(), "alpha")
+        check_positive_finite(alpha.detach().tolist(), "alpha")
     in_t = torch.tensor(list(in_size), dtype=alpha.dtype, device=alpha.device)
     continuous = torch.clamp(in_t / alpha, min=min_size)
-    rounded = torch.floor(continuous.detach() + 0.5)
-    surrogate = rounded + (continuous - continuous.detach())
+    detached = continuous.detach()
+    rounded = torch.floor(detached + 0.5)
+    # value: exactly `rounded` (rounded is 0 or within a factor 2 of continuous, so the difference is
+    # exact (Sterbenz) and so is the sum); gradient: that of `continuous`
+    surrogate = continuous + (rounded - detached)
     if compiling:
         # Unbacked SymInts (needs torch._dynamo.config.capture_scalar_outputs): the compiled graph
         # stays right when alpha crosses a rounding boundary. They are >= round(min_size) >= 1.
@@ -172,11 +177,17 @@ def dynopool(
 
 
 def _dispatch(x: Tensor, surrogate: Tensor, sizes: Sequence[int], aggregation: str) -> Tensor:
-    """2-d: the custom op ``poolarch::dynopool2d``; 1-d/3-d: the reference path."""
+    """2-d: the custom op ``poolarch::dynopool2d`` (eager on the CPU with the kernel: the same kernel
+    and formula as one C++ autograd node, :func:`._dynopool_op.forward_eager`); 1-d/3-d: the
+    reference path."""
     if x.dim() == 4:
-        from ._dynopool_op import dynopool2d_op  # local import: it imports the extension module
+        from . import _dynopool_op  # local import: it imports the extension module
 
-        return dynopool2d_op(x, surrogate, sizes[0], sizes[1], _MODES[aggregation])[0]
+        mode = _MODES[aggregation]
+        out = _dynopool_op.forward_eager(x, surrogate, sizes[0], sizes[1], mode)
+        if out is None:
+            out = _dynopool_op.dynopool2d_op(x, surrogate, sizes[0], sizes[1], mode)[0]
+        return out
     return _resample_and_pool(x, surrogate, sizes, aggregation)
 
 

@@ -69,6 +69,10 @@ struct Axis {
   std::vector<double> f;
   std::vector<int64_t> it_off, it_idx;
   std::vector<acc_t> it_w;  // interpolation weights
+  // The interpolation and the slope rows (weights +-f[k] at s1[k] / s0[k]) transposed together: per
+  // input index, in increasing lattice order, (k, interpolation weight or 0, slope weight or 0).
+  std::vector<int64_t> mt_off, mt_idx;
+  std::vector<acc_t> mt_wa, mt_wd;
 };
 
 template <typename acc_t>
@@ -96,7 +100,7 @@ Axis<acc_t> make_axis(int64_t L, int64_t S, double size_value) {
   t.identity = (L == n_lat);
   t.i0.resize(n_lat); t.i1.resize(n_lat); t.s0.resize(n_lat); t.s1.resize(n_lat);
   t.w0.resize(n_lat); t.w1.resize(n_lat); t.f.resize(n_lat);
-  std::vector<std::tuple<int64_t, int64_t, acc_t>> interp;
+  std::vector<std::tuple<int64_t, int64_t, acc_t>> interp, slope;
   for (int64_t k = 0; k < n_lat; ++k) {
     const int64_t n = (2 * k + 1) * L - 2 * S;  // u_k = n / D
     int64_t i0 = 0;
@@ -131,8 +135,28 @@ Axis<acc_t> make_axis(int64_t L, int64_t S, double size_value) {
     t.f[k] = (n >= 0 && a != b) ? c * (-kh * static_cast<double>(L) / (2.0 * size_value * size_value)) : 0.0;
     if (t.w0[k] != 0) interp.emplace_back(t.i0[k], k, t.w0[k]);
     if (t.w1[k] != 0) interp.emplace_back(t.i1[k], k, t.w1[k]);
+    if (t.f[k] != 0) {  // then s0 != s1
+      slope.emplace_back(t.s0[k], k, -static_cast<acc_t>(t.f[k]));
+      slope.emplace_back(t.s1[k], k, static_cast<acc_t>(t.f[k]));
+    }
   }
   transpose_lists<acc_t>(L, interp, t.it_off, t.it_idx, t.it_w);
+  std::vector<int64_t> dt_off, dt_idx;
+  std::vector<acc_t> dt_w;
+  transpose_lists<acc_t>(L, slope, dt_off, dt_idx, dt_w);
+  t.mt_off.assign(1, 0);
+  for (int64_t r = 0; r < L; ++r) {  // merge the two sorted lists of input index r
+    int64_t a = t.it_off[r], b = dt_off[r];
+    while (a < t.it_off[r + 1] || b < dt_off[r + 1]) {
+      const int64_t ka = a < t.it_off[r + 1] ? t.it_idx[a] : INT64_MAX;
+      const int64_t kb = b < dt_off[r + 1] ? dt_idx[b] : INT64_MAX;
+      const int64_t k = std::min(ka, kb);
+      t.mt_idx.push_back(k);
+      t.mt_wa.push_back(ka == k ? t.it_w[a++] : acc_t(0));
+      t.mt_wd.push_back(kb == k ? dt_w[b++] : acc_t(0));
+    }
+    t.mt_off.push_back(static_cast<int64_t>(t.mt_idx.size()));
+  }
   return t;
 }
 
@@ -719,16 +743,14 @@ inline void gather_transposed(const acc_t* __restrict src, const std::vector<int
   }
 }
 
-// Per-thread scratch of the general backward. V: the gradients of the lattice rows that tap one input
-// row, combined (LQ); XB, DB: the two lattice rows of one output row as input-width rows, blended
-// (w0 x[i0] + w1 x[i1]) and differenced (x[s1] - x[s0]) (2 WQ each); acc_h, acc_w: one output row's
-// size-gradient sums per channel (Q).
+// Per-thread scratch of the general backward. V, P: the gradients of the lattice rows that tap one
+// input row, combined with the interpolation and with the slope weights (LQ each); acc_h, acc_w: one
+// input row's size-gradient sums per channel (Q).
 template <typename acc_t>
 struct GeneralScratch {
-  std::vector<acc_t> V, XB, DB, acc_h, acc_w;
-  GeneralScratch(int64_t LQ, int64_t WQ, int64_t Q, bool input_grad, bool size_grad)
-      : V(input_grad ? LQ : 0), XB(size_grad ? 2 * WQ : 0), DB(size_grad ? 2 * WQ : 0), acc_h(size_grad ? Q : 0),
-        acc_w(size_grad ? Q : 0) {}
+  std::vector<acc_t> V, P, acc_h, acc_w;
+  GeneralScratch(int64_t LQ, int64_t Q, bool size_grad)
+      : V(LQ), P(size_grad ? LQ : 0), acc_h(size_grad ? Q : 0), acc_w(size_grad ? Q : 0) {}
 };
 
 // V (=, or += when !first) weight * (gradient of lattice row 2i+a), from output row i: go/co (Wo, Q).
@@ -760,115 +782,132 @@ inline void add_lattice_row_grad(const scalar_t* __restrict go, const int8_t* __
   }
 }
 
-// Input gradient of one (H, W, Q) plane, one input row r at a time: V = sum of w * (gradient of
-// lattice row k) over the lattice rows k whose vertical taps include r (weight w), then row r of gp
-// is V scattered to the input columns (the column taps, transposed). Every row of gp is written
-// once (no zero fill, no read-modify-write). go/co: the plane's output gradient and winner codes.
-template <typename scalar_t, typename acc_t, int64_t kMode>
-void input_grad_by_input_rows(const scalar_t* go_plane, const int8_t* co_plane, acc_t* gp, int64_t H, int64_t W,
-                              int64_t Q, const Axis<acc_t>& th, const Axis<acc_t>& tw, GeneralScratch<acc_t>& s) {
-  const int64_t WQ = W * Q, Wo = tw.lat_len / 2, WoQ = Wo * Q;
-  acc_t* V = s.V.data();
-  for (int64_t r = 0; r < H; ++r) {
-    acc_t* gx = gp + r * WQ;
-    const int64_t t0 = th.it_off[r], t1 = th.it_off[r + 1];
-    if (t0 == t1) {
-      std::fill(gx, gx + WQ, acc_t(0));
-      continue;
-    }
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t k = th.it_idx[t];
-      add_lattice_row_grad<scalar_t, acc_t, kMode>(go_plane + (k / 2) * WoQ, co_plane ? co_plane + (k / 2) * WoQ : nullptr,
-                                                   Wo, Q, k % 2, th.it_w[t], t == t0, V);
-    }
-    gather_transposed<acc_t>(V, tw.it_off, tw.it_idx, tw.it_w, 0, W, Q, gx);
-  }
-}
-
-// Size gradients of one (H, W, Q) plane, output row by output row. The lattice rows k = 2i + a of
-// output row i become input-width rows XB_a = w0 x[i0[k]] + w1 x[i1[k]] (the forward's blend) and
-// DB_a = x[s1[k]] - x[s0[k]]. Query point (k, l), l = 2j + b, then has
-// d value / d s_h = f_h[k] (w0[l] DB_a[i0[l]] + w1[l] DB_a[i1[l]]) and
-// d value / d s_w = f_w[l] (XB_a[s1[l]] - XB_a[s0[l]]) (column indices and weights of the width
-// axis), and contributes them times its gradient (the cell's gradient where it won the max, else 0;
-// a quarter of it for avg). Sums in acc_t per output row, then in double; returns (d/ds_h, d/ds_w).
-template <typename scalar_t, typename acc_t, int64_t kMode>
-std::pair<double, double> size_grad_plane(const acc_t* xp, const scalar_t* go_plane, const int8_t* co_plane,
-                                          int64_t W, int64_t Q, const Axis<acc_t>& th, const Axis<acc_t>& tw,
-                                          GeneralScratch<acc_t>& s) {
-  const int64_t WQ = W * Q, Ho = th.lat_len / 2, Wo = tw.lat_len / 2;
-  const acc_t zero = 0;
-  acc_t* __restrict ah = s.acc_h.data();
-  acc_t* __restrict aw = s.acc_w.data();
-  double sh = 0.0, sw = 0.0;
-  for (int64_t i = 0; i < Ho; ++i) {
-    std::fill(ah, ah + Q, zero);
-    std::fill(aw, aw + Q, zero);
-    for (int64_t a = 0; a < 2; ++a) {  // one pass: XB_a (the forward's blend, same arithmetic) and DB_a
-      const int64_t k = 2 * i + a;
-      const acc_t* __restrict x0 = xp + th.i0[k] * WQ;
-      const acc_t* __restrict x1 = xp + th.i1[k] * WQ;
-      const acc_t* __restrict xs0 = xp + th.s0[k] * WQ;
-      const acc_t* __restrict xs1 = xp + th.s1[k] * WQ;
-      const acc_t wa = th.w0[k], wb = th.w1[k];
-      acc_t* __restrict xb = s.XB.data() + a * WQ;
-      acc_t* __restrict d = s.DB.data() + a * WQ;
+// V and P (=, or += when not first) wv resp. wp times the gradient of lattice row 2i+a, from output
+// row i: go/co (Wo, Q). One winner test per element serves both.
+template <typename scalar_t, typename acc_t, int64_t kMode, bool kFirstV, bool kFirstP>
+inline void add_lattice_row_grad2(const scalar_t* __restrict go, const int8_t* __restrict co, int64_t Wo, int64_t Q,
+                                  int64_t a, acc_t wv, acc_t wp, acc_t* __restrict V, acc_t* __restrict P) {
+  const int8_t p0 = static_cast<int8_t>(2 * a), p1 = static_cast<int8_t>(2 * a + 1);
+  for (int64_t j = 0; j < Wo; ++j) {
+    const scalar_t* __restrict g = go + j * Q;
+    const int8_t* __restrict c = kMode == kMax ? co + j * Q : nullptr;
+    acc_t* __restrict v0 = V + (2 * j) * Q;
+    acc_t* __restrict v1 = v0 + Q;
+    acc_t* __restrict u0 = P + (2 * j) * Q;
+    acc_t* __restrict u1 = u0 + Q;
 #pragma omp simd
-      for (int64_t e = 0; e < WQ; ++e) {
-        xb[e] = wa * x0[e] + wb * x1[e];
-        d[e] = xs1[e] - xs0[e];
-      }
-    }
-    const acc_t fh0 = static_cast<acc_t>(th.f[2 * i]), fh1 = static_cast<acc_t>(th.f[2 * i + 1]);
-    const acc_t* X0 = s.XB.data();
-    const acc_t* X1 = X0 + WQ;
-    const acc_t* D0 = s.DB.data();
-    const acc_t* D1 = D0 + WQ;
-    const scalar_t* go = go_plane + i * Wo * Q;
-    const int8_t* co = kMode == kMax ? co_plane + i * Wo * Q : nullptr;
-    for (int64_t j = 0; j < Wo; ++j) {
-      const int64_t l0 = 2 * j, l1 = 2 * j + 1;
-      const acc_t u0 = tw.w0[l0], v0 = tw.w1[l0], u1 = tw.w0[l1], v1 = tw.w1[l1];
-      const acc_t fw0 = static_cast<acc_t>(tw.f[l0]), fw1 = static_cast<acc_t>(tw.f[l1]);
-      const int64_t i00 = tw.i0[l0] * Q, i10 = tw.i1[l0] * Q, i01 = tw.i0[l1] * Q, i11 = tw.i1[l1] * Q;
-      const int64_t s00 = tw.s0[l0] * Q, s10 = tw.s1[l0] * Q, s01 = tw.s0[l1] * Q, s11 = tw.s1[l1] * Q;
-      const scalar_t* __restrict g = go + j * Q;
-      const int8_t* __restrict c = kMode == kMax ? co + j * Q : nullptr;
-#pragma omp simd
-      for (int64_t q = 0; q < Q; ++q) {
-        const acc_t gv = load_value(g[q]);
-        const int8_t cq = kMode == kMax ? c[q] : int8_t(0);
-        const acc_t G00 = point_grad<acc_t, kMode>(gv, cq, 0), G01 = point_grad<acc_t, kMode>(gv, cq, 1);
-        const acc_t G10 = point_grad<acc_t, kMode>(gv, cq, 2), G11 = point_grad<acc_t, kMode>(gv, cq, 3);
-        const acc_t h00 = u0 * D0[i00 + q] + v0 * D0[i10 + q], h01 = u1 * D0[i01 + q] + v1 * D0[i11 + q];
-        const acc_t h10 = u0 * D1[i00 + q] + v0 * D1[i10 + q], h11 = u1 * D1[i01 + q] + v1 * D1[i11 + q];
-        const acc_t w00 = X0[s10 + q] - X0[s00 + q], w01 = X0[s11 + q] - X0[s01 + q];
-        const acc_t w10 = X1[s10 + q] - X1[s00 + q], w11 = X1[s11 + q] - X1[s01 + q];
-        ah[q] += fh0 * (G00 * h00 + G01 * h01) + fh1 * (G10 * h10 + G11 * h11);
-        aw[q] += fw0 * (G00 * w00 + G10 * w10) + fw1 * (G01 * w01 + G11 * w11);
-      }
-    }
     for (int64_t q = 0; q < Q; ++q) {
-      sh += static_cast<double>(ah[q]);
-      sw += static_cast<double>(aw[q]);
+      const acc_t gv = load_value(g[q]);
+      const int8_t cq = kMode == kMax ? c[q] : int8_t(0);
+      const acc_t g0 = point_grad<acc_t, kMode>(gv, cq, p0), g1 = point_grad<acc_t, kMode>(gv, cq, p1);
+      if constexpr (kFirstV) {
+        v0[q] = wv * g0;
+        v1[q] = wv * g1;
+      } else {
+        v0[q] += wv * g0;
+        v1[q] += wv * g1;
+      }
+      if constexpr (kFirstP) {
+        u0[q] = wp * g0;
+        u1[q] = wp * g1;
+      } else {
+        u0[q] += wp * g0;
+        u1[q] += wp * g1;
+      }
     }
   }
-  return {sh, sw};
 }
 
-// General backward of one (H, W, Q) plane (the transpose of the separable forward): the input
-// gradient into gp (every row written) and the size gradients (returned as (d/ds_h, d/ds_w)), two
-// passes over the plane. go/co: the plane's output gradient and winner codes, (Ho, Wo, Q); xp: the
-// plane's input as acc_t. Measured at (128, 64, 32, 32) channels_last, sizes (21, 14), 2 threads:
-// 8.1 ms against 11.8 ms for one pass by lattice rows that scattered each lattice row's gradient into
-// a zero-filled gp and summed both size terms at input width.
+// Backward of one (H, W, Q) plane (the transpose of the separable forward), one input row r at a
+// time. With G_k the gradient of lattice row k (the cell's gradient at the point that won the max,
+// else 0; a quarter of it for avg):
+//   V = sum_k A_h[k, r] G_k,  P = sum_k D_h[k, r] G_k  (lattice width; D: the slope rows, see Axis),
+//   grad_x[r] = V A_w (the transposed column lists),
+//   d loss/d s_w += <V, x[r] D_w^T>,  d loss/d s_h += <P, x[r] A_w^T>  (two taps per lattice column).
+// Every row of gp is written once (no zero fill, no read-modify-write); the size sums run in acc_t per
+// input row and channel, then in double. One pass: the mask of a lattice row's gradient serves V and P.
+// go/co: the plane's output gradient and winner codes, (Ho, Wo, Q); xp: the plane's input as acc_t.
 template <typename scalar_t, typename acc_t, int64_t kMode, bool kInputGrad, bool kSizeGrad>
 std::pair<double, double> backward_plane(const acc_t* xp, const scalar_t* go_plane, const int8_t* co_plane,
                                          acc_t* gp, int64_t H, int64_t W, int64_t Q, const Axis<acc_t>& th,
                                          const Axis<acc_t>& tw, GeneralScratch<acc_t>& s) {
-  if constexpr (kInputGrad) input_grad_by_input_rows<scalar_t, acc_t, kMode>(go_plane, co_plane, gp, H, W, Q, th, tw, s);
-  if constexpr (kSizeGrad) return size_grad_plane<scalar_t, acc_t, kMode>(xp, go_plane, co_plane, W, Q, th, tw, s);
-  return {0.0, 0.0};
+  const int64_t WQ = W * Q, Wo = tw.lat_len / 2, WoQ = Wo * Q;
+  acc_t* V = s.V.data();
+  acc_t* P = kSizeGrad ? s.P.data() : nullptr;
+  double sh = 0.0, sw = 0.0;
+  for (int64_t r = 0; r < H; ++r) {
+    bool has_v = false, has_p = false;
+    if constexpr (kSizeGrad) {
+      for (int64_t t = th.mt_off[r]; t < th.mt_off[r + 1]; ++t) {
+        const int64_t k = th.mt_idx[t];
+        const scalar_t* go = go_plane + (k / 2) * WoQ;
+        const int8_t* co = co_plane ? co_plane + (k / 2) * WoQ : nullptr;
+        const acc_t wv = th.mt_wa[t], wp = th.mt_wd[t];
+        if (wv != 0 && wp != 0) {
+#define POOLARCH_ADD2(FV, FP) add_lattice_row_grad2<scalar_t, acc_t, kMode, FV, FP>(go, co, Wo, Q, k % 2, wv, wp, V, P)
+          if (!has_v && !has_p) POOLARCH_ADD2(true, true);
+          else if (!has_v) POOLARCH_ADD2(true, false);
+          else if (!has_p) POOLARCH_ADD2(false, true);
+          else POOLARCH_ADD2(false, false);
+#undef POOLARCH_ADD2
+          has_v = has_p = true;
+        } else if (wv != 0) {
+          add_lattice_row_grad<scalar_t, acc_t, kMode>(go, co, Wo, Q, k % 2, wv, !has_v, V);
+          has_v = true;
+        } else {
+          add_lattice_row_grad<scalar_t, acc_t, kMode>(go, co, Wo, Q, k % 2, wp, !has_p, P);
+          has_p = true;
+        }
+      }
+    } else {
+      for (int64_t t = th.it_off[r]; t < th.it_off[r + 1]; ++t) {
+        const int64_t k = th.it_idx[t];
+        add_lattice_row_grad<scalar_t, acc_t, kMode>(go_plane + (k / 2) * WoQ, co_plane ? co_plane + (k / 2) * WoQ : nullptr,
+                                                     Wo, Q, k % 2, th.it_w[t], !has_v, V);
+        has_v = true;
+      }
+    }
+    if constexpr (kInputGrad) {
+      acc_t* gx = gp + r * WQ;
+      if (has_v) gather_transposed<acc_t>(V, tw.it_off, tw.it_idx, tw.it_w, 0, W, Q, gx);
+      else std::fill(gx, gx + WQ, acc_t(0));
+    }
+    if constexpr (kSizeGrad) {
+      if (!has_v && !has_p) continue;
+      const acc_t* xr = xp + r * WQ;
+      acc_t* __restrict ah = s.acc_h.data();
+      acc_t* __restrict aw = s.acc_w.data();
+      std::fill(ah, ah + Q, acc_t(0));
+      std::fill(aw, aw + Q, acc_t(0));
+      for (int64_t l = 0; l < 2 * Wo; ++l) {  // <V, x[r] D_w^T> and <P, x[r] A_w^T> at lattice width
+        const acc_t* __restrict x0 = xr + tw.i0[l] * Q;
+        const acc_t* __restrict x1 = xr + tw.i1[l] * Q;
+        const acc_t* __restrict y0 = xr + tw.s0[l] * Q;
+        const acc_t* __restrict y1 = xr + tw.s1[l] * Q;
+        const acc_t w0 = tw.w0[l], w1 = tw.w1[l], f = static_cast<acc_t>(tw.f[l]);
+        const acc_t* __restrict v = V + l * Q;
+        const acc_t* __restrict u = P + l * Q;
+        if (has_v && has_p) {
+#pragma omp simd
+          for (int64_t q = 0; q < Q; ++q) {
+            aw[q] += v[q] * (f * (y1[q] - y0[q]));
+            ah[q] += u[q] * (w0 * x0[q] + w1 * x1[q]);
+          }
+        } else if (has_v) {
+#pragma omp simd
+          for (int64_t q = 0; q < Q; ++q) aw[q] += v[q] * (f * (y1[q] - y0[q]));
+        } else {
+#pragma omp simd
+          for (int64_t q = 0; q < Q; ++q) ah[q] += u[q] * (w0 * x0[q] + w1 * x1[q]);
+        }
+      }
+      for (int64_t q = 0; q < Q; ++q) {
+        sh += static_cast<double>(ah[q]);
+        sw += static_cast<double>(aw[q]);
+      }
+    }
+  }
+  return {sh, sw};
 }
 
 // General backward, channels_last: one (H, W, C) plane per sample (NCHW: backward_blocked).
@@ -886,7 +925,7 @@ void backward_general(const at::Tensor& grad_out, const at::Tensor& x, const at:
   std::vector<double> partial(kSizeGrad ? 2 * P : 0, 0.0);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, 2 * Ho * (3 * LQ + 6 * WQ)));
   at::parallel_for(0, P, grain, [&](int64_t begin, int64_t end) {
-    GeneralScratch<acc_t> scratch(LQ, WQ, Q, kInputGrad, kSizeGrad);
+    GeneralScratch<acc_t> scratch(LQ, Q, kSizeGrad);
     std::vector<acc_t> xbuf, gbuf((kInputGrad && !kNative) ? H * WQ : 0);
     for (int64_t p = begin; p < end; ++p) {
       const acc_t* xp = kSizeGrad ? plane_as_acc<scalar_t, acc_t>(xd + p * H * WQ, H * WQ, xbuf) : nullptr;
@@ -918,7 +957,7 @@ void backward_blocked(const at::Tensor& grad_out, const at::Tensor& x, const at:
   const int64_t blocks = (P + kBlock - 1) / kBlock;
   std::vector<double> partial(kSizeGrad ? 2 * blocks : 0, 0.0);
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    GeneralScratch<acc_t> scratch(2 * Wo * kBlock, W * kBlock, kBlock, kInputGrad, kSizeGrad);
+    GeneralScratch<acc_t> scratch(2 * Wo * kBlock, kBlock, kSizeGrad);
     std::vector<acc_t> xt(kSizeGrad ? HW * kBlock : 0), gt(HoWo * kBlock), gxt(kInputGrad ? HW * kBlock : 0);
     std::vector<int8_t> ct(kMode == kMax ? HoWo * kBlock : 0);
     for (int64_t blk = begin; blk < end; ++blk) {

@@ -749,8 +749,10 @@ inline void gather_transposed(const acc_t* __restrict src, const std::vector<int
 template <typename acc_t>
 struct GeneralScratch {
   std::vector<acc_t> V, P, acc_h, acc_w;
+  std::vector<double> sum_h, sum_w;  // the plane's size-gradient sums per channel
   GeneralScratch(int64_t LQ, int64_t Q, bool size_grad)
-      : V(LQ), P(size_grad ? LQ : 0), acc_h(size_grad ? Q : 0), acc_w(size_grad ? Q : 0) {}
+      : V(LQ), P(size_grad ? LQ : 0), acc_h(size_grad ? Q : 0), acc_w(size_grad ? Q : 0), sum_h(size_grad ? Q : 0),
+        sum_w(size_grad ? Q : 0) {}
 };
 
 // V (=, or += when !first) weight * (gradient of lattice row 2i+a), from output row i: go/co (Wo, Q).
@@ -825,7 +827,7 @@ inline void add_lattice_row_grad2(const scalar_t* __restrict go, const int8_t* _
 //   grad_x[r] = V A_w (the transposed column lists),
 //   d loss/d s_w += <V, x[r] D_w^T>,  d loss/d s_h += <P, x[r] A_w^T>  (two taps per lattice column).
 // Every row of gp is written once (no zero fill, no read-modify-write); the size sums run in acc_t per
-// input row and channel, then in double. One pass: the mask of a lattice row's gradient serves V and P.
+// input row and channel, then in double per channel, then over the channels. One pass: the mask of a lattice row's gradient serves V and P.
 // go/co: the plane's output gradient and winner codes, (Ho, Wo, Q); xp: the plane's input as acc_t.
 template <typename scalar_t, typename acc_t, int64_t kMode, bool kInputGrad, bool kSizeGrad>
 std::pair<double, double> backward_plane(const acc_t* xp, const scalar_t* go_plane, const int8_t* co_plane,
@@ -834,7 +836,10 @@ std::pair<double, double> backward_plane(const acc_t* xp, const scalar_t* go_pla
   const int64_t WQ = W * Q, Wo = tw.lat_len / 2, WoQ = Wo * Q;
   acc_t* V = s.V.data();
   acc_t* P = kSizeGrad ? s.P.data() : nullptr;
-  double sh = 0.0, sw = 0.0;
+  if constexpr (kSizeGrad) {
+    std::fill(s.sum_h.begin(), s.sum_h.end(), 0.0);
+    std::fill(s.sum_w.begin(), s.sum_w.end(), 0.0);
+  }
   for (int64_t r = 0; r < H; ++r) {
     bool has_v = false, has_p = false;
     if constexpr (kSizeGrad) {
@@ -901,11 +906,19 @@ std::pair<double, double> backward_plane(const acc_t* xp, const scalar_t* go_pla
           for (int64_t q = 0; q < Q; ++q) ah[q] += u[q] * (w0 * x0[q] + w1 * x1[q]);
         }
       }
-      for (int64_t q = 0; q < Q; ++q) {
-        sh += static_cast<double>(ah[q]);
-        sw += static_cast<double>(aw[q]);
+      double* __restrict dh = s.sum_h.data();
+      double* __restrict dw = s.sum_w.data();
+#pragma omp simd
+      for (int64_t q = 0; q < Q; ++q) {  // per channel (a vector loop, not one serial sum)
+        dh[q] += static_cast<double>(ah[q]);
+        dw[q] += static_cast<double>(aw[q]);
       }
     }
+  }
+  double sh = 0.0, sw = 0.0;
+  for (int64_t q = 0; kSizeGrad && q < Q; ++q) {
+    sh += s.sum_h[q];
+    sw += s.sum_w[q];
   }
   return {sh, sw};
 }

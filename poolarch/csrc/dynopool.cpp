@@ -755,48 +755,19 @@ struct GeneralScratch {
         sum_w(size_grad ? Q : 0) {}
 };
 
-// V (=, or += when !first) weight * (gradient of lattice row 2i+a), from output row i: go/co (Wo, Q).
-template <typename scalar_t, typename acc_t, int64_t kMode>
+// V (=, or += when !kFirstV) wv times the gradient of lattice row 2i+a, from output row i: go/co
+// (Wo, Q); with kTwo also P (=, or += when !kFirstP) wp times it (one winner test serves both).
+template <typename scalar_t, typename acc_t, int64_t kMode, bool kFirstV, bool kTwo = false, bool kFirstP = false>
 inline void add_lattice_row_grad(const scalar_t* __restrict go, const int8_t* __restrict co, int64_t Wo, int64_t Q,
-                                 int64_t a, acc_t weight, bool first, acc_t* __restrict V) {
+                                 int64_t a, acc_t wv, acc_t* __restrict V, acc_t wp = 0, acc_t* __restrict P = nullptr) {
   const int8_t p0 = static_cast<int8_t>(2 * a), p1 = static_cast<int8_t>(2 * a + 1);
   for (int64_t j = 0; j < Wo; ++j) {
     const scalar_t* __restrict g = go + j * Q;
     const int8_t* __restrict c = kMode == kMax ? co + j * Q : nullptr;
     acc_t* __restrict v0 = V + (2 * j) * Q;
     acc_t* __restrict v1 = v0 + Q;
-    auto grad = [&](int64_t q, int8_t point) {
-      return weight * point_grad<acc_t, kMode>(load_value(g[q]), kMode == kMax ? c[q] : int8_t(0), point);
-    };
-    if (first) {
-#pragma omp simd
-      for (int64_t q = 0; q < Q; ++q) {
-        v0[q] = grad(q, p0);
-        v1[q] = grad(q, p1);
-      }
-    } else {
-#pragma omp simd
-      for (int64_t q = 0; q < Q; ++q) {
-        v0[q] += grad(q, p0);
-        v1[q] += grad(q, p1);
-      }
-    }
-  }
-}
-
-// V and P (=, or += when not first) wv resp. wp times the gradient of lattice row 2i+a, from output
-// row i: go/co (Wo, Q). One winner test per element serves both.
-template <typename scalar_t, typename acc_t, int64_t kMode, bool kFirstV, bool kFirstP>
-inline void add_lattice_row_grad2(const scalar_t* __restrict go, const int8_t* __restrict co, int64_t Wo, int64_t Q,
-                                  int64_t a, acc_t wv, acc_t wp, acc_t* __restrict V, acc_t* __restrict P) {
-  const int8_t p0 = static_cast<int8_t>(2 * a), p1 = static_cast<int8_t>(2 * a + 1);
-  for (int64_t j = 0; j < Wo; ++j) {
-    const scalar_t* __restrict g = go + j * Q;
-    const int8_t* __restrict c = kMode == kMax ? co + j * Q : nullptr;
-    acc_t* __restrict v0 = V + (2 * j) * Q;
-    acc_t* __restrict v1 = v0 + Q;
-    acc_t* __restrict u0 = P + (2 * j) * Q;
-    acc_t* __restrict u1 = u0 + Q;
+    acc_t* __restrict u0 = kTwo ? P + (2 * j) * Q : nullptr;
+    acc_t* __restrict u1 = kTwo ? u0 + Q : nullptr;
 #pragma omp simd
     for (int64_t q = 0; q < Q; ++q) {
       const acc_t gv = load_value(g[q]);
@@ -809,10 +780,10 @@ inline void add_lattice_row_grad2(const scalar_t* __restrict go, const int8_t* _
         v0[q] += wv * g0;
         v1[q] += wv * g1;
       }
-      if constexpr (kFirstP) {
+      if constexpr (kTwo && kFirstP) {
         u0[q] = wp * g0;
         u1[q] = wp * g1;
-      } else {
+      } else if constexpr (kTwo) {
         u0[q] += wp * g0;
         u1[q] += wp * g1;
       }
@@ -848,29 +819,35 @@ std::pair<double, double> backward_plane(const acc_t* xp, const scalar_t* go_pla
         const scalar_t* go = go_plane + (k / 2) * WoQ;
         const int8_t* co = co_plane ? co_plane + (k / 2) * WoQ : nullptr;
         const acc_t wv = th.mt_wa[t], wp = th.mt_wd[t];
+#define POOLARCH_ADD(FV, TWO, FP) \
+  add_lattice_row_grad<scalar_t, acc_t, kMode, FV, TWO, FP>(go, co, Wo, Q, k % 2, wv, V, wp, P)
         if (wv != 0 && wp != 0) {
-#define POOLARCH_ADD2(FV, FP) add_lattice_row_grad2<scalar_t, acc_t, kMode, FV, FP>(go, co, Wo, Q, k % 2, wv, wp, V, P)
-          if (!has_v && !has_p) POOLARCH_ADD2(true, true);
-          else if (!has_v) POOLARCH_ADD2(true, false);
-          else if (!has_p) POOLARCH_ADD2(false, true);
-          else POOLARCH_ADD2(false, false);
-#undef POOLARCH_ADD2
+          if (!has_v && !has_p) POOLARCH_ADD(true, true, true);
+          else if (!has_v) POOLARCH_ADD(true, true, false);
+          else if (!has_p) POOLARCH_ADD(false, true, true);
+          else POOLARCH_ADD(false, true, false);
           has_v = has_p = true;
         } else if (wv != 0) {
-          add_lattice_row_grad<scalar_t, acc_t, kMode>(go, co, Wo, Q, k % 2, wv, !has_v, V);
+          if (!has_v) POOLARCH_ADD(true, false, false);
+          else POOLARCH_ADD(false, false, false);
           has_v = true;
-        } else {
-          add_lattice_row_grad<scalar_t, acc_t, kMode>(go, co, Wo, Q, k % 2, wp, !has_p, P);
+        } else {  // P alone: passed as the first target
+          if (!has_p) add_lattice_row_grad<scalar_t, acc_t, kMode, true>(go, co, Wo, Q, k % 2, wp, P);
+          else add_lattice_row_grad<scalar_t, acc_t, kMode, false>(go, co, Wo, Q, k % 2, wp, P);
           has_p = true;
         }
       }
     } else {
       for (int64_t t = th.it_off[r]; t < th.it_off[r + 1]; ++t) {
         const int64_t k = th.it_idx[t];
-        add_lattice_row_grad<scalar_t, acc_t, kMode>(go_plane + (k / 2) * WoQ, co_plane ? co_plane + (k / 2) * WoQ : nullptr,
-                                                     Wo, Q, k % 2, th.it_w[t], !has_v, V);
+        const scalar_t* go = go_plane + (k / 2) * WoQ;
+        const int8_t* co = co_plane ? co_plane + (k / 2) * WoQ : nullptr;
+        const acc_t wv = th.it_w[t], wp = 0;
+        if (!has_v) POOLARCH_ADD(true, false, false);
+        else POOLARCH_ADD(false, false, false);
         has_v = true;
       }
+#undef POOLARCH_ADD
     }
     if constexpr (kInputGrad) {
       acc_t* gx = gp + r * WQ;

@@ -153,7 +153,6 @@ def _backward(ctx, grad_out: Tensor, grad_codes):
 dynopool2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-
 def forward_eager(x: Tensor, surrogate: Tensor, out_h: int, out_w: int, mode: int) -> Tensor | None:
     """``dynopool2d_op(x, surrogate, out_h, out_w, mode)[0]`` through one C++ autograd node
     (``poolarch_dynopool::forward_eager``: the fused kernel and this op's autograd formula, without

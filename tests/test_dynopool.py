@@ -27,14 +27,10 @@ def backend(dynopool_path: str) -> str:
     return dynopool_path
 
 
-def _used_fused(y: torch.Tensor) -> bool:
-    return op.ran_fused_kernel(y)
-
-
 def _check_backend(y: torch.Tensor, backend: str) -> None:
     if y.requires_grad:
         fused = getattr(y, "used_fused", None)  # recorded by _run before the graph is freed
-        assert (_used_fused(y) if fused is None else fused) == (backend == "fused")
+        assert (op.ran_fused_kernel(y) if fused is None else fused) == (backend == "fused")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -82,7 +78,7 @@ def _run(fn, x: torch.Tensor, alpha: torch.Tensor, weight: torch.Tensor | None =
     x = x.detach().clone().requires_grad_(True)
     alpha = alpha.detach().clone().requires_grad_(True)
     y = fn(x, alpha)
-    y.used_fused = _used_fused(y)
+    y.used_fused = op.ran_fused_kernel(y)
     w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype) if weight is None else weight
     (y * w).sum().backward()
     return y, x.grad, alpha.grad
@@ -293,7 +289,7 @@ def test_gradcheck_size_gradient_of_fused_kernel():
     s = torch.tensor([5.0, 3.0], dtype=torch.float64, requires_grad=True)
     weight = torch.randn(2, 1, 5, 3, dtype=torch.float64)
     y = dyn._dispatch(x, s, (5, 3), "max")  # the layers' path: the custom op
-    assert _used_fused(y)
+    assert op.ran_fused_kernel(y)
     gx, gs = torch.autograd.grad((y * weight).sum(), (x, s))
     s_ref = s.detach().clone().requires_grad_(True)
     y_ref = reference_dynopool(x, torch.ones(2, dtype=torch.float64), "max", s=s_ref)
@@ -575,11 +571,11 @@ def test_dispatch_rules(monkeypatch):
     x = torch.randn(1, 2, 6, 6, requires_grad=True)
     alpha = torch.tensor([1 / 0.7, 1 / 0.7])
     monkeypatch.setenv("POOLARCH_DISABLE_EXT", "1")
-    assert not _used_fused(dynopool2d(x, alpha))
+    assert not op.ran_fused_kernel(dynopool2d(x, alpha))
     monkeypatch.delenv("POOLARCH_DISABLE_EXT")
-    assert _used_fused(dynopool2d(x, alpha)) == ext.extension_available()
+    assert op.ran_fused_kernel(dynopool2d(x, alpha)) == ext.extension_available()
     bf16_in_kernel = ext.extension_available() and torch.bfloat16 in ext._DTYPES
-    assert _used_fused(dynopool2d(x.bfloat16(), alpha)) == bf16_in_kernel  # else the PyTorch path
+    assert op.ran_fused_kernel(dynopool2d(x.bfloat16(), alpha)) == bf16_in_kernel  # else the PyTorch path
     assert not op.kernel_usable(torch.randn(1, 2, 6))  # 1-d: the reference path
 
 

@@ -24,14 +24,11 @@ from _dynopool_reference import interpolation_matrix
 
 ext = importlib.import_module("poolarch.layers._dynopool_ext")
 dyn = importlib.import_module("poolarch.layers.dynopool")
+op_module = importlib.import_module("poolarch.layers._dynopool_op")
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("POOLARCH_DISABLE_EXT", "") == "1", reason="POOLARCH_DISABLE_EXT=1 is set for this run"
 )
-
-
-def _ran_kernel(y: torch.Tensor) -> bool:
-    return importlib.import_module("poolarch.layers._dynopool_op").ran_fused_kernel(y)
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +91,7 @@ def layer_alpha_grad(x: torch.Tensor, alpha: torch.Tensor, aggregation: str, wei
     with torch.no_grad():
         pool.alpha.copy_(alpha)
     y = pool(x)
-    assert _ran_kernel(y)
+    assert op_module.ran_fused_kernel(y)
     assert tuple(y.shape) == tuple(weight.shape)
     (y.double() * weight).sum().backward()
     return pool.alpha.grad.double(), pool.last_size_surrogate
@@ -215,7 +212,7 @@ def test_half_precision_matches_float32_kernel(dtype, aggregation, channels_last
     x32 = x.float().detach().clone().requires_grad_(True)
     y16 = dyn._dispatch(x16, s16, tuple(g.shape[2:]), aggregation)  # the layers' path: the custom op
     y32 = dyn._dispatch(x32, s32, tuple(g.shape[2:]), aggregation)
-    assert y16.dtype == dtype and _ran_kernel(y16)
+    assert y16.dtype == dtype and op_module.ran_fused_kernel(y16)
     assert y16.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     y16.backward(g)
     y32.backward(g.float())
@@ -232,7 +229,7 @@ def test_bfloat16_layer_gradient_reaches_alpha():
     x = torch.randn(4, 8, 16, 16).bfloat16()
     pools = [DynOPool2d((0.66, 0.44)) for _ in range(2)]
     ys = [pools[0](x), pools[1](x.float())]
-    assert ys[0].dtype == torch.bfloat16 and _ran_kernel(ys[0])
+    assert ys[0].dtype == torch.bfloat16 and op_module.ran_fused_kernel(ys[0])
     w = torch.randn(ys[1].shape).bfloat16()
     for pool, y in zip(pools, ys):
         (y.float() * w.float()).sum().backward()
@@ -243,9 +240,6 @@ def test_bfloat16_layer_gradient_reaches_alpha():
 # ----------------------------------------------------------------------------------------------
 # The eager C++ autograd node against the custom op
 # ----------------------------------------------------------------------------------------------
-op_module = importlib.import_module("poolarch.layers._dynopool_op")
-
-
 def _layer_run(x, scale, aggregation, x_grad, alpha_dtype, eager_node, monkeypatch):
     """(out, x.grad, alpha.grad) of one forward + backward of a DynOPool2d on ``x``; ``eager_node=False``
     forces the custom op ``poolarch::dynopool2d`` and its Python autograd."""

@@ -30,10 +30,6 @@ def path(dynopool_path: str) -> str:
     return dynopool_path
 
 
-def _used_kernel(y: torch.Tensor) -> bool:
-    return importlib.import_module("poolarch.layers._dynopool_op").ran_fused_kernel(y)
-
-
 # ----------------------------------------------------------------------------------------------
 # Independent float64 model
 # ----------------------------------------------------------------------------------------------
@@ -78,7 +74,7 @@ def layer_size_grad(x, weight, alpha, aggregation):
     with torch.no_grad():
         pool.alpha.copy_(alpha)
     y = pool(x)
-    used = _used_kernel(y)
+    used = importlib.import_module("poolarch.layers._dynopool_op").ran_fused_kernel(y)
     grad_s, grad_a = torch.autograd.grad((y * weight).sum(), (pool.last_size_surrogate, pool.alpha))
     return grad_s, grad_a, used, pool.last_out_size
 

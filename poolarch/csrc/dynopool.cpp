@@ -797,8 +797,9 @@ inline void add_lattice_row_grad(const scalar_t* __restrict go, const int8_t* __
 //   V = sum_k A_h[k, r] G_k,  P = sum_k D_h[k, r] G_k  (lattice width; D: the slope rows, see Axis),
 //   grad_x[r] = V A_w (the transposed column lists),
 //   d loss/d s_w += <V, x[r] D_w^T>,  d loss/d s_h += <P, x[r] A_w^T>  (two taps per lattice column).
-// Every row of gp is written once (no zero fill, no read-modify-write); the size sums run in acc_t per
-// input row and channel, then in double per channel, then over the channels. One pass: the mask of a lattice row's gradient serves V and P.
+// One pass: the winner test of a lattice row's gradient serves V and P. Every row of gp is written
+// once (no zero fill, no read-modify-write); the size sums run in acc_t per input row and channel, then
+// in double per channel, then over the channels.
 // go/co: the plane's output gradient and winner codes, (Ho, Wo, Q); xp: the plane's input as acc_t.
 template <typename scalar_t, typename acc_t, int64_t kMode, bool kInputGrad, bool kSizeGrad>
 std::pair<double, double> backward_plane(const acc_t* xp, const scalar_t* go_plane, const int8_t* co_plane,

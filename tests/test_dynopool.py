@@ -332,6 +332,53 @@ def test_output_size_formula(length, scale):
     assert tuple(y.shape[2:]) == (expected, expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_output_size_eager_matches_the_tensor_formula(dtype, monkeypatch):
+    """The eager size (rounding on Python floats, clamp only where it binds) equals the tensor formula
+    that torch.compile traces, bit for bit: sizes, surrogate values and alpha gradients, also at the
+    rounding boundaries (size exactly k + 1/2 before rounding) and where min_size binds."""
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    for _ in range(400):
+        length = [int(v) for v in torch.randint(1, 300, (2,), generator=gen)]
+        kind = int(torch.randint(0, 3, (1,), generator=gen))
+        if kind == 0:  # on (or one rounding away from) a .5 boundary
+            alpha = [n / (int(torch.randint(0, 400, (1,), generator=gen)) + 0.5) for n in length]
+        elif kind == 1:  # from far below min_size to far above
+            alpha = [10 ** float(torch.empty(1).uniform_(-3, 3, generator=gen)) for _ in length]
+        else:
+            alpha = [float(torch.empty(1).uniform_(0.3, 4.0, generator=gen)) for _ in length]
+        cases.append((tuple(length), alpha, [1.5, 1.3, 0.7, 2.0][kind]))
+    cases.append(((36, 253), [0.22857142857142856, 168.66666666666666], 1.5))  # 253 / alpha == 1.5 in float32
+    binding = 0
+    for length, alpha, min_size in cases:
+        results = []
+        for fast in (True, False):
+            if not fast:
+                monkeypatch.setattr(dyn, "_output_size_eager", lambda *args: None)
+            a = torch.tensor(alpha, dtype=dtype, requires_grad=True)
+            surrogate, sizes = dyn.dynopool_output_size(length, a, min_size)
+            (surrogate * torch.tensor([0.3, -1.7], dtype=dtype)).sum().backward()
+            results.append((sizes, surrogate.detach(), a.grad))
+            monkeypatch.undo()
+        (s1, v1, g1), (s2, v2, g2) = results
+        assert s1 == s2 and torch.equal(v1, v2) and torch.equal(g1, g2), (length, alpha, min_size)
+        binding += any(n / a <= min_size for n, a in zip(length, alpha))
+    assert binding > 20  # the clamp branch ran
+    assert dyn._output_size_eager((4, 4), torch.ones(2, dtype=torch.bfloat16), [1.0, 1.0], 1.5) is None
+
+
+def test_size_cache_survives_inference_mode():
+    """The cached input-size tensor made under inference_mode is an ordinary tensor: a later training
+    step saves it for alpha's backward."""
+    pool = DynOPool2d(0.6)
+    x = torch.randn(1, 2, 13, 11)
+    with torch.inference_mode():
+        pool(x)
+    pool(x).sum().backward()
+    assert pool.alpha.grad is not None and torch.isfinite(pool.alpha.grad).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_dtypes(backend, dtype):
     torch.manual_seed(6)

@@ -25,7 +25,9 @@ scale), decided exactly on integers; see :mod:`._dynopool_torch`.
 """
 from __future__ import annotations
 
+import functools
 import math
+import struct
 from typing import List, Optional, Sequence
 
 import torch
@@ -83,7 +85,11 @@ def dynopool_output_size(
     """
     compiling = torch.compiler.is_compiling()
     if not compiling:  # under torch.compile the values are symbolic: no Python-level check
-        check_positive_finite(alpha.detach().tolist(), "alpha")
+        alpha_values = alpha.detach().tolist()
+        check_positive_finite(alpha_values, "alpha")
+        fast = _output_size_eager(in_size, alpha, alpha_values, min_size)
+        if fast is not None:
+            return fast
     in_t = torch.tensor(list(in_size), dtype=alpha.dtype, device=alpha.device)
     continuous = torch.clamp(in_t / alpha, min=min_size)
     detached = continuous.detach()
@@ -100,6 +106,48 @@ def dynopool_output_size(
         return surrogate, sizes
     sizes = tuple(int(v) for v in rounded.tolist())
     return surrogate, sizes
+
+
+_ROUND_TO_DTYPE = {
+    torch.float32: lambda v: struct.unpack("f", struct.pack("f", v))[0],
+    torch.float64: float,
+}
+"""Rounding of a Python float (an IEEE double) to the dtypes whose arithmetic Python reproduces
+exactly: a +, - or / of two float32 values computed in double and then rounded to float32 is the
+correctly rounded float32 result (double rounding is innocuous: 53 >= 2 * 24 + 2 bits)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _in_size_tensor(in_size: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``in_size`` as a tensor, cached (never an inference tensor: it is saved for alpha's backward)."""
+    with torch.inference_mode(False):
+        return torch.tensor(list(in_size), dtype=dtype, device=device)
+
+
+def _output_size_eager(
+    in_size: Sequence[int], alpha: Tensor, alpha_values: Sequence[float], min_size: float
+) -> tuple[Tensor, tuple[int, ...]] | None:
+    """:func:`dynopool_output_size` in eager mode for float32/float64 ``alpha`` (else ``None``): the
+    rounding is done on Python floats that reproduce the tensor arithmetic bit for bit (tested), and
+    the graph is ``in_size / alpha (+ clamp only where it binds) + constant`` -- two or three autograd
+    nodes instead of four and half the tensor ops. Per call that saves ~0.1 ms, more than the kernel's
+    own time on small maps."""
+    to_dtype = _ROUND_TO_DTYPE.get(alpha.dtype)
+    if to_dtype is None:
+        return None
+    try:
+        continuous = [to_dtype(length / a) for length, a in zip(in_size, alpha_values)]
+        lower = to_dtype(min_size)
+        rounded = [math.floor(to_dtype(max(v, lower) + 0.5)) for v in continuous]
+    except OverflowError:  # beyond float32's range: the tensor path
+        return None
+    value = _in_size_tensor(tuple(int(n) for n in in_size), alpha.dtype, alpha.device) / alpha
+    if any(v <= lower for v in continuous):  # the clamp binds or touches (its gradient is 1 above it)
+        value = torch.clamp(value, min=min_size)
+        continuous = [max(v, lower) for v in continuous]
+    # rounded - continuous is exact (Sterbenz, as in the tensor path), and so is the sum
+    shift = torch.tensor([r - v for r, v in zip(rounded, continuous)], dtype=alpha.dtype, device=alpha.device)
+    return value + shift, tuple(rounded)
 
 
 class _LatticeGrad(torch.autograd.Function):

@@ -27,7 +27,8 @@ twice the input (upsampling); else NCHW. In channels_last the interpolations are
 keeps its indices several times faster than on an NCHW lattice, and the alpha gradient is
 ``<D_h^T T, x>`` and ``<A_h^T G D_w, x>`` (BLAS dots over input-sized tensors, no ``A_h x`` / ``D_h x``
 products). An NCHW input of a larger map at ``r <= 1`` runs NCHW: transposing it costs more than the
-faster 2x2 max saves. The layouts sum in different orders, so NCHW and channels_last inputs agree to
+faster 2x2 max saves; only the max of a resampled lattice (and its gradient) goes through a
+channels_last copy (:func:`_pools_channels_last`). The layouts sum in different orders, so NCHW and channels_last inputs agree to
 float rounding (tested), not bit for bit.
 
 Kink convention (issue 13.4, identical to the fused kernel; /work/wt/_notes/kink_convention.md): where a
@@ -221,15 +222,30 @@ def _forward_nchw(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool
     for ``mode == 0`` (max) with ``need_indices``, else an empty int64 tensor. ``mode 1``: average."""
     H, W = x.shape[2], x.shape[3]
     Sh, Sw = int(sizes[0]), int(sizes[1])
-    z = x.contiguous()  # matmuls and the 2x2 max run fastest on NCHW
+    z = x.contiguous()  # the matmuls run fastest on NCHW
     A_h, A_wT = axis_matrices(H, Sh, x.dtype, x.device)[0], axis_matrices(W, Sw, x.dtype, x.device)[1]
     if _height_side_first(H, W, Sh, Sw):  # the width first: the smaller intermediate
-        return _pool_lattice(_mm_scratch("lattice", A_h, _mm_scratch("lattice_1", z, A_wT)), mode, need_indices)
-    if H != 2 * Sh:
-        z = _mm_scratch("lattice_1", A_h, z)
-    if W != 2 * Sw:
-        z = _mm_scratch("lattice", z, A_wT)
+        z = _mm_scratch("lattice", A_h, _mm_scratch("lattice_1", z, A_wT))
+    else:
+        if H != 2 * Sh:
+            z = _mm_scratch("lattice_1", A_h, z)
+        if W != 2 * Sw:
+            z = _mm_scratch("lattice", z, A_wT)
+    if _pools_channels_last(x.shape, (Sh, Sw), mode, need_indices):
+        N, C = x.shape[0], x.shape[1]
+        z = _scratch("lattice_cl", (N, 2 * Sh, 2 * Sw, C), z.dtype, z.device).permute(0, 3, 1, 2).copy_(z)
     return _pool_lattice(z, mode, need_indices)
+
+
+def _pools_channels_last(x_shape: Sequence[int], sizes: Sequence[int], mode: int, need_indices: bool) -> bool:
+    """Whether the NCHW path takes the 2x2 max (with indices) of a resampled lattice channels_last:
+    ``max_pool2d`` keeps its indices several times faster there, which pays for transposing the lattice
+    and, in the backward, the lattice gradient. Measured (2 threads), NCHW -> via channels_last, forward
+    + backward of the max alone: lattice (64, 64, 42, 28) 18.3 -> 14.5 ms, (128, 64, 42, 28) 36.9 ->
+    26.1, (64, 64, 42, 32) 23.6 -> 15.3, (32, 64, 84, 56) 43.7 -> 32.9; but at (64, 64, 32, 32) (r =
+    1/2, where the lattice is the input itself) 16.1 = 16.3, so that case stays NCHW."""
+    H, W = x_shape[2], x_shape[3]
+    return mode == 0 and need_indices and not (H == 2 * int(sizes[0]) and W == 2 * int(sizes[1]))
 
 
 def _mm_scratch(slot: str, a: Tensor, b: Tensor) -> Tensor:
@@ -266,6 +282,14 @@ def _backward_nchw(
     grad_out = grad_out.to(x.dtype)
     if mode == 1:
         G = grad_out[:, :, :, None, :, None].expand(N, C, Sh, 2, Sw, 2).reshape(N, C, 2 * Sh, 2 * Sw) * 0.25
+    elif _pools_channels_last(x.shape, (Sh, Sw), mode, True):  # see _forward_nchw; G back to NCHW
+        like = torch.empty((N, C, 2 * Sh, 2 * Sw), dtype=x.dtype, device=x.device, memory_format=_CL)
+        buf = _scratch("lattice_grad_cl", (N, 2 * Sh, 2 * Sw, C), x.dtype, x.device).permute(0, 3, 1, 2)
+        G_cl = torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
+            grad_out.contiguous(memory_format=_CL), like, [2, 2], [2, 2], [0, 0], [1, 1], False,
+            indices.contiguous(memory_format=_CL), grad_input=buf
+        )
+        G = _scratch("lattice_grad", like.shape, x.dtype, x.device).copy_(G_cl)
     else:
         like = x.new_empty((N, C, 2 * Sh, 2 * Sw))  # only its shape is read
         args = (grad_out.contiguous(), like, [2, 2], [2, 2], [0, 0], [1, 1], False, indices.contiguous())
@@ -407,9 +431,10 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 
 def forward2d(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:
     """``(out (N,C,H_out,W_out), indices)``; ``indices`` are ``max_pool2d``'s lattice indices (int64),
-    flattened to one dimension (their layout follows :func:`use_channels_last`; :func:`backward2d`
-    reads them back), for ``mode == 0`` (max) with ``need_indices``, else an empty int64 tensor.
-    ``mode 1``: average. ``out`` comes back in the layout the path ran in."""
+    flattened to one dimension (in the layout the 2x2 max ran in: :func:`use_channels_last` and
+    :func:`_pools_channels_last`; :func:`backward2d` reads them back), for ``mode == 0`` (max) with
+    ``need_indices``, else an empty int64 tensor. ``mode 1``: average. ``out`` comes back in the layout
+    the 2x2 max ran in."""
     work = _compute_dtype(x)
     if work != x.dtype:
         out, idx = forward2d(x.to(work), sizes, mode, need_indices)
@@ -420,6 +445,8 @@ def forward2d(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool) ->
             idx = idx.permute(0, 2, 3, 1).reshape(-1)
         return out, idx
     out, idx = _forward_nchw(x, sizes, mode, need_indices)
+    if _pools_channels_last(x.shape, sizes, mode, need_indices) and idx.numel():
+        return out, idx.permute(0, 2, 3, 1).reshape(-1)
     return out, idx.reshape(-1)
 
 
@@ -438,7 +465,9 @@ def backward2d(
         if indices.numel():
             indices = indices.view(N, Sh, Sw, C).permute(0, 3, 1, 2)
         return _backward_nhwc(grad_out, x, indices, mode, need_x, need_size)
-    if indices.numel():
+    if indices.numel() and _pools_channels_last(x.shape, (Sh, Sw), mode, True):
+        indices = indices.view(N, Sh, Sw, C).permute(0, 3, 1, 2)
+    elif indices.numel():
         indices = indices.view(N, C, Sh, Sw)
     return _backward_nchw(grad_out, x, indices, mode, need_x, need_size)
 

@@ -436,6 +436,19 @@ def test_identity_axes(backend, fmt, size, scale):
     torch.testing.assert_close(ga, ga_ref, rtol=1e-5, atol=1e-8)  # the finite-difference model's precision
 
 
+@pytest.mark.parametrize("length", [2, 4, 6, 32])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_identity_axis_slope_is_the_slope_matrix(length, dim):
+    """The PyTorch path's elementwise slope of an identity axis (L == 2S; its border rows in one strided
+    op for L > 2) equals the slope matrix D applied along that axis."""
+    torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
+    q = torch.randn(2, 3, length, length + 1, dtype=torch.float64) if dim == 2 else \
+        torch.randn(2, 3, 5, length, dtype=torch.float64)
+    D = torch_path.axis_matrices(length, length // 2, torch.float64, q.device)[2]
+    expected = torch.matmul(D, q.movedim(dim, -1).unsqueeze(-1)).squeeze(-1).movedim(-1, dim)
+    torch.testing.assert_close(torch_path._identity_axis_slope(q, dim, length // 2), expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("n,c", [(1, 1), (3, 5), (2, 17)])
 def test_any_batch_and_channels(backend, n, c):
     torch.manual_seed(8)

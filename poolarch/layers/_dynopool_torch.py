@@ -349,8 +349,11 @@ def _identity_axis_slope(q: Tensor, dim: int, out_size: int) -> Tensor:
     flat_q, flat_out = q3.view(-1), out3.view(-1)
     if L > 2:
         torch.sub(flat_q[2 * inner :], flat_q[: -2 * inner], out=flat_out[inner:-inner])
-    torch.sub(q3[:, 1], q3[:, 0], out=out3[:, 0])
-    torch.sub(q3[:, L - 1], q3[:, L - 2], out=out3[:, L - 1])
+    if L > 2:  # rows 0 and L-1 in one op: q[(1, L-1)] - q[(0, L-2)] (one pass over the strided rows)
+        torch.sub(q3[:, 1 :: L - 2], q3[:, 0 :: L - 2], out=out3[:, 0 :: L - 1])
+    else:
+        torch.sub(q3[:, 1], q3[:, 0], out=out3[:, 0])
+        torch.sub(q3[:, L - 1], q3[:, L - 2], out=out3[:, L - 1])
     return out3.mul_(half_slope.view(L, 1)).view(q.shape)
 
 

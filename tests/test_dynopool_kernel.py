@@ -282,6 +282,55 @@ def test_eager_node_matches_custom_op_bit_for_bit(shape, scale, aggregation, dty
     assert eager[2].abs().sum() > 0
 
 
+@pytest.mark.parametrize(
+    "shape, scale, aggregation, dtype, channels_last",
+    [
+        ((2, 3, 16, 16), 0.5, "max", torch.float32, False),
+        ((2, 5, 17, 12), (0.61, 0.37), "max", torch.float32, True),
+        ((2, 3, 24, 20), (0.61, 0.37), "max", torch.float64, False),  # NCHW, the max via channels_last
+        ((1, 4, 9, 11), (1.3, 0.8), "avg", torch.float64, False),
+        ((2, 3, 10, 14), (0.45, 0.7), "max", torch.bfloat16, True),
+    ],
+)
+def test_eager_torch_path_matches_custom_op_bit_for_bit(shape, scale, aggregation, dtype, channels_last, monkeypatch):
+    """The PyTorch path in eager mode (one Python autograd function, ``forward_eager``) gives the output,
+    input gradient and alpha gradient of the custom op with its registered autograd, bit for bit."""
+    monkeypatch.setenv("POOLARCH_DISABLE_EXT", "1")
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    runs = []
+    for eager in (True, False):
+        with monkeypatch.context() as m:
+            if not eager:
+                m.setattr(op_module, "forward_eager", lambda *args: None)
+            layer = DynOPool2d(scale, aggregation=aggregation)
+            xi = x.clone().requires_grad_(True)
+            y = layer(xi)
+            assert ("_TorchPathFunction" in y.grad_fn.name()) == eager and not op_module.ran_fused_kernel(y)
+            weight = torch.linspace(-1.0, 2.0, y.numel(), dtype=torch.float64).reshape(y.shape).to(y.dtype)
+            (y * weight).sum().backward()
+            runs.append((y.detach(), xi.grad, layer.alpha.grad))
+    for a, b in zip(*runs):
+        assert a.dtype == b.dtype and a.stride() == b.stride() and torch.equal(a, b), (a, b)
+    assert runs[0][2].abs().sum() > 0
+
+
+def test_eager_torch_path_create_graph_and_no_double_backward(monkeypatch):
+    """As on the kernel's node: ``create_graph=True`` gives the same first-order gradients, and a second
+    backward raises instead of differentiating the PyTorch path's backward formula."""
+    monkeypatch.setenv("POOLARCH_DISABLE_EXT", "1")
+    x = torch.randn(2, 3, 12, 10, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    layer = DynOPool2d((0.6, 0.45))
+    y = layer(x)
+    assert "_TorchPathFunction" in y.grad_fn.name()
+    gx, ga = torch.autograd.grad(y.pow(2).sum(), (x, layer.alpha), create_graph=True)
+    gx0, ga0 = torch.autograd.grad(layer(x).pow(2).sum(), (x, layer.alpha))
+    assert torch.equal(gx.detach(), gx0) and torch.equal(ga.detach(), ga0)
+    with pytest.raises(RuntimeError, match="no autograd formula"):
+        gx.sum().backward()
+
+
 def test_eager_node_first_order_with_create_graph_and_no_double_backward():
     """``create_graph=True`` gives the same first-order gradients as without it, and a second
     backward through the layer raises (as on the custom op's own path) instead of silently

@@ -10,8 +10,9 @@ with the autograd formula registered on the first (``register_autograd``). ``sur
 straight-through size tensor (value ``== (out_h, out_w)``); it only routes the size gradient, which
 reaches ``alpha`` through it.
 
-In eager mode on the CPU, when the kernel runs, DynOPool layers call it through one C++ autograd node
-with this op's formula instead (:func:`forward_eager`): no Python in the call or the backward.
+In eager mode DynOPool layers call the same backends with this op's formula without the op's Python
+dispatch (:func:`forward_eager`): one C++ autograd node where the kernel runs, else one Python autograd
+function on the PyTorch path.
 
 Backends, chosen per call:
 
@@ -112,6 +113,12 @@ def dynopool2d_backward_op(
         if not input_grad:
             grad_x = x.new_empty((0,))
         return grad_x, grad_sizes
+    return _torch_backward(grad_out, x, codes, mode, input_grad, size_grad)
+
+
+def _torch_backward(
+    grad_out: Tensor, x: Tensor, codes: Tensor, mode: int, input_grad: bool, size_grad: bool
+) -> tuple[Tensor, Tensor]:
     grad_x, grad_sizes = _dynopool_torch.backward2d(grad_out, x, codes, mode, input_grad, size_grad)
     if input_grad:
         grad_x = grad_x.contiguous(memory_format=_format(x))
@@ -154,17 +161,44 @@ dynopool2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def forward_eager(x: Tensor, surrogate: Tensor, out_h: int, out_w: int, mode: int) -> Tensor | None:
-    """``dynopool2d_op(x, surrogate, out_h, out_w, mode)[0]`` through one C++ autograd node
-    (``poolarch_dynopool::forward_eager``: the fused kernel and this op's autograd formula, without
-    Python in the call or the backward), or ``None`` where it does not apply: unless the kernel runs
-    for ``x`` (:func:`kernel_usable`), and whenever a tracer is active (``torch.compile``,
-    ``torch.jit.trace``, ``torch.export`` see the custom op). Same results bit for bit (tested); the
-    custom op's Python dispatch and autograd wrapper cost ~0.2 ms per forward + backward, more than the
-    kernel itself on small maps.
+    """``dynopool2d_op(x, surrogate, out_h, out_w, mode)[0]`` in eager mode without the custom op's
+    Python dispatch and autograd wrapper (~0.1-0.2 ms per forward + backward, more than the work itself
+    on small maps, and on a GPU per call): where the kernel runs for ``x`` (:func:`kernel_usable`), one
+    C++ autograd node (``poolarch_dynopool::forward_eager``: the kernel and this op's autograd formula);
+    else the PyTorch path as one Python autograd function (:class:`_TorchPathFunction`, any device).
+    ``None`` whenever a tracer is active (``torch.compile``, ``torch.jit.trace``, ``torch.export`` see
+    the custom op). Same results bit for bit as the custom op (tested).
     """
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or not kernel_usable(x):
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return None
-    return _dynopool_ext._ops().forward_eager(x, surrogate, out_h, out_w, mode)
+    if kernel_usable(x):
+        return _dynopool_ext._ops().forward_eager(x, surrogate, out_h, out_w, mode)
+    return _TorchPathFunction.apply(x, surrogate, out_h, out_w, mode)
+
+
+class _TorchPathFunction(torch.autograd.Function):
+    """The custom op on the PyTorch path (same forward, same autograd formula), eager only."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, surrogate: Tensor, out_h: int, out_w: int, mode: int) -> Tensor:  # type: ignore[override]
+        out, codes = _torch_forward(x, out_h, out_w, mode)
+        ctx.save_for_backward(x, codes)
+        ctx.set_materialize_grads(False)
+        ctx.mode = mode
+        ctx.surrogate_dtype = surrogate.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor | None):  # type: ignore[override]
+        x, codes = ctx.saved_tensors
+        need_x, need_size = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if grad_out is None or not (need_x or need_size):
+            return None, None, None, None, None
+        # create_graph=True: the custom backward op, whose outputs carry its autograd (an error on a
+        # second backward, as on the custom op's own path) instead of differentiating the formula
+        backward = dynopool2d_backward_op if torch.is_grad_enabled() else _torch_backward
+        grad_x, grad_sizes = backward(grad_out, x, codes, ctx.mode, need_x, need_size)
+        return (grad_x if need_x else None), (grad_sizes.to(ctx.surrogate_dtype) if need_size else None), None, None, None
 
 
 def ran_fused_kernel(y: Tensor) -> bool:

@@ -15,8 +15,9 @@ attached by :class:`_LatticeGrad`, an identity in the forward pass. That referen
 2-d layers run one ``torch.library`` custom op, ``poolarch::dynopool2d`` (:mod:`._dynopool_op`), so
 ``torch.compile`` traces them without a graph break: on CPU the fused C++ kernel
 (:mod:`._dynopool_ext`), elsewhere -- or with ``POOLARCH_DISABLE_EXT=1`` -- the fast pure-PyTorch path
-(:mod:`._dynopool_torch`: two small interpolation matmuls and one 2x2 max). In eager mode on the CPU
-with the kernel built, the layers call that kernel through one C++ autograd node with the op's formula
+(:mod:`._dynopool_torch`: two small interpolation matmuls and one 2x2 max). In eager mode the layers
+call the same backend with the op's formula without the op's Python dispatch: the kernel through one
+C++ autograd node, the PyTorch path through one Python autograd function
 (:func:`._dynopool_op.forward_eager`: same results bit for bit, a fraction of the per-call cost).
 
 Scale gradient at kinks (every path): where a lattice point lies exactly on a pixel centre, the slope
@@ -225,9 +226,8 @@ def dynopool(
 
 
 def _dispatch(x: Tensor, surrogate: Tensor, sizes: Sequence[int], aggregation: str) -> Tensor:
-    """2-d: the custom op ``poolarch::dynopool2d`` (eager on the CPU with the kernel: the same kernel
-    and formula as one C++ autograd node, :func:`._dynopool_op.forward_eager`); 1-d/3-d: the
-    reference path."""
+    """2-d: the custom op ``poolarch::dynopool2d`` (in eager mode the same backend and formula without
+    the op's dispatch, :func:`._dynopool_op.forward_eager`); 1-d/3-d: the reference path."""
     if x.dim() == 4:
         from . import _dynopool_op  # local import: it imports the extension module
 

@@ -316,29 +316,18 @@ def test_eager_torch_path_matches_custom_op_bit_for_bit(shape, scale, aggregatio
     assert runs[0][2].abs().sum() > 0
 
 
-def test_eager_torch_path_create_graph_and_no_double_backward(monkeypatch):
-    """As on the kernel's node: ``create_graph=True`` gives the same first-order gradients, and a second
-    backward raises instead of differentiating the PyTorch path's backward formula."""
-    monkeypatch.setenv("POOLARCH_DISABLE_EXT", "1")
+@pytest.mark.parametrize("path, node", [("kernel", "DynOPoolFunction"), ("torch", "_TorchPathFunction")])
+def test_eager_first_order_with_create_graph_and_no_double_backward(path, node, monkeypatch):
+    """On both eager paths (the kernel's C++ node, the PyTorch path's Python function):
+    ``create_graph=True`` gives the same first-order gradients as without it, and a second backward
+    through the layer raises (as on the custom op's own path) instead of silently treating the
+    first-order gradient as a constant or differentiating the backward formula."""
+    if path == "torch":
+        monkeypatch.setenv("POOLARCH_DISABLE_EXT", "1")
     x = torch.randn(2, 3, 12, 10, generator=torch.Generator().manual_seed(0), requires_grad=True)
     layer = DynOPool2d((0.6, 0.45))
     y = layer(x)
-    assert "_TorchPathFunction" in y.grad_fn.name()
-    gx, ga = torch.autograd.grad(y.pow(2).sum(), (x, layer.alpha), create_graph=True)
-    gx0, ga0 = torch.autograd.grad(layer(x).pow(2).sum(), (x, layer.alpha))
-    assert torch.equal(gx.detach(), gx0) and torch.equal(ga.detach(), ga0)
-    with pytest.raises(RuntimeError, match="no autograd formula"):
-        gx.sum().backward()
-
-
-def test_eager_node_first_order_with_create_graph_and_no_double_backward():
-    """``create_graph=True`` gives the same first-order gradients as without it, and a second
-    backward through the layer raises (as on the custom op's own path) instead of silently
-    treating the first-order gradient as a constant."""
-    x = torch.randn(2, 3, 12, 10, generator=torch.Generator().manual_seed(0), requires_grad=True)
-    layer = DynOPool2d((0.6, 0.45))
-    y = layer(x)
-    assert "DynOPoolFunction" in y.grad_fn.name()
+    assert node in y.grad_fn.name()
     gx, ga = torch.autograd.grad(y.pow(2).sum(), (x, layer.alpha), create_graph=True)
     gx0, ga0 = torch.autograd.grad(layer(x).pow(2).sum(), (x, layer.alpha))
     assert torch.equal(gx.detach(), gx0) and torch.equal(ga.detach(), ga0)

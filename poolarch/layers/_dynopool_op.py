@@ -198,7 +198,8 @@ class _TorchPathFunction(torch.autograd.Function):
         # second backward, as on the custom op's own path) instead of differentiating the formula
         backward = dynopool2d_backward_op if torch.is_grad_enabled() else _torch_backward
         grad_x, grad_sizes = backward(grad_out, x, codes, ctx.mode, need_x, need_size)
-        return (grad_x if need_x else None), (grad_sizes.to(ctx.surrogate_dtype) if need_size else None), None, None, None
+        grad_surrogate = grad_sizes.to(ctx.surrogate_dtype) if need_size else None
+        return (grad_x if need_x else None), grad_surrogate, None, None, None
 
 
 def ran_fused_kernel(y: Tensor) -> bool:

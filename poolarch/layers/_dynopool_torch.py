@@ -28,8 +28,8 @@ keeps its indices several times faster than on an NCHW lattice, and the alpha gr
 ``<D_h^T T, x>`` and ``<A_h^T G D_w, x>`` (BLAS dots over input-sized tensors, no ``A_h x`` / ``D_h x``
 products). An NCHW input of a larger map at ``r <= 1`` runs NCHW: transposing it costs more than the
 faster 2x2 max saves; only the max of a resampled lattice (and its gradient) goes through a
-channels_last copy (:func:`_pools_channels_last`). The layouts sum in different orders, so NCHW and channels_last inputs agree to
-float rounding (tested), not bit for bit.
+channels_last copy (:func:`_pools_channels_last`). The layouts sum in different orders, so NCHW and
+channels_last inputs agree to float rounding (tested), not bit for bit.
 
 Kink convention (issue 13.4, identical to the fused kernel; /work/wt/_notes/kink_convention.md): where a
 lattice point lies exactly on a pixel centre (``n_k % 4S == 0``, including the borders ``u = 0`` and
@@ -349,7 +349,7 @@ def _identity_axis_slope(q: Tensor, dim: int, out_size: int) -> Tensor:
     flat_q, flat_out = q3.view(-1), out3.view(-1)
     if L > 2:
         torch.sub(flat_q[2 * inner :], flat_q[: -2 * inner], out=flat_out[inner:-inner])
-    if L > 2:  # rows 0 and L-1 in one op: q[(1, L-1)] - q[(0, L-2)] (one pass over the strided rows)
+        # rows 0 and L-1 in one op, q[(1, L-1)] - q[(0, L-2)]: one pass over the strided rows
         torch.sub(q3[:, 1 :: L - 2], q3[:, 0 :: L - 2], out=out3[:, 0 :: L - 1])
     else:
         torch.sub(q3[:, 1], q3[:, 0], out=out3[:, 0])

@@ -240,17 +240,18 @@ def test_bfloat16_layer_gradient_reaches_alpha():
 # ----------------------------------------------------------------------------------------------
 # The eager C++ autograd node against the custom op
 # ----------------------------------------------------------------------------------------------
-def _layer_run(x, scale, aggregation, x_grad, alpha_dtype, eager_node, monkeypatch):
+def _layer_run(x, scale, aggregation, x_grad, alpha_dtype, eager_node, monkeypatch, node="DynOPoolFunction"):
     """(out, x.grad, alpha.grad) of one forward + backward of a DynOPool2d on ``x``; ``eager_node=False``
-    forces the custom op ``poolarch::dynopool2d`` and its Python autograd."""
+    forces the custom op ``poolarch::dynopool2d`` and its Python autograd. ``node``: the eager path's
+    autograd node (the kernel's C++ node, or ``_TorchPathFunction`` on the PyTorch path)."""
     with monkeypatch.context() as m:
         if not eager_node:
             m.setattr(op_module, "forward_eager", lambda *args: None)
         layer = DynOPool2d(scale, aggregation=aggregation).to(alpha_dtype)
         xi = x.clone().requires_grad_(x_grad)
         y = layer(xi)
-        assert op_module.ran_fused_kernel(y)
-        assert ("DynOPoolFunction" in y.grad_fn.name()) == eager_node
+        assert op_module.ran_fused_kernel(y) == (node == "DynOPoolFunction")
+        assert (node in y.grad_fn.name()) == eager_node
         weight = torch.linspace(-1.0, 2.0, y.numel(), dtype=torch.float64).reshape(y.shape).to(y.dtype)
         (y * weight).sum().backward()
         return y.detach(), (xi.grad if x_grad else None), layer.alpha.grad
@@ -299,18 +300,8 @@ def test_eager_torch_path_matches_custom_op_bit_for_bit(shape, scale, aggregatio
     x = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    runs = []
-    for eager in (True, False):
-        with monkeypatch.context() as m:
-            if not eager:
-                m.setattr(op_module, "forward_eager", lambda *args: None)
-            layer = DynOPool2d(scale, aggregation=aggregation)
-            xi = x.clone().requires_grad_(True)
-            y = layer(xi)
-            assert ("_TorchPathFunction" in y.grad_fn.name()) == eager and not op_module.ran_fused_kernel(y)
-            weight = torch.linspace(-1.0, 2.0, y.numel(), dtype=torch.float64).reshape(y.shape).to(y.dtype)
-            (y * weight).sum().backward()
-            runs.append((y.detach(), xi.grad, layer.alpha.grad))
+    runs = [_layer_run(x, scale, aggregation, True, torch.float32, eager, monkeypatch, node="_TorchPathFunction")
+            for eager in (True, False)]
     for a, b in zip(*runs):
         assert a.dtype == b.dtype and a.stride() == b.stride() and torch.equal(a, b), (a, b)
     assert runs[0][2].abs().sum() > 0

@@ -143,11 +143,17 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _backward(ctx, grad_out: Tensor, grad_codes):
+    return _grads(ctx, grad_out, dynopool2d_backward_op)
+
+
+def _grads(ctx, grad_out: Tensor | None, backward) -> tuple:
+    """The op's autograd formula (gradients to ``x`` and the size surrogate) with the saved state of
+    :func:`_setup_context`, the backend's gradients computed by ``backward``."""
     x, codes = ctx.saved_tensors
     need_x, need_size = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if grad_out is None or not (need_x or need_size):
         return None, None, None, None, None
-    grad_x, grad_sizes = dynopool2d_backward_op(grad_out, x, codes, ctx.mode, need_x, need_size)
+    grad_x, grad_sizes = backward(grad_out, x, codes, ctx.mode, need_x, need_size)
     return (
         grad_x if need_x else None,
         grad_sizes.to(ctx.surrogate_dtype) if need_size else None,
@@ -182,24 +188,14 @@ class _TorchPathFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, surrogate: Tensor, out_h: int, out_w: int, mode: int) -> Tensor:  # type: ignore[override]
         out, codes = _torch_forward(x, out_h, out_w, mode)
-        ctx.save_for_backward(x, codes)
-        ctx.set_materialize_grads(False)
-        ctx.mode = mode
-        ctx.surrogate_dtype = surrogate.dtype
+        _setup_context(ctx, (x, surrogate, out_h, out_w, mode), (out, codes))
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor | None):  # type: ignore[override]
-        x, codes = ctx.saved_tensors
-        need_x, need_size = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if grad_out is None or not (need_x or need_size):
-            return None, None, None, None, None
         # create_graph=True: the custom backward op, whose outputs carry its autograd (an error on a
         # second backward, as on the custom op's own path) instead of differentiating the formula
-        backward = dynopool2d_backward_op if torch.is_grad_enabled() else _torch_backward
-        grad_x, grad_sizes = backward(grad_out, x, codes, ctx.mode, need_x, need_size)
-        grad_surrogate = grad_sizes.to(ctx.surrogate_dtype) if need_size else None
-        return (grad_x if need_x else None), grad_surrogate, None, None, None
+        return _grads(ctx, grad_out, dynopool2d_backward_op if torch.is_grad_enabled() else _torch_backward)
 
 
 def ran_fused_kernel(y: Tensor) -> bool:

@@ -449,6 +449,61 @@ def test_identity_axis_slope_is_the_slope_matrix(length, dim):
     torch.testing.assert_close(torch_path._identity_axis_slope(q, dim, length // 2), expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("aggregation", ["max", "avg"])
+@pytest.mark.parametrize("hw,sizes", [((32, 32), (21, 14)), ((32, 32), (38, 38)), ((9, 7), (3, 5)), ((5, 6), (7, 2)),
+                                      ((1, 5), (2, 3))])
+def test_interpolated_lattice_matches_the_matmuls(monkeypatch, fmt, dtype, aggregation, hw, sizes):
+    """Where both axes resample, the PyTorch path's bilinear-interpolation formulation (lattice, input
+    gradient, size gradients) equals its matmul formulation with the exact weights: to float64 rounding,
+    and in float32 to the rounding of interpolate's float32 source coordinates."""
+    torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
+    torch.manual_seed(11)
+    x = torch.randn(2, 3, *hw, dtype=dtype).contiguous(memory_format=fmt)
+    mode = 0 if aggregation == "max" else 1
+    results = []
+    for interpolate in (True, False):
+        monkeypatch.setattr(torch_path, "interpolates", lambda device, on=interpolate: on)
+        out, idx = torch_path.forward2d(x, sizes, mode, need_indices=True)
+        g = torch.linspace(-1, 1, out.numel(), dtype=dtype).view(out.shape)
+        grad_x, grad_sizes = torch_path.backward2d(g, x, idx, mode, True, True)
+        grad_x_only, _ = torch_path.backward2d(g, x, idx, mode, True, False)
+        _, sizes_only = torch_path.backward2d(g, x, idx, mode, False, True)
+        results.append((out, idx, grad_x, grad_sizes, grad_x_only, sizes_only))
+    (out, _, gx, gs, gx1, gs1), (out_m, _, gx_m, gs_m, _, _) = results  # winners may differ only at exact ties
+    tol = 1e-12 if dtype == torch.float64 else 2e-6 * max(hw)
+    torch.testing.assert_close(out, out_m, atol=tol, rtol=0)
+    torch.testing.assert_close(gx, gx_m, atol=tol, rtol=0)
+    torch.testing.assert_close(gs, gs_m, rtol=tol, atol=tol * gs_m.abs().max().item())
+    assert torch.equal(gx1, gx) and torch.equal(gs1, gs)
+
+
+def test_interpolation_is_off_on_cuda_under_deterministic_algorithms():
+    """interpolate's bilinear backward has no deterministic CUDA kernel: there the matmuls run."""
+    torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        assert not torch_path.interpolates(torch.device("cuda"))
+        assert torch_path.interpolates(torch.device("cpu"))
+        torch.use_deterministic_algorithms(False)
+        assert torch_path.interpolates(torch.device("cuda"))
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (3, 5, 16, 16), (2, 4, 8, 16), (2, 3, 5, 7), (2, 1, 32, 32)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_copy_to_nhwc_is_the_transposed_copy(shape, dtype):
+    """The NCHW -> NHWC copy through padded planes (planes of a multiple of 4 KiB) is the plain
+    transposed copy."""
+    torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
+    x = torch.randn(shape).to(dtype)
+    out = torch.empty(shape[0], shape[2], shape[3], shape[1], dtype=dtype)
+    assert torch.equal(torch_path._copy_to_nhwc(x, out), x.permute(0, 2, 3, 1))
+
+
 @pytest.mark.parametrize("n,c", [(1, 1), (3, 5), (2, 17)])
 def test_any_batch_and_channels(backend, n, c):
     torch.manual_seed(8)
@@ -641,12 +696,14 @@ def test_dispatch_rules(monkeypatch):
 
 @pytest.mark.parametrize(
     "hw,sizes,expected",
-    [((16, 16), (8, 8), True), ((4, 4), (2, 3), True), ((17, 17), (8, 8), False), ((32, 32), (21, 14), False),
-     ((32, 32), (38, 38), True)],
+    [((16, 16), (8, 8), True), ((4, 4), (2, 3), True), ((17, 16), (8, 8), False), ((32, 32), (16, 11), False),
+     ((34, 17), (17, 8), False), ((17, 17), (8, 8), True), ((32, 32), (21, 14), True), ((32, 32), (38, 38), True),
+     ((32, 32), (38, 16), True)],
 )
 def test_torch_path_layout_rule(hw, sizes, expected):
     """The PyTorch path runs an NCHW input channels_last on small maps (at most SMALL_MAP_PIXELS
-    pixels) and when upsampling, NCHW otherwise; a channels_last input always runs channels_last."""
+    pixels), when both axes resample and when upsampling, NCHW otherwise (an identity axis on a larger
+    map); a channels_last input always runs channels_last."""
     torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
     x = torch.randn(2, 3, *hw)
     assert torch_path.use_channels_last(x, sizes) is expected

@@ -18,18 +18,21 @@ lattice gradient (the max-pool backward of the indices): ``T = G A_w``, ``grad_x
 no gathers, no Python loops over tensor elements. On an identity axis (``L == 2S``, e.g. ``r = 0.5`` on
 an even map) every lattice point is a pixel centre, so ``D`` is the clamped central difference scaled
 per row (:func:`_identity_axis_slope`): two elementwise passes replace the matmul, and with ``A_w = I``
-``<G D_w, A_h x> = <grad_x, x D_w^T>`` needs no ``A_h x``.
+``<G D_w, A_h x> = <grad_x, x D_w^T>`` needs no ``A_h x``. When both axes resample, the lattice is
+PyTorch's own bilinear resize (``upsample_bilinear2d``, channels_last; two taps per point instead of
+dense matmuls) and its backward gives ``T`` and ``grad_x`` (:func:`interpolates`,
+:func:`_backward_interpolated`), except on CUDA under deterministic algorithms.
 
 Two layouts (:func:`use_channels_last`): channels_last ``(N, H, W, C)`` for a channels_last input and,
-for any input, on small maps (at most :data:`SMALL_MAP_PIXELS` pixels) and when the lattice is at least
-twice the input (upsampling); else NCHW. In channels_last the interpolations are matmuls over
-``(H, W*C)`` and ``(W, C)`` blocks (NCHW: ``N*C`` tiny per-plane ones on small maps), ``max_pool2d``
-keeps its indices several times faster than on an NCHW lattice, and the alpha gradient is
-``<D_h^T T, x>`` and ``<A_h^T G D_w, x>`` (BLAS dots over input-sized tensors, no ``A_h x`` / ``D_h x``
-products). An NCHW input of a larger map at ``r <= 1`` runs NCHW: transposing it costs more than the
-faster 2x2 max saves; only the max of a resampled lattice (and its gradient) goes through a
-channels_last copy (:func:`_pools_channels_last`). The layouts sum in different orders, so NCHW and
-channels_last inputs agree to float rounding (tested), not bit for bit.
+for any input, on small maps (at most :data:`SMALL_MAP_PIXELS` pixels) and when both axes resample;
+else (an identity axis on a larger NCHW map) NCHW. In channels_last the matmuls run over ``(H, W*C)``
+and ``(W, C)`` blocks (NCHW: ``N*C`` tiny per-plane ones on small maps), ``max_pool2d`` keeps its
+indices several times faster than on an NCHW lattice, and the alpha gradient is ``<D_h^T T, x>`` and
+``<A_h^T G D_w, x>`` (BLAS dots over input-sized tensors, no ``A_h x`` / ``D_h x`` products). An NCHW
+input of a larger map with an identity axis runs NCHW: transposing it costs more than the faster 2x2
+max saves; only the max of a resampled lattice (and its gradient) goes through a channels_last copy
+(:func:`_pools_channels_last`). The layouts sum in different orders, so NCHW and channels_last inputs
+agree to float rounding (tested), not bit for bit.
 
 Kink convention (issue 13.4, identical to the fused kernel; /work/wt/_notes/kink_convention.md): where a
 lattice point lies exactly on a pixel centre (``n_k % 4S == 0``, including the borders ``u = 0`` and
@@ -112,11 +115,34 @@ _CL = torch.channels_last
 
 def _nhwc_view(x: Tensor) -> Tensor:
     """``x (N, C, H, W)`` as a contiguous ``(N, H, W, C)`` tensor, for reading only: free for a
-    channels_last ``x``, else a transposed copy in scratch memory."""
+    channels_last ``x``, else a transposed copy in scratch memory (:func:`_copy_to_nhwc`)."""
     xn = x.permute(0, 2, 3, 1)
     if xn.is_contiguous():
         return xn
-    return _scratch("x_nhwc", xn.shape, x.dtype, x.device).copy_(xn)
+    return _copy_to_nhwc(x, _scratch("x_nhwc", xn.shape, x.dtype, x.device))
+
+
+ALIASING_PLANE_BYTES = 4096
+"""On the CPU, an NCHW -> NHWC copy reads the ``C`` planes of a pixel at the plane stride; when the
+plane's size in bytes is a multiple of this (a 32 x 32 float32 map: 4 KiB), those reads fall into the
+same cache sets and evict each other. :func:`_copy_to_nhwc` then copies through planes padded by
+:data:`_PLANE_PAD` elements. Measured (2 threads, float32), direct -> padded: (64, 64, 32, 32) 8.97 ->
+4.96 ms, (32, 64, 32, 32) 4.19 -> 1.88, (128, 64, 32, 32) 16.98 -> 10.16, (16, 64, 64, 64) 9.43 -> 4.93;
+but (64, 64, 30, 30) 2.54 -> 4.87 and (64, 256, 8, 8) 0.57 -> 0.78, so only aliasing planes take it."""
+_PLANE_PAD = 16
+
+
+def _copy_to_nhwc(x: Tensor, out: Tensor) -> Tensor:
+    """Copy a contiguous ``x (N, C, H, W)`` into the contiguous ``out (N, H, W, C)`` and return ``out``;
+    see :data:`ALIASING_PLANE_BYTES`."""
+    N, C, H, W = x.shape
+    HW = H * W
+    if x.device.type != "cpu" or not x.is_contiguous() or C < 2 or (HW * x.element_size()) % ALIASING_PLANE_BYTES:
+        return out.copy_(x.permute(0, 2, 3, 1))
+    padded = _scratch("nhwc_padded", (N, C, HW + _PLANE_PAD), x.dtype, x.device)[:, :, :HW]
+    padded.copy_(x.view(N, C, HW))
+    out.view(N, HW, C).copy_(padded.transpose(1, 2))
+    return out
 
 
 def _forward_nhwc(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:
@@ -129,6 +155,10 @@ def _forward_nhwc(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool
     Sh, Sw = int(sizes[0]), int(sizes[1])
     z = _nhwc_view(x)  # (N, H, W, C)
     dt, dev = x.dtype, x.device
+    if W != 2 * Sw and H != 2 * Sh and interpolates(x.device):
+        lattice = _scratch("lattice", (N, 2 * Sh, 2 * Sw, C), dt, dev).permute(0, 3, 1, 2)
+        z = torch.ops.aten.upsample_bilinear2d.out(z.permute(0, 3, 1, 2), [2 * Sh, 2 * Sw], False, out=lattice)
+        return _pool_lattice(z, mode, need_indices)
     if W != 2 * Sw:  # the small batched matmuls on the smaller tensor
         z = _mm_scratch("lattice_w", _axis_all(W, Sw, dt, dev)[0], z.view(N * H, W, C))
     if H != 2 * Sh:
@@ -176,6 +206,8 @@ def _backward_nhwc(
             )
         G = G.permute(0, 2, 3, 1)
     dt, dev = x.dtype, x.device
+    if not (id_h or id_w) and interpolates(x.device):
+        return _backward_interpolated(G, x, need_x, need_size)
     A_h, A_hT, D_h, D_hT, _, AD_hT = _axis_all(H, Sh, dt, dev)
     _, A_wT, _, D_wT, AD_wT, _ = _axis_all(W, Sw, dt, dev)
     grad_sizes = torch.zeros(2, dtype=torch.float64, device=dev)
@@ -217,6 +249,47 @@ def _backward_nhwc(
     return grad_x.reshape(N, H, W, C).permute(0, 3, 1, 2), grad_sizes
 
 
+def interpolates(device: torch.device) -> bool:
+    """Whether a lattice resampled on both axes is computed with PyTorch's bilinear interpolation
+    (``upsample_bilinear2d``, channels_last) instead of two matmuls: everywhere except on CUDA under
+    ``torch.use_deterministic_algorithms(True)``, where its backward has no deterministic kernel (the
+    matmuls are deterministic). It computes the source coordinates in the input's float type (float32:
+    within about 1e-6 pixel of the exact ``n_k / 4S`` on a 32-pixel axis), so the lattice agrees with
+    the exact ``A`` to that rounding (tested); the slopes ``D`` are the exact ones either way.
+    Measured (2 threads, float32, forward + backward against ``MaxPool2d(2)``, matmuls -> interpolation,
+    same process): (64, 64, 32, 32) channels_last r = (0.66, 0.44) 8.6x -> 6.0x, r = 1.2 22.8x -> 15.6x;
+    NCHW r = 1.2 6.3x -> 4.8x (before the layer's layout copies)."""
+    return not (device.type == "cuda" and torch.are_deterministic_algorithms_enabled())
+
+
+def _backward_interpolated(G: Tensor, x: Tensor, need_x: bool, need_size: bool) -> tuple[Tensor, Tensor]:
+    """:func:`_backward_nhwc` when the lattice came from :func:`interpolates` (both axes resampled).
+
+    ``G`` is the lattice gradient, ``(N, 2S_h, 2S_w, C)`` contiguous. Interpolation backward passes give
+    ``T = G A_w`` and ``R = A_h^T G`` (one axis each, the other of size unchanged: weight 1 on its own
+    pixel) and ``grad_x = A_h^T T``; the size gradients are the dot products
+    ``d loss/d s_h = <T, D_h x>`` and ``d loss/d s_w = <R, x D_w^T>``, with ``D`` the exact slopes."""
+    N, C, H, W = x.shape
+    lat_h, lat_w = G.shape[1], G.shape[2]
+    dt, dev = x.dtype, x.device
+    up_backward = torch.ops.aten.upsample_bilinear2d_backward
+    Gc = G.permute(0, 3, 1, 2)  # (N, C, 2S_h, 2S_w), channels_last memory
+    T = up_backward.grad_input(
+        Gc, [lat_h, lat_w], [N, C, lat_h, W], False, grad_input=_scratch("t", (N, lat_h, W, C), dt, dev).permute(0, 3, 1, 2)
+    )
+    grad_x = up_backward(T, [lat_h, W], [N, C, H, W], False) if need_x else x.new_empty(0)
+    if not need_size:
+        return grad_x, torch.zeros(2, dtype=torch.float64, device=dev)
+    R = up_backward.grad_input(
+        Gc, [lat_h, lat_w], [N, C, H, lat_w], False, grad_input=_scratch("v", (N, H, lat_w, C), dt, dev).permute(0, 3, 1, 2)
+    )
+    xn = _nhwc_view(x)
+    D_h, D_w = _axis_all(H, lat_h // 2, dt, dev)[2], _axis_all(W, lat_w // 2, dt, dev)[2]
+    g_h = _dot(T.permute(0, 2, 3, 1), _mm_scratch("q", D_h, xn.view(N, H, W * C)))
+    g_w = _dot(R.permute(0, 2, 3, 1), _mm_scratch("dx", D_w, xn.view(N * H, W, C)))
+    return grad_x, torch.stack([g_h, g_w])
+
+
 def _forward_nchw(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:
     """``(out (N,C,H_out,W_out), indices)``; ``indices`` are ``max_pool2d``'s lattice indices (int64)
     for ``mode == 0`` (max) with ``need_indices``, else an empty int64 tensor. ``mode 1``: average."""
@@ -224,13 +297,10 @@ def _forward_nchw(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool
     Sh, Sw = int(sizes[0]), int(sizes[1])
     z = x.contiguous()  # the matmuls run fastest on NCHW
     A_h, A_wT = axis_matrices(H, Sh, x.dtype, x.device)[0], axis_matrices(W, Sw, x.dtype, x.device)[1]
-    if _height_side_first(H, W, Sh, Sw):  # the width first: the smaller intermediate
-        z = _mm_scratch("lattice", A_h, _mm_scratch("lattice_1", z, A_wT))
-    else:
-        if H != 2 * Sh:
-            z = _mm_scratch("lattice_1", A_h, z)
-        if W != 2 * Sw:
-            z = _mm_scratch("lattice", z, A_wT)
+    if H != 2 * Sh:
+        z = _mm_scratch("lattice_1", A_h, z)
+    if W != 2 * Sw:
+        z = _mm_scratch("lattice", z, A_wT)
     if _pools_channels_last(x.shape, (Sh, Sw), mode, need_indices):
         N, C = x.shape[0], x.shape[1]
         z = _scratch("lattice_cl", (N, 2 * Sh, 2 * Sw, C), z.dtype, z.device).permute(0, 3, 1, 2).copy_(z)
@@ -256,18 +326,6 @@ def _mm_scratch(slot: str, a: Tensor, b: Tensor) -> Tensor:
         batch = tuple(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]))  # (a Python function: ~20 us)
     shape = batch + (a.shape[-2], b.shape[-1])
     return torch.matmul(a, b, out=_scratch(slot, shape, b.dtype, b.device))
-
-
-def _height_side_first(H: int, W: int, Sh: int, Sw: int) -> bool:
-    """Order of the NCHW matmuls when both axes resample: True when contracting the lattice's height
-    first in the backward costs fewer multiply-adds (the forward then applies ``A_w`` first, which for a
-    square input is also its cheaper order). Per plane, with ``a = 2S_h``, ``b = 2S_w``: width-side
-    first ``a W (2b + 3H)``, height-side first ``H b (2a + 3W)``; for ``H = W`` that is ``a > b``.
-    Measured at (64, 64, 32, 32), r = (0.66, 0.44): fwd+bwd 3.5x -> 3.0x ``MaxPool2d(2)``."""
-    if H == 2 * Sh or W == 2 * Sw:
-        return False
-    a, b = 2 * Sh, 2 * Sw
-    return H * b * (2 * a + 3 * W) < a * W * (2 * b + 3 * H)
 
 
 def _backward_nchw(
@@ -301,16 +359,6 @@ def _backward_nchw(
     A_h, A_hT, D_h = axis_matrices(H, Sh, x.dtype, x.device)
     A_w, A_wT, D_w = axis_matrices(W, Sw, x.dtype, x.device)
     grad_sizes = torch.zeros(2, dtype=torch.float64, device=x.device)
-    if _height_side_first(H, W, Sh, Sw):
-        # U = A_h^T G, grad_x = U A_w; <G, D_h x A_w^T> = <D_h^T G, x A_w^T>; <G, A_h x D_w^T> = <U D_w, x>
-        U = _mm_scratch("u", A_hT, G)  # (N, C, H, 2S_w)
-        grad_x = torch.matmul(U, A_w) if need_x else x.new_empty(0)
-        if need_size:
-            D_hT = _axis_all(H, Sh, x.dtype, x.device)[3]
-            g_h = _dot(_mm_scratch("v", D_hT, G), _mm_scratch("xw", x, A_wT))
-            g_w = _dot(_mm_scratch("ud", U, D_w), x)
-            grad_sizes = torch.stack([g_h, g_w])
-        return grad_x, grad_sizes
     if id_w:
         T = G
     else:  # (N, C, 2S_h, W); it is grad_x itself when id_h
@@ -408,14 +456,17 @@ against ``MaxPool2d(2)`` (2 threads, r = 0.5 / (0.66, 0.44)), NCHW -> channels_l
 
 def use_channels_last(x: Tensor, sizes: Sequence[int]) -> bool:
     """The layout the PyTorch path runs in: channels_last for a channels_last input (no transposes),
-    and for any input on small maps (:data:`SMALL_MAP_PIXELS`: per-plane matmuls there are tiny) or
-    when the query lattice is at least twice the input (upsampling: ``max_pool2d`` keeps its indices
-    several times faster channels_last, which pays for transposing ``x``); else NCHW.
+    and for any input on small maps (:data:`SMALL_MAP_PIXELS`: per-plane matmuls there are tiny), when
+    both axes resample (:func:`interpolates`; on CUDA under deterministic algorithms the channels_last
+    matmuls, so the layout does not depend on that setting) or when the query lattice is at least
+    twice the input (upsampling: ``max_pool2d`` keeps its indices several times faster channels_last,
+    which pays for transposing ``x``); else NCHW.
     The two layouts sum in different orders, so an NCHW and a channels_last input agree to float
     rounding, not bit for bit (the fused kernel is bit-identical across layouts)."""
     if is_channels_last(x) or x.shape[2] * x.shape[3] <= SMALL_MAP_PIXELS:
         return True
-    return 4 * int(sizes[0]) * int(sizes[1]) >= 2 * x.shape[2] * x.shape[3]
+    H, W, Sh, Sw = x.shape[2], x.shape[3], int(sizes[0]), int(sizes[1])
+    return (H != 2 * Sh and W != 2 * Sw) or 4 * Sh * Sw >= 2 * H * W
 
 
 def is_channels_last(x: Tensor) -> bool:

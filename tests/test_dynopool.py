@@ -479,6 +479,29 @@ def test_interpolated_lattice_matches_the_matmuls(monkeypatch, fmt, dtype, aggre
     assert torch.equal(gx1, gx) and torch.equal(gs1, gs)
 
 
+@pytest.mark.parametrize("hw", [(8, 8), (32, 32), (6, 10)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_identity_lattice_max_through_channels_last_is_exact(monkeypatch, hw, dtype):
+    """r = 1/2 on an NCHW map: the 2x2 max taken through a channels_last copy (indices, input gradient
+    written by the max-pool backward, size gradients) equals the NCHW max bit for bit."""
+    torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
+    monkeypatch.setattr(torch_path, "SMALL_MAP_PIXELS", 0)
+    torch.manual_seed(12)
+    x = torch.randn(2, 16, *hw, dtype=dtype)
+    sizes = (hw[0] // 2, hw[1] // 2)
+    results = []
+    for channels_last in (True, False):
+        monkeypatch.setattr(torch_path, "IDENTITY_CHANNELS_LAST_MIN_CHANNELS", 16 if channels_last else 17)
+        assert torch_path._pools_channels_last(x.shape, sizes, 0, True) is channels_last
+        out, idx = torch_path.forward2d(x, sizes, 0, need_indices=True)
+        g = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(3))
+        grad_x, grad_sizes = torch_path.backward2d(g, x, idx, 0, True, True)
+        results.append((out.contiguous(), grad_x.contiguous(), grad_sizes))
+        assert grad_x.is_contiguous()
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
 def test_interpolation_is_off_on_cuda_under_deterministic_algorithms():
     """interpolate's bilinear backward has no deterministic CUDA kernel: there the matmuls run."""
     torch_path = importlib.import_module("poolarch.layers._dynopool_torch")

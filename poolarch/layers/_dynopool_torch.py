@@ -303,19 +303,33 @@ def _forward_nchw(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool
         z = _mm_scratch("lattice", z, A_wT)
     if _pools_channels_last(x.shape, (Sh, Sw), mode, need_indices):
         N, C = x.shape[0], x.shape[1]
-        z = _scratch("lattice_cl", (N, 2 * Sh, 2 * Sw, C), z.dtype, z.device).permute(0, 3, 1, 2).copy_(z)
+        z = _copy_to_nhwc(z, _scratch("lattice_cl", (N, 2 * Sh, 2 * Sw, C), z.dtype, z.device)).permute(0, 3, 1, 2)
     return _pool_lattice(z, mode, need_indices)
 
 
 def _pools_channels_last(x_shape: Sequence[int], sizes: Sequence[int], mode: int, need_indices: bool) -> bool:
-    """Whether the NCHW path takes the 2x2 max (with indices) of a resampled lattice channels_last:
-    ``max_pool2d`` keeps its indices several times faster there, which pays for transposing the lattice
-    and, in the backward, the lattice gradient. Measured (2 threads), NCHW -> via channels_last, forward
-    + backward of the max alone: lattice (64, 64, 42, 28) 18.3 -> 14.5 ms, (128, 64, 42, 28) 36.9 ->
-    26.1, (64, 64, 42, 32) 23.6 -> 15.3, (32, 64, 84, 56) 43.7 -> 32.9; but at (64, 64, 32, 32) (r =
-    1/2, where the lattice is the input itself) 16.1 = 16.3, so that case stays NCHW."""
-    H, W = x_shape[2], x_shape[3]
-    return mode == 0 and need_indices and not (H == 2 * int(sizes[0]) and W == 2 * int(sizes[1]))
+    """Whether the NCHW path takes the 2x2 max (with indices) channels_last: ``max_pool2d`` keeps its
+    indices several times faster there, which pays for transposing the lattice and, in the backward,
+    the lattice gradient. Measured (2 threads), NCHW -> via channels_last, forward + backward of the max
+    alone: lattice (64, 64, 42, 28) 18.3 -> 14.5 ms, (128, 64, 42, 28) 36.9 -> 26.1, (64, 64, 42, 32)
+    23.6 -> 15.3, (32, 64, 84, 56) 43.7 -> 32.9. When the lattice is the input itself (r = 1/2 on even
+    maps), only on maps of at most :data:`IDENTITY_CHANNELS_LAST_PIXELS` pixels with at least
+    :data:`IDENTITY_CHANNELS_LAST_MIN_CHANNELS` channels (the transposes then cost less than the max
+    saves): (64, 64, 32, 32) 21.0 -> 17.1, (32, 64, 48, 48) 23.6 -> 15.2, (64, 256, 18, 18) 27.4 -> 20.5,
+    (64, 64, 28, 28) 17.1 -> 14.2; but (16, 64, 64, 64) 17.9 -> 19.2, (8, 256, 64, 64) 42.6 -> 58.6 and
+    (64, 3, 32, 32) 1.1 -> 2.0."""
+    if mode != 0 or not need_indices:
+        return False
+    C, H, W = x_shape[1], x_shape[2], x_shape[3]
+    if H == 2 * int(sizes[0]) and W == 2 * int(sizes[1]):
+        return C >= IDENTITY_CHANNELS_LAST_MIN_CHANNELS and H * W <= IDENTITY_CHANNELS_LAST_PIXELS
+    return True
+
+
+IDENTITY_CHANNELS_LAST_PIXELS = 56 * 56
+"""See :func:`_pools_channels_last`."""
+IDENTITY_CHANNELS_LAST_MIN_CHANNELS = 16
+"""See :func:`_pools_channels_last`."""
 
 
 def _mm_scratch(slot: str, a: Tensor, b: Tensor) -> Tensor:
@@ -347,7 +361,10 @@ def _backward_nchw(
             grad_out.contiguous(memory_format=_CL), like, [2, 2], [2, 2], [0, 0], [1, 1], False,
             indices.contiguous(memory_format=_CL), grad_input=buf
         )
-        G = _scratch("lattice_grad", like.shape, x.dtype, x.device).copy_(G_cl)
+        if id_h and id_w:  # G is grad_x itself: fresh memory
+            G = G_cl.contiguous()
+        else:
+            G = _scratch("lattice_grad", like.shape, x.dtype, x.device).copy_(G_cl)
     else:
         like = x.new_empty((N, C, 2 * Sh, 2 * Sw))  # only its shape is read
         args = (grad_out.contiguous(), like, [2, 2], [2, 2], [0, 0], [1, 1], False, indices.contiguous())

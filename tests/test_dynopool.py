@@ -460,7 +460,7 @@ def test_interpolated_lattice_matches_the_matmuls(monkeypatch, fmt, dtype, aggre
     and in float32 to the rounding of interpolate's float32 source coordinates."""
     torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
     torch.manual_seed(11)
-    x = torch.randn(2, 3, *hw, dtype=dtype).contiguous(memory_format=fmt)
+    x = torch.randn(2, 8, *hw, dtype=dtype).contiguous(memory_format=fmt)
     mode = 0 if aggregation == "max" else 1
     results = []
     for interpolate in (True, False):
@@ -733,17 +733,19 @@ def test_dispatch_rules(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "hw,sizes,expected",
-    [((16, 16), (8, 8), True), ((4, 4), (2, 3), True), ((17, 16), (8, 8), False), ((32, 32), (16, 11), False),
-     ((34, 17), (17, 8), False), ((17, 17), (8, 8), True), ((32, 32), (21, 14), True), ((32, 32), (38, 38), True),
-     ((32, 32), (38, 16), True)],
+    "hw,sizes,channels,expected",
+    [((16, 16), (8, 8), 3, True), ((4, 4), (2, 3), 3, True), ((17, 16), (8, 8), 8, False),
+     ((32, 32), (16, 11), 8, False), ((34, 17), (17, 8), 8, False), ((17, 17), (8, 8), 8, True),
+     ((32, 32), (21, 14), 8, True), ((32, 32), (21, 14), 7, False), ((17, 17), (8, 8), 3, False),
+     ((32, 32), (38, 38), 3, True), ((32, 32), (38, 16), 8, True)],
 )
-def test_torch_path_layout_rule(hw, sizes, expected):
+def test_torch_path_layout_rule(hw, sizes, channels, expected):
     """The PyTorch path runs an NCHW input channels_last on small maps (at most SMALL_MAP_PIXELS
-    pixels), when both axes resample and when upsampling, NCHW otherwise (an identity axis on a larger
-    map); a channels_last input always runs channels_last."""
+    pixels), when both axes resample (with at least RESAMPLE_CHANNELS_LAST_MIN_CHANNELS = 8 channels)
+    and when upsampling, NCHW otherwise (an identity axis, or few channels, on a larger map); a
+    channels_last input always runs channels_last."""
     torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
-    x = torch.randn(2, 3, *hw)
+    x = torch.randn(2, channels, *hw)
     assert torch_path.use_channels_last(x, sizes) is expected
     assert torch_path.use_channels_last(x.contiguous(memory_format=torch.channels_last), sizes)
 

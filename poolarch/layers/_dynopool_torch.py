@@ -157,7 +157,7 @@ def _forward_nhwc(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool
     z = _nhwc_view(x)  # (N, H, W, C)
     dt, dev = x.dtype, x.device
     if W != 2 * Sw and H != 2 * Sh and interpolates(x.device):
-        lattice = _scratch("lattice", (N, 2 * Sh, 2 * Sw, C), dt, dev).permute(0, 3, 1, 2)
+        lattice = _scratch_cl("lattice", (N, C, 2 * Sh, 2 * Sw), dt, dev)
         z = torch.ops.aten.upsample_bilinear2d.out(z.permute(0, 3, 1, 2), [2 * Sh, 2 * Sw], False, out=lattice)
         return _pool_lattice(z, mode, need_indices)
     if W != 2 * Sw:  # the small batched matmuls on the smaller tensor
@@ -201,7 +201,7 @@ def _backward_nhwc(
         if both_identity:
             G = torch.ops.aten.max_pool2d_with_indices_backward(go, like, [2, 2], [2, 2], [0, 0], [1, 1], False, idx)
         else:
-            buf = _scratch("lattice_grad", (N, 2 * Sh, 2 * Sw, C), x.dtype, x.device).permute(0, 3, 1, 2)
+            buf = _scratch_cl("lattice_grad", (N, C, 2 * Sh, 2 * Sw), x.dtype, x.device)
             G = torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
                 go, like, [2, 2], [2, 2], [0, 0], [1, 1], False, idx, grad_input=buf
             )
@@ -277,13 +277,13 @@ def _backward_interpolated(G: Tensor, x: Tensor, need_x: bool, need_size: bool) 
     up_backward = torch.ops.aten.upsample_bilinear2d_backward
     Gc = G.permute(0, 3, 1, 2)  # (N, C, 2S_h, 2S_w), channels_last memory
     T = up_backward.grad_input(
-        Gc, [lat_h, lat_w], [N, C, lat_h, W], False, grad_input=_scratch("t", (N, lat_h, W, C), dt, dev).permute(0, 3, 1, 2)
+        Gc, [lat_h, lat_w], [N, C, lat_h, W], False, grad_input=_scratch_cl("t", (N, C, lat_h, W), dt, dev)
     )
     grad_x = up_backward(T, [lat_h, W], [N, C, H, W], False) if need_x else x.new_empty(0)
     if not need_size:
         return grad_x, torch.zeros(2, dtype=torch.float64, device=dev)
     R = up_backward.grad_input(
-        Gc, [lat_h, lat_w], [N, C, H, lat_w], False, grad_input=_scratch("v", (N, H, lat_w, C), dt, dev).permute(0, 3, 1, 2)
+        Gc, [lat_h, lat_w], [N, C, H, lat_w], False, grad_input=_scratch_cl("v", (N, C, H, lat_w), dt, dev)
     )
     xn = _nhwc_view(x)
     D_h, D_w = (_axis_all(L, S, torch.float64, dev)[2] for L, S in ((H, lat_h // 2), (W, lat_w // 2)))
@@ -321,8 +321,9 @@ def _forward_nchw(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool
         if W != 2 * Sw:
             z = _mm_scratch("lattice", z, A_wT)
     if _pools_channels_last(x.shape, (Sh, Sw), mode, need_indices):
-        N, C = x.shape[0], x.shape[1]
-        z = _copy_to_nhwc(z, _scratch("lattice_cl", (N, 2 * Sh, 2 * Sw, C), z.dtype, z.device)).permute(0, 3, 1, 2)
+        lattice = _scratch_cl("lattice_cl", z.shape, z.dtype, z.device)
+        _copy_to_nhwc(z, lattice.permute(0, 2, 3, 1))
+        z = lattice
     return _pool_lattice(z, mode, need_indices)
 
 
@@ -388,7 +389,7 @@ def _backward_nchw(
         G = grad_out[:, :, :, None, :, None].expand(N, C, Sh, 2, Sw, 2).reshape(N, C, 2 * Sh, 2 * Sw) * 0.25
     elif _pools_channels_last(x.shape, (Sh, Sw), mode, True):  # see _forward_nchw; G back to NCHW
         like = torch.empty((N, C, 2 * Sh, 2 * Sw), dtype=x.dtype, device=x.device, memory_format=_CL)
-        buf = _scratch("lattice_grad_cl", (N, 2 * Sh, 2 * Sw, C), x.dtype, x.device).permute(0, 3, 1, 2)
+        buf = _scratch_cl("lattice_grad_cl", (N, C, 2 * Sh, 2 * Sw), x.dtype, x.device)
         G_cl = torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
             grad_out.contiguous(memory_format=_CL), like, [2, 2], [2, 2], [0, 0], [1, 1], False,
             indices.contiguous(memory_format=_CL), grad_input=buf
@@ -485,6 +486,13 @@ def _scratch(slot: str, shape: Sequence[int], dtype: torch.dtype, device: torch.
     if buf is None or buf.numel() < numel:
         buf = buffers[key] = torch.empty(numel, dtype=dtype)
     return buf[:numel].view(tuple(shape))
+
+
+def _scratch_cl(slot: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """:func:`_scratch` of the NCHW ``shape`` ``(N, C, H, W)`` laid out channels_last (an ``(N, H, W, C)``
+    buffer seen through a permutation)."""
+    N, C, H, W = shape
+    return _scratch(slot, (N, H, W, C), dtype, device).permute(0, 3, 1, 2)
 
 
 def release_scratch() -> None:

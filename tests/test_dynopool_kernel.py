@@ -247,6 +247,7 @@ def _layer_run(x, scale, aggregation, x_grad, alpha_dtype, eager_node, monkeypat
     with monkeypatch.context() as m:
         if not eager_node:
             m.setattr(op_module, "forward_eager", lambda *args: None)
+            m.setattr(op_module, "layer_forward_eager", lambda *args: None)
         layer = DynOPool2d(scale, aggregation=aggregation).to(alpha_dtype)
         xi = x.clone().requires_grad_(x_grad)
         y = layer(xi)
@@ -281,6 +282,64 @@ def test_eager_node_matches_custom_op_bit_for_bit(shape, scale, aggregation, dty
         if a is not None:
             assert a.dtype == b.dtype and a.stride() == b.stride() and torch.equal(a, b), (a, b)
     assert eager[2].abs().sum() > 0
+
+
+@pytest.mark.parametrize("alpha_dtype", [torch.float32, torch.float64])
+def test_layer_forward_matches_the_python_steps_bit_for_bit(alpha_dtype, monkeypatch):
+    """The one-call eager layer (``layer_forward``: sizes, surrogate and the kernel's node in C++) equals
+    the Python steps it replaces -- the tensor formula of ``dynopool_output_size`` (what torch.compile
+    traces), then ``forward_eager`` -- bit for bit: sizes, output, surrogate, and the gradients of x and
+    alpha through both, also at rounding boundaries (size exactly k + 1/2) and where min_size binds."""
+    gen = torch.Generator().manual_seed(1)
+    cases = []
+    for _ in range(120):
+        length = [int(v) for v in torch.randint(1, 64, (2,), generator=gen)]
+        kind = int(torch.randint(0, 3, (1,), generator=gen))
+        if kind == 0:  # on (or one rounding away from) a .5 boundary
+            alpha = [n / (int(torch.randint(0, 80, (1,), generator=gen)) + 0.5) for n in length]
+        elif kind == 1:  # from far below min_size to far above
+            alpha = [10 ** float(torch.empty(1).uniform_(-1.5, 2, generator=gen)) for _ in length]
+        else:
+            alpha = [float(torch.empty(1).uniform_(0.3, 4.0, generator=gen)) for _ in length]
+        cases.append((tuple(length), alpha, [1.5, 1.3, 0.7][kind], kind % 2))
+    binding = 0
+    for length, alpha, min_size, mode in cases:
+        x = torch.randn((2, 3, *length), generator=gen, dtype=torch.float64).float()
+        results = []
+        for one_call in (True, False):
+            a = torch.tensor(alpha, dtype=alpha_dtype, requires_grad=True)
+            xi = x.clone().requires_grad_(True)
+            if one_call:
+                out, surrogate = op_module.layer_forward_eager(xi, a, min_size, mode)
+                sizes = tuple(out.shape[2:])
+            else:
+                with monkeypatch.context() as m:
+                    m.setattr(dyn, "_output_size_eager", lambda *args: None)
+                    surrogate, sizes = dyn.dynopool_output_size(length, a, min_size)
+                out = op_module.forward_eager(xi, surrogate, sizes[0], sizes[1], mode)
+            weight = torch.linspace(-1.0, 2.0, out.numel(), dtype=torch.float64).reshape(out.shape).float()
+            ((out * weight).sum() + (surrogate * torch.tensor([0.3, -1.7], dtype=alpha_dtype)).sum()).backward()
+            results.append((sizes, out.detach(), surrogate.detach(), xi.grad, a.grad))
+        for u, v in zip(*results):
+            assert u == v if isinstance(u, tuple) else (u.dtype == v.dtype and torch.equal(u, v)), (length, alpha)
+        binding += any(n / a <= min_size for n, a in zip(length, alpha))
+    assert binding > 10  # the clamp branch ran
+
+
+@pytest.mark.parametrize(
+    "alpha", [[0.0, 2.0], [2.0, -1.0], [float("nan"), 2.0], [2.0, float("inf")], [1e-30, 2.0], [2.0, 2.0, 2.0]]
+)
+def test_layer_forward_declines_what_the_python_steps_decide(alpha):
+    """Alpha not positive and finite, a size beyond the int range, not two values: the one-call layer
+    returns None (the Python steps then raise their error), and a layer with such an alpha raises it."""
+    x = torch.randn(1, 2, 8, 8)
+    assert op_module.layer_forward_eager(x, torch.tensor(alpha), 1.5, 0) is None
+    if len(alpha) == 2 and not alpha[0] == 1e-30:
+        layer = DynOPool2d()
+        with torch.no_grad():
+            layer.alpha.copy_(torch.tensor(alpha))
+        with pytest.raises(ValueError, match="alpha must be positive and finite"):
+            layer(x)
 
 
 @pytest.mark.parametrize(

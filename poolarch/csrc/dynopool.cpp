@@ -25,6 +25,9 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/add.h>
+#include <ATen/ops/clamp.h>
+#include <ATen/ops/div.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/BFloat16.h>
@@ -1106,6 +1109,65 @@ at::Tensor dynopool2d_eager_cpu(const at::Tensor& x, const at::Tensor& surrogate
   return std::get<0>(dynopool2d_forward(x, out_h, out_w, mode));
 }
 
+// ------------------------------------------------------------------------------------------------
+// Eager layer call (poolarch.layers._dynopool_op.layer_forward_eager)
+// ------------------------------------------------------------------------------------------------
+// DynOPool2d's eager forward in one call: dynopool_output_size (poolarch/layers/dynopool.py) -- the
+// rounded sizes and the straight-through surrogate, built from the same ATen ops, so the same autograd
+// graph and gradients bit for bit -- then the kernel's autograd node. The Python steps cost 0.1-0.3 ms
+// per call (more with the caches cold after a large kernel), as much as the kernel on small maps.
+// Declines (returns two undefined tensors, i.e. None, None) where the Python path must decide: alpha
+// not 2 float32/float64 values in CPU memory (e.g. a torch.func wrapper), not positive and finite (the
+// Python path raises its error), or a size below 1 or beyond the int range.
+template <typename real_t>
+bool rounded_sizes(const at::Tensor& alpha, const int64_t (&length)[2], double min_size, int64_t (&rounded)[2],
+                   double (&continuous)[2], bool& clamped) {
+  const at::Tensor a = alpha.contiguous();
+  const real_t* av = a.const_data_ptr<real_t>();
+  const real_t lower = static_cast<real_t>(min_size);
+  clamped = false;
+  for (int d = 0; d < 2; ++d) {
+    if (!(std::isfinite(av[d]) && av[d] > 0)) return false;
+    // in_size / alpha in real_t (correctly rounded, as the tensor division), clamped, then + 1/2 and floor
+    real_t v = static_cast<real_t>(length[d]) / av[d];
+    clamped = clamped || v <= lower;
+    v = std::max(v, lower);
+    const real_t r = std::floor(v + static_cast<real_t>(0.5));
+    if (!(r >= 1 && r < static_cast<real_t>(1LL << 31))) return false;
+    rounded[d] = static_cast<int64_t>(r);
+    continuous[d] = static_cast<double>(v);
+  }
+  return true;
+}
+
+std::tuple<at::Tensor, at::Tensor> dynopool2d_layer_forward(const at::Tensor& x, const at::Tensor& alpha,
+                                                            double min_size, int64_t mode) {
+  const auto dtype = alpha.scalar_type();
+  if (!alpha.device().is_cpu() || !alpha.has_storage() || alpha.numel() != 2 || x.dim() != 4 ||
+      !(dtype == at::kFloat || dtype == at::kDouble))
+    return {at::Tensor(), at::Tensor()};
+  const int64_t length[2] = {x.size(2), x.size(3)};
+  int64_t rounded[2];
+  double continuous[2];
+  bool clamped = false;
+  const bool ok = dtype == at::kFloat ? rounded_sizes<float>(alpha, length, min_size, rounded, continuous, clamped)
+                                      : rounded_sizes<double>(alpha, length, min_size, rounded, continuous, clamped);
+  if (!ok) return {at::Tensor(), at::Tensor()};
+  const auto opts = alpha.options();
+  at::Tensor in_size = at::empty({2}, opts), shift = at::empty({2}, opts);
+  AT_DISPATCH_FLOATING_TYPES(dtype, "poolarch_dynopool2d_layer_forward", [&] {
+    for (int d = 0; d < 2; ++d) {
+      in_size.mutable_data_ptr<scalar_t>()[d] = static_cast<scalar_t>(length[d]);
+      // rounded - continuous is exact (Sterbenz: rounded is 0 or within a factor 2 of continuous)
+      shift.mutable_data_ptr<scalar_t>()[d] = static_cast<scalar_t>(static_cast<double>(rounded[d]) - continuous[d]);
+    }
+  });
+  at::Tensor value = at::div(in_size, alpha.dim() == 1 ? alpha : alpha.reshape({2}));
+  if (clamped) value = at::clamp(value, min_size);  // its gradient is 1 above the bound: only where it binds
+  at::Tensor surrogate = at::add(value, shift);
+  return {DynOPoolFunction::apply(x, surrogate, rounded[0], rounded[1], mode), surrogate};
+}
+
 }  // namespace
 }  // namespace poolarch_dynopool
 
@@ -1113,6 +1175,7 @@ TORCH_LIBRARY(poolarch_dynopool, m) {
   m.def("forward(Tensor x, int out_h, int out_w, int mode) -> (Tensor, Tensor)");
   m.def("backward(Tensor grad_out, Tensor x, Tensor codes, int mode, bool input_grad, bool size_grad) -> (Tensor, Tensor)");
   m.def("forward_eager(Tensor x, Tensor surrogate, int out_h, int out_w, int mode) -> Tensor");
+  m.def("layer_forward(Tensor x, Tensor alpha, float min_size, int mode) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(poolarch_dynopool, CPU, m) {
@@ -1123,4 +1186,8 @@ TORCH_LIBRARY_IMPL(poolarch_dynopool, CPU, m) {
 
 TORCH_LIBRARY_IMPL(poolarch_dynopool, Autograd, m) {
   m.impl("forward_eager", &poolarch_dynopool::dynopool2d_eager_autograd);
+}
+
+TORCH_LIBRARY_IMPL(poolarch_dynopool, CompositeImplicitAutograd, m) {
+  m.impl("layer_forward", &poolarch_dynopool::dynopool2d_layer_forward);
 }

@@ -19,6 +19,8 @@ attached by :class:`_LatticeGrad`, an identity in the forward pass. That referen
 call the same backend with the op's formula without the op's Python dispatch: the kernel through one
 C++ autograd node, the PyTorch path through one Python autograd function
 (:func:`._dynopool_op.forward_eager`: same results bit for bit, a fraction of the per-call cost).
+Where the kernel runs, the output size and its straight-through surrogate come from the same C++ call
+(:func:`._dynopool_op.layer_forward_eager`).
 
 Scale gradient at kinks (every path): where a lattice point lies exactly on a pixel centre, the slope
 is the mean of the two one-sided slopes (the gradient averaged over an infinitesimal jitter of the
@@ -221,8 +223,22 @@ def dynopool(
     if ndim not in _INTERP_MODE:
         raise ValueError(f"alpha must have 1, 2 or 3 elements (one per spatial axis), got {ndim}")
     _check_input(x, ndim)
-    surrogate, sizes = dynopool_output_size(x.shape[2:], alpha.reshape(-1), min_size)
-    return _dispatch(x, surrogate, sizes, aggregation)
+    return _forward(x, alpha.reshape(-1), aggregation, min_size)[0]
+
+
+def _forward(x: Tensor, alpha: Tensor, aggregation: str, min_size: float) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+    """``(out, surrogate, sizes)`` of DynOPool on a checked ``x`` with ``alpha`` of shape ``(ndim,)``:
+    :func:`dynopool_output_size`, then :func:`_dispatch`; 2-d in eager mode where the kernel runs, both
+    in one C++ call (:func:`._dynopool_op.layer_forward_eager`, same results bit for bit)."""
+    if x.dim() == 4:
+        from . import _dynopool_op  # local import: it imports the extension module
+
+        fused = _dynopool_op.layer_forward_eager(x, alpha, min_size, _MODES[aggregation])
+        if fused is not None:
+            out, surrogate = fused
+            return out, surrogate, (out.shape[2], out.shape[3])
+    surrogate, sizes = dynopool_output_size(x.shape[2:], alpha, min_size)
+    return _dispatch(x, surrogate, sizes, aggregation), surrogate, sizes
 
 
 def _dispatch(x: Tensor, surrogate: Tensor, sizes: Sequence[int], aggregation: str) -> Tensor:
@@ -349,11 +365,11 @@ class _DynOPoolNd(LearnableResize):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_input(x, self.ndim)
-        surrogate, sizes = dynopool_output_size(x.shape[2:], self.alpha, self.min_size)
+        out, surrogate, sizes = _forward(x, self.alpha, self.aggregation, self.min_size)
         self.last_in_size = tuple(x.shape[2:])
         self.last_out_size = sizes
         self.last_size_surrogate = surrogate
-        return _dispatch(x, surrogate, sizes, self.aggregation)
+        return out
 
     def to_static(self) -> "StaticResizePool":
         if self.last_out_size is None:

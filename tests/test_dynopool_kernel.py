@@ -284,12 +284,13 @@ def test_eager_node_matches_custom_op_bit_for_bit(shape, scale, aggregation, dty
     assert eager[2].abs().sum() > 0
 
 
-@pytest.mark.parametrize("alpha_dtype", [torch.float32, torch.float64])
-def test_layer_forward_matches_the_python_steps_bit_for_bit(alpha_dtype, monkeypatch):
-    """The one-call eager layer (``layer_forward``: sizes, surrogate and the kernel's node in C++) equals
-    the Python steps it replaces -- the tensor formula of ``dynopool_output_size`` (what torch.compile
-    traces), then ``forward_eager`` -- bit for bit: sizes, output, surrogate, and the gradients of x and
-    alpha through both, also at rounding boundaries (size exactly k + 1/2) and where min_size binds."""
+@pytest.mark.parametrize("alpha_dtype, create_graph", [(torch.float32, False), (torch.float64, False), (torch.float32, True)])
+def test_layer_forward_matches_the_python_steps_bit_for_bit(alpha_dtype, create_graph, monkeypatch):
+    """The one-call eager layer (``layer_forward``: sizes, the surrogate's node and the kernel's node in
+    C++) equals the Python steps it replaces -- the tensor formula of ``dynopool_output_size`` (what
+    torch.compile traces), then ``forward_eager`` -- bit for bit: sizes, output, surrogate, and the
+    gradients of x and alpha through both (also with ``create_graph``), at rounding boundaries (size
+    exactly k + 1/2) and where min_size binds (also exactly at it: clamp's gradient is 0 there)."""
     gen = torch.Generator().manual_seed(1)
     cases = []
     for _ in range(120):
@@ -302,6 +303,7 @@ def test_layer_forward_matches_the_python_steps_bit_for_bit(alpha_dtype, monkeyp
         else:
             alpha = [float(torch.empty(1).uniform_(0.3, 4.0, generator=gen)) for _ in length]
         cases.append((tuple(length), alpha, [1.5, 1.3, 0.7][kind], kind % 2))
+    cases.append(((16, 19), [16 / 1.5, 19 / 64.5], 1.5, 0))  # 16 / alpha == 1.5 (the bound), 19 / alpha == 64.5
     binding = 0
     for length, alpha, min_size, mode in cases:
         x = torch.randn((2, 3, *length), generator=gen, dtype=torch.float64).float()
@@ -318,8 +320,10 @@ def test_layer_forward_matches_the_python_steps_bit_for_bit(alpha_dtype, monkeyp
                     surrogate, sizes = dyn.dynopool_output_size(length, a, min_size)
                 out = op_module.forward_eager(xi, surrogate, sizes[0], sizes[1], mode)
             weight = torch.linspace(-1.0, 2.0, out.numel(), dtype=torch.float64).reshape(out.shape).float()
-            ((out * weight).sum() + (surrogate * torch.tensor([0.3, -1.7], dtype=alpha_dtype)).sum()).backward()
-            results.append((sizes, out.detach(), surrogate.detach(), xi.grad, a.grad))
+            loss = (out * weight).sum() + (surrogate * torch.tensor([0.3, -1.7], dtype=alpha_dtype)).sum()
+            grads = torch.autograd.grad(loss, (xi, a), create_graph=create_graph)
+            assert grads[1].requires_grad == create_graph
+            results.append((sizes, out.detach(), surrogate.detach(), *(t.detach() for t in grads)))
         for u, v in zip(*results):
             assert u == v if isinstance(u, tuple) else (u.dtype == v.dtype and torch.equal(u, v)), (length, alpha)
         binding += any(n / a <= min_size for n, a in zip(length, alpha))

@@ -25,10 +25,11 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/add.h>
-#include <ATen/ops/clamp.h>
 #include <ATen/ops/div.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/neg.h>
+#include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
@@ -1113,15 +1114,16 @@ at::Tensor dynopool2d_eager_cpu(const at::Tensor& x, const at::Tensor& surrogate
 // Eager layer call (poolarch.layers._dynopool_op.layer_forward_eager)
 // ------------------------------------------------------------------------------------------------
 // DynOPool2d's eager forward in one call: dynopool_output_size (poolarch/layers/dynopool.py) -- the
-// rounded sizes and the straight-through surrogate, built from the same ATen ops, so the same autograd
-// graph and gradients bit for bit -- then the kernel's autograd node. The Python steps cost 0.1-0.3 ms
-// per call (more with the caches cold after a large kernel), as much as the kernel on small maps.
+// rounded sizes and the straight-through surrogate (one node, SizeSurrogateFunction, with the same
+// values and gradients bit for bit) -- then the kernel's autograd node. The Python steps and the
+// surrogate's ATen graph cost 0.1-0.3 ms per forward + backward (more with the caches cold after a
+// large kernel), as much as the kernel on small maps.
 // Declines (returns two undefined tensors, i.e. None, None) where the Python path must decide: alpha
 // not 2 float32/float64 values in CPU memory (e.g. a torch.func wrapper), not positive and finite (the
 // Python path raises its error), or a size below 1 or beyond the int range.
 template <typename real_t>
 bool rounded_sizes(const at::Tensor& alpha, const int64_t (&length)[2], double min_size, int64_t (&rounded)[2],
-                   double (&continuous)[2], bool& clamped) {
+                   bool (&passes)[2], bool& clamped) {
   const at::Tensor a = alpha.contiguous();
   const real_t* av = a.const_data_ptr<real_t>();
   const real_t lower = static_cast<real_t>(min_size);
@@ -1129,16 +1131,70 @@ bool rounded_sizes(const at::Tensor& alpha, const int64_t (&length)[2], double m
   for (int d = 0; d < 2; ++d) {
     if (!(std::isfinite(av[d]) && av[d] > 0)) return false;
     // in_size / alpha in real_t (correctly rounded, as the tensor division), clamped, then + 1/2 and floor
-    real_t v = static_cast<real_t>(length[d]) / av[d];
+    const real_t v = static_cast<real_t>(length[d]) / av[d];
     clamped = clamped || v <= lower;
-    v = std::max(v, lower);
-    const real_t r = std::floor(v + static_cast<real_t>(0.5));
+    passes[d] = v > lower;  // clamp's gradient mask (torch: 0 at the bound itself)
+    const real_t r = std::floor(std::max(v, lower) + static_cast<real_t>(0.5));
     if (!(r >= 1 && r < static_cast<real_t>(1LL << 31))) return false;
     rounded[d] = static_cast<int64_t>(r);
-    continuous[d] = static_cast<double>(v);
   }
   return true;
 }
+
+// The straight-through surrogate of dynopool_output_size as one autograd node instead of the graph
+// in_size / alpha [-> clamp(min = min_size)] + (rounded - continuous) (two or three nodes). Value:
+// exactly the rounded sizes (what that sum evaluates to). Gradient to alpha: that graph's, in alpha's
+// dtype -- clamp's mask (input > min_size, where the clamp is in the graph), then DivBackward0's
+// -g * ((in_size / alpha) / alpha) -- so the same bits. With create_graph the same ATen ops.
+struct SizeSurrogateFunction : public torch::autograd::Function<SizeSurrogateFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& alpha, int64_t length_h,
+                            int64_t length_w, int64_t rounded_h, int64_t rounded_w, bool passes_h, bool passes_w) {
+    ctx->save_for_backward({alpha});
+    ctx->saved_data["length_h"] = length_h;
+    ctx->saved_data["length_w"] = length_w;
+    ctx->saved_data["passes_h"] = passes_h;
+    ctx->saved_data["passes_w"] = passes_w;
+    at::Tensor surrogate = at::empty({2}, alpha.options());
+    AT_DISPATCH_FLOATING_TYPES(alpha.scalar_type(), "poolarch_dynopool_size_surrogate", [&] {
+      surrogate.mutable_data_ptr<scalar_t>()[0] = static_cast<scalar_t>(rounded_h);
+      surrogate.mutable_data_ptr<scalar_t>()[1] = static_cast<scalar_t>(rounded_w);
+    });
+    return surrogate;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    torch::autograd::variable_list result(7);
+    if (!grads[0].defined()) return result;
+    const at::Tensor alpha = ctx->get_saved_variables()[0];
+    const int64_t length[2] = {ctx->saved_data["length_h"].toInt(), ctx->saved_data["length_w"].toInt()};
+    const bool passes[2] = {ctx->saved_data["passes_h"].toBool(), ctx->saved_data["passes_w"].toBool()};
+    const at::Tensor g = grads[0].to(alpha.scalar_type());
+    if (at::GradMode::is_enabled()) {  // create_graph: differentiable ATen ops
+      at::Tensor in_size = at::empty({2}, alpha.options()), mask = at::empty({2}, alpha.options().dtype(at::kBool));
+      AT_DISPATCH_FLOATING_TYPES(alpha.scalar_type(), "poolarch_dynopool_size_surrogate_backward", [&] {
+        for (int d = 0; d < 2; ++d) {
+          in_size.mutable_data_ptr<scalar_t>()[d] = static_cast<scalar_t>(length[d]);
+          mask.mutable_data_ptr<bool>()[d] = passes[d];
+        }
+      });
+      const at::Tensor masked = at::where(mask, g, at::zeros({}, g.options()));
+      result[0] = at::mul(at::neg(masked), at::div(at::div(in_size, alpha), alpha));
+      return result;
+    }
+    const at::Tensor gc = g.contiguous(), ac = alpha.contiguous();
+    at::Tensor grad_alpha = at::empty({2}, alpha.options());
+    AT_DISPATCH_FLOATING_TYPES(alpha.scalar_type(), "poolarch_dynopool_size_surrogate_backward", [&] {
+      for (int d = 0; d < 2; ++d) {
+        const scalar_t a = ac.const_data_ptr<scalar_t>()[d];
+        const scalar_t gd = passes[d] ? gc.const_data_ptr<scalar_t>()[d] : scalar_t(0);
+        grad_alpha.mutable_data_ptr<scalar_t>()[d] = (-gd) * ((static_cast<scalar_t>(length[d]) / a) / a);
+      }
+    });
+    result[0] = grad_alpha;
+    return result;
+  }
+};
 
 std::tuple<at::Tensor, at::Tensor> dynopool2d_layer_forward(const at::Tensor& x, const at::Tensor& alpha,
                                                             double min_size, int64_t mode) {
@@ -1148,23 +1204,14 @@ std::tuple<at::Tensor, at::Tensor> dynopool2d_layer_forward(const at::Tensor& x,
     return {at::Tensor(), at::Tensor()};
   const int64_t length[2] = {x.size(2), x.size(3)};
   int64_t rounded[2];
-  double continuous[2];
-  bool clamped = false;
-  const bool ok = dtype == at::kFloat ? rounded_sizes<float>(alpha, length, min_size, rounded, continuous, clamped)
-                                      : rounded_sizes<double>(alpha, length, min_size, rounded, continuous, clamped);
+  bool passes[2], clamped = false;
+  const bool ok = dtype == at::kFloat ? rounded_sizes<float>(alpha, length, min_size, rounded, passes, clamped)
+                                      : rounded_sizes<double>(alpha, length, min_size, rounded, passes, clamped);
   if (!ok) return {at::Tensor(), at::Tensor()};
-  const auto opts = alpha.options();
-  at::Tensor in_size = at::empty({2}, opts), shift = at::empty({2}, opts);
-  AT_DISPATCH_FLOATING_TYPES(dtype, "poolarch_dynopool2d_layer_forward", [&] {
-    for (int d = 0; d < 2; ++d) {
-      in_size.mutable_data_ptr<scalar_t>()[d] = static_cast<scalar_t>(length[d]);
-      // rounded - continuous is exact (Sterbenz: rounded is 0 or within a factor 2 of continuous)
-      shift.mutable_data_ptr<scalar_t>()[d] = static_cast<scalar_t>(static_cast<double>(rounded[d]) - continuous[d]);
-    }
-  });
-  at::Tensor value = at::div(in_size, alpha.dim() == 1 ? alpha : alpha.reshape({2}));
-  if (clamped) value = at::clamp(value, min_size);  // its gradient is 1 above the bound: only where it binds
-  at::Tensor surrogate = at::add(value, shift);
+  // without the clamp in the graph every gradient passes (then every input is > min_size anyway)
+  at::Tensor surrogate = SizeSurrogateFunction::apply(alpha.dim() == 1 ? alpha : alpha.reshape({2}), length[0],
+                                                      length[1], rounded[0], rounded[1], passes[0] || !clamped,
+                                                      passes[1] || !clamped);
   return {DynOPoolFunction::apply(x, surrogate, rounded[0], rounded[1], mode), surrogate};
 }
 

@@ -193,11 +193,12 @@ def layer_forward_eager(x: Tensor, alpha: Tensor, min_size: float, mode: int) ->
     """``(out, surrogate)`` of a 2-d DynOPool layer in eager mode where the kernel runs for ``x``, from one
     C++ call (``poolarch_dynopool::layer_forward``): the output size and straight-through surrogate of
     :func:`poolarch.layers.dynopool.dynopool_output_size` (the surrogate as one autograd node with the
-    same value and gradients bit for bit) and :func:`forward_eager`. The Python steps and the surrogate's
-    ATen graph it replaces cost 0.1-0.3 ms per forward + backward (more with the caches cold after a
-    large kernel). ``None`` where the caller must run those steps: a tracer
-    is active, the kernel does not run for ``x``, or ``alpha`` is not two positive finite float32/float64
-    values on the CPU (the Python steps raise the error), or a size rounds below 1.
+    same value and gradients bit for bit), then :func:`forward_eager`. Per forward + backward of a
+    layer at (1, 64, 4, 4): 288 -> 210 us (``MaxPool2d(2)``: 76 us).
+
+    ``None`` where the caller must run those steps: a tracer is active, the kernel does not run for
+    ``x``, ``alpha`` is not two positive finite float32/float64 values in CPU memory (the Python steps
+    raise the error), or a size rounds below 1 or beyond the int range.
     """
     if torch.compiler.is_compiling() or torch.jit.is_tracing() or not kernel_usable(x):
         return None

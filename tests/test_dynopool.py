@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from poolarch.layers import DynOPool1d, DynOPool2d, DynOPool3d, StaticResizePool, dynopool, dynopool2d
+from _dynopool_reference import output_size_cases
 
 dyn = importlib.import_module("poolarch.layers.dynopool")
 ext = importlib.import_module("poolarch.layers._dynopool_ext")
@@ -338,17 +339,7 @@ def test_output_size_eager_matches_the_tensor_formula(dtype, monkeypatch):
     that torch.compile traces, bit for bit: sizes, surrogate values and alpha gradients, also at the
     rounding boundaries (size exactly k + 1/2 before rounding) and where min_size binds."""
     gen = torch.Generator().manual_seed(0)
-    cases = []
-    for _ in range(400):
-        length = [int(v) for v in torch.randint(1, 300, (2,), generator=gen)]
-        kind = int(torch.randint(0, 3, (1,), generator=gen))
-        if kind == 0:  # on (or one rounding away from) a .5 boundary
-            alpha = [n / (int(torch.randint(0, 400, (1,), generator=gen)) + 0.5) for n in length]
-        elif kind == 1:  # from far below min_size to far above
-            alpha = [10 ** float(torch.empty(1).uniform_(-3, 3, generator=gen)) for _ in length]
-        else:
-            alpha = [float(torch.empty(1).uniform_(0.3, 4.0, generator=gen)) for _ in length]
-        cases.append((tuple(length), alpha, [1.5, 1.3, 0.7, 2.0][kind]))
+    cases = [(length, alpha, [1.5, 1.3, 0.7][kind]) for length, alpha, kind in output_size_cases(gen, 400, 300, 400, (-3, 3))]
     cases.append(((36, 253), [0.22857142857142856, 168.66666666666666], 1.5))  # 253 / alpha == 1.5 in float32
     binding = 0
     for length, alpha, min_size in cases:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from poolarch.layers import DynOPool2d
-from _dynopool_reference import interpolation_matrix
+from _dynopool_reference import interpolation_matrix, output_size_cases
 
 ext = importlib.import_module("poolarch.layers._dynopool_ext")
 dyn = importlib.import_module("poolarch.layers.dynopool")
@@ -292,17 +292,8 @@ def test_layer_forward_matches_the_python_steps_bit_for_bit(alpha_dtype, create_
     gradients of x and alpha through both (also with ``create_graph``), at rounding boundaries (size
     exactly k + 1/2) and where min_size binds (also exactly at it: clamp's gradient is 0 there)."""
     gen = torch.Generator().manual_seed(1)
-    cases = []
-    for _ in range(120):
-        length = [int(v) for v in torch.randint(1, 64, (2,), generator=gen)]
-        kind = int(torch.randint(0, 3, (1,), generator=gen))
-        if kind == 0:  # on (or one rounding away from) a .5 boundary
-            alpha = [n / (int(torch.randint(0, 80, (1,), generator=gen)) + 0.5) for n in length]
-        elif kind == 1:  # from far below min_size to far above
-            alpha = [10 ** float(torch.empty(1).uniform_(-1.5, 2, generator=gen)) for _ in length]
-        else:
-            alpha = [float(torch.empty(1).uniform_(0.3, 4.0, generator=gen)) for _ in length]
-        cases.append((tuple(length), alpha, [1.5, 1.3, 0.7][kind], kind % 2))
+    cases = [(length, alpha, [1.5, 1.3, 0.7][kind], kind % 2)
+             for length, alpha, kind in output_size_cases(gen, 120, 64, 80, (-1.5, 2.0))]
     cases.append(((16, 19), [16 / 1.5, 19 / 64.5], 1.5, 0))  # 16 / alpha == 1.5 (the bound), 19 / alpha == 64.5
     binding = 0
     for length, alpha, min_size, mode in cases:

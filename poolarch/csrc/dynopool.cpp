@@ -1123,17 +1123,17 @@ at::Tensor dynopool2d_eager_cpu(const at::Tensor& x, const at::Tensor& surrogate
 // Python path raises its error), or a size below 1 or beyond the int range.
 template <typename real_t>
 bool rounded_sizes(const at::Tensor& alpha, const int64_t (&length)[2], double min_size, int64_t (&rounded)[2],
-                   bool (&passes)[2], bool& clamped) {
+                   bool (&passes)[2]) {
   const at::Tensor a = alpha.contiguous();
   const real_t* av = a.const_data_ptr<real_t>();
   const real_t lower = static_cast<real_t>(min_size);
-  clamped = false;
   for (int d = 0; d < 2; ++d) {
     if (!(std::isfinite(av[d]) && av[d] > 0)) return false;
     // in_size / alpha in real_t (correctly rounded, as the tensor division), clamped, then + 1/2 and floor
     const real_t v = static_cast<real_t>(length[d]) / av[d];
-    clamped = clamped || v <= lower;
-    passes[d] = v > lower;  // clamp's gradient mask (torch: 0 at the bound itself)
+    // clamp's gradient mask (torch: 0 at the bound itself); true on every axis where the Python graph
+    // has no clamp (it has one only if some v <= lower)
+    passes[d] = v > lower;
     const real_t r = std::floor(std::max(v, lower) + static_cast<real_t>(0.5));
     if (!(r >= 1 && r < static_cast<real_t>(1LL << 31))) return false;
     rounded[d] = static_cast<int64_t>(r);
@@ -1204,14 +1204,12 @@ std::tuple<at::Tensor, at::Tensor> dynopool2d_layer_forward(const at::Tensor& x,
     return {at::Tensor(), at::Tensor()};
   const int64_t length[2] = {x.size(2), x.size(3)};
   int64_t rounded[2];
-  bool passes[2], clamped = false;
-  const bool ok = dtype == at::kFloat ? rounded_sizes<float>(alpha, length, min_size, rounded, passes, clamped)
-                                      : rounded_sizes<double>(alpha, length, min_size, rounded, passes, clamped);
+  bool passes[2];
+  const bool ok = dtype == at::kFloat ? rounded_sizes<float>(alpha, length, min_size, rounded, passes)
+                                      : rounded_sizes<double>(alpha, length, min_size, rounded, passes);
   if (!ok) return {at::Tensor(), at::Tensor()};
-  // without the clamp in the graph every gradient passes (then every input is > min_size anyway)
   at::Tensor surrogate = SizeSurrogateFunction::apply(alpha.dim() == 1 ? alpha : alpha.reshape({2}), length[0],
-                                                      length[1], rounded[0], rounded[1], passes[0] || !clamped,
-                                                      passes[1] || !clamped);
+                                                      length[1], rounded[0], rounded[1], passes[0], passes[1]);
   return {DynOPoolFunction::apply(x, surrogate, rounded[0], rounded[1], mode), surrogate};
 }
 

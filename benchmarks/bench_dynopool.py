@@ -113,19 +113,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (median); default 7")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--readme", action="store_true", help="rewrite the table in README.md with this run")
+    parser.add_argument("--cases", type=lambda s: [int(i) for i in s.split(",")], default=None,
+                        help="comma-separated indices into CASES (default: all; not with --readme)")
     add_allocator_argument(parser)
     args = parser.parse_args()
+    if args.cases is not None and args.readme:
+        parser.error("--readme needs the full table (drop --cases)")
+    if args.cases is not None and not all(0 <= i < len(CASES) for i in args.cases):
+        parser.error(f"--cases: indices from 0 to {len(CASES) - 1}")
     allocator = apply_allocator(args.allocator)
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 7)
     kernel = _dynopool_ext.extension_available()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats} interleaved repeats, "
           f"fwd+bwd (input + alpha gradients); fused kernel {'built' if kernel else 'NOT available'}; {allocator}")
-    head = f"{'shape (N,C,H,W)':<20}{'r':<11}{'dtype':<7}{'layout':<7}{'max ms':>8}{'fused/max':>11}{'torch/max':>11}"
+    head = f"{'shape (N,C,H,W)':<20}{'r':<11}{'dtype':<10}{'layout':<7}{'max ms':>8}{'fused/max':>11}{'torch/max':>11}"
     print(head)
     print("-" * len(head))
     rows: list[dict[str, str]] = []
-    for shape, scale in CASES:
+    for shape, scale in (CASES if args.cases is None else [CASES[i] for i in args.cases]):
         if args.quick:
             shape = (16,) + shape[1:]
         for dtype in (torch.float32, torch.bfloat16):
@@ -137,7 +143,7 @@ def main() -> None:
                              "layout": "channels_last" if channels_last else "NCHW", "max_ms": f"{t['maxpool']:.1f}",
                              "fused": fused, "torch": f"{t['torch'] / t['maxpool']:.2f}"})
                 print(
-                    f"{str(shape):<20}{r:<11}{str(dtype).replace('torch.', ''):<7}{'cl' if channels_last else 'nchw':<7}"
+                    f"{str(shape):<20}{r:<11}{str(dtype).replace('torch.', ''):<10}{'cl' if channels_last else 'nchw':<7}"
                     f"{t['maxpool']:8.1f}{fused:>11}{t['torch'] / t['maxpool']:11.2f}",
                     flush=True,
                 )

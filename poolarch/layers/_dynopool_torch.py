@@ -151,15 +151,14 @@ def _forward_nhwc(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool
 
     Layout: everything runs channels_last (``(N, H, W, C)`` memory): the interpolations are large
     batched matmuls over ``(H, W*C)`` and ``(W, C)`` matrices, and ``max_pool2d`` keeps its indices
-    several times faster than on NCHW. ``out`` and ``indices`` come back channels_last."""
+    several times faster than on NCHW. ``indices`` come back channels_last, and so does ``out`` except
+    from :func:`_forward_interpolated` (both axes resampled), which returns it in the input's layout."""
     N, C, H, W = x.shape
     Sh, Sw = int(sizes[0]), int(sizes[1])
-    z = _nhwc_view(x)  # (N, H, W, C)
     dt, dev = x.dtype, x.device
     if W != 2 * Sw and H != 2 * Sh and interpolates(x.device):
-        lattice = _scratch_cl("lattice", (N, C, 2 * Sh, 2 * Sw), dt, dev)
-        z = torch.ops.aten.upsample_bilinear2d.out(z.permute(0, 3, 1, 2), [2 * Sh, 2 * Sw], False, out=lattice)
-        return _pool_lattice(z, mode, need_indices)
+        return _forward_interpolated(x, Sh, Sw, mode, need_indices)
+    z = _nhwc_view(x)  # (N, H, W, C)
     if W != 2 * Sw:  # the small batched matmuls on the smaller tensor
         z = _mm_scratch("lattice_w", _axis_all(W, Sw, dt, dev)[0], z.view(N * H, W, C))
     if H != 2 * Sh:
@@ -189,6 +188,8 @@ def _backward_nhwc(
     N, C, H, W = x.shape
     Sh, Sw = grad_out.shape[2], grad_out.shape[3]
     id_h, id_w = H == 2 * Sh, W == 2 * Sw
+    if not (id_h or id_w) and interpolates(x.device):
+        return _backward_interpolated(grad_out.to(x.dtype), x, indices, mode, need_x, need_size)
     go = grad_out.to(x.dtype).contiguous(memory_format=_CL)
     both_identity = id_h and id_w  # then G itself is grad_x and must be fresh memory
     if mode == 1:
@@ -207,8 +208,6 @@ def _backward_nhwc(
             )
         G = G.permute(0, 2, 3, 1)
     dt, dev = x.dtype, x.device
-    if not (id_h or id_w) and interpolates(x.device):
-        return _backward_interpolated(G, x, need_x, need_size)
     A_h, A_hT, D_h, D_hT, _, AD_hT = _axis_all(H, Sh, dt, dev)
     _, A_wT, _, D_wT, AD_wT, _ = _axis_all(W, Sw, dt, dev)
     grad_sizes = torch.zeros(2, dtype=torch.float64, device=dev)
@@ -264,32 +263,110 @@ def interpolates(device: torch.device) -> bool:
     return not (device.type == "cuda" and torch.are_deterministic_algorithms_enabled())
 
 
-def _backward_interpolated(G: Tensor, x: Tensor, need_x: bool, need_size: bool) -> tuple[Tensor, Tensor]:
-    """:func:`_backward_nhwc` when the lattice came from :func:`interpolates` (both axes resampled).
+LATTICE_CHUNK_BYTES = 4 << 20
+"""On the CPU, :func:`_forward_interpolated` and :func:`_backward_interpolated` run a few samples at a
+time so that the query lattice of a chunk (and its gradient, and the interpolation backward's outputs)
+stays in the last-level cache between the passes over it: about this many bytes of lattice per chunk.
+Measured (2 threads, float32, the layer's forward + backward against ``MaxPool2d(2)``, the whole batch
+-> 4 MiB chunks, interleaved in one process, two runs): (64, 64, 32, 32) r = 1.2 (lattice 76 x 76, 2
+samples per chunk) NCHW 5.56 / 5.61x -> 4.46 / 4.67x, channels_last 13.55x -> 11.00x; r = (0.66, 0.44)
+NCHW 2.52 / 2.72x -> 2.12 / 2.41x, channels_last 5.74 / 5.53x -> 4.93 / 4.85x. One sample per chunk
+(2 MiB) was slower than the whole batch, 8 MiB no faster. Other devices run the whole batch at once."""
 
-    ``G`` is the lattice gradient, ``(N, 2S_h, 2S_w, C)`` contiguous. Interpolation backward passes give
-    ``T = G A_w`` and ``R = A_h^T G`` (one axis each, the other of size unchanged: weight 1 on its own
-    pixel) and ``grad_x = A_h^T T``; the size gradients are ``d loss/d s_h = <T, D_h x>`` and
-    ``d loss/d s_w = <R, x D_w^T>`` (:func:`_weighted_gram`), with ``D`` the exact slopes."""
+
+def _batch_step(x: Tensor, lattice_numel_per_sample: int) -> int:
+    """Samples per chunk for :data:`LATTICE_CHUNK_BYTES` (the whole batch off the CPU)."""
+    N = x.shape[0]
+    if x.device.type != "cpu":
+        return max(N, 1)
+    return max(1, min(N, LATTICE_CHUNK_BYTES // max(1, lattice_numel_per_sample * x.element_size())))
+
+
+def _forward_interpolated(x: Tensor, Sh: int, Sw: int, mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:
+    """:func:`_forward_nhwc` when both axes resample (:func:`interpolates`): the lattice is PyTorch's
+    bilinear resize of ``x`` to ``(2 S_h, 2 S_w)`` (channels_last), computed and pooled a chunk of
+    samples at a time (:data:`LATTICE_CHUNK_BYTES`). ``out`` comes back in the input's layout (an NCHW
+    chunk is transposed while it is in cache), ``indices`` channels_last."""
     N, C, H, W = x.shape
-    lat_h, lat_w = G.shape[1], G.shape[2]
+    lat = [2 * Sh, 2 * Sw]
+    cl = is_channels_last(x)
+    out = torch.empty((N, C, Sh, Sw), dtype=x.dtype, device=x.device, memory_format=_CL if cl else torch.contiguous_format)
+    with_indices = mode == 0 and need_indices
+    if with_indices:
+        idx = torch.empty((N, C, Sh, Sw), dtype=torch.int64, device=x.device, memory_format=_CL)
+    else:
+        idx = torch.empty(0, dtype=torch.int64, device=x.device)
+    step = _batch_step(x, C * lat[0] * lat[1])
+    for s in range(0, N, step):
+        e = min(N, s + step)
+        xs = _nhwc_view(x[s:e]).permute(0, 3, 1, 2)
+        z = torch.ops.aten.upsample_bilinear2d.out(
+            xs, lat, False, out=_scratch_cl("lattice", (e - s, C, lat[0], lat[1]), x.dtype, x.device)
+        )
+        pooled = out[s:e] if cl else _scratch_cl("pooled", (e - s, C, Sh, Sw), x.dtype, x.device)
+        if mode == 1:
+            torch.ops.aten.avg_pool2d.out(z, [2, 2], [2, 2], out=pooled)
+        else:
+            ind = idx[s:e] if with_indices else _scratch_cl("indices", (e - s, C, Sh, Sw), torch.int64, x.device)
+            torch.ops.aten.max_pool2d_with_indices.out(z, [2, 2], [2, 2], [0, 0], [1, 1], False, out=pooled, indices=ind)
+        if not cl:  # NCHW output: transposed while the chunk is in cache
+            out[s:e].copy_(pooled)
+    return out, idx
+
+
+def _backward_interpolated(
+    go: Tensor, x: Tensor, indices: Tensor, mode: int, need_x: bool, need_size: bool
+) -> tuple[Tensor, Tensor]:
+    """:func:`_backward_nhwc` when the lattice came from :func:`_forward_interpolated` (both axes
+    resampled); ``go`` and ``indices`` channels_last, a chunk of samples at a time.
+
+    With ``G`` the lattice gradient, interpolation backward passes give ``T = G A_w`` and ``R = A_h^T G``
+    (one axis each, the other of size unchanged: weight 1 on its own pixel) and ``grad_x = A_h^T T``; the
+    size gradients are ``d loss/d s_h = <T, D_h x>`` and ``d loss/d s_w = <R, x D_w^T>``
+    (:func:`_weighted_gram`), with ``D`` the exact slopes."""
+    N, C, H, W = x.shape
+    Sh, Sw = go.shape[2], go.shape[3]
+    lat_h, lat_w = 2 * Sh, 2 * Sw
     dt, dev = x.dtype, x.device
     up_backward = torch.ops.aten.upsample_bilinear2d_backward
-    Gc = G.permute(0, 3, 1, 2)  # (N, C, 2S_h, 2S_w), channels_last memory
-    T = up_backward.grad_input(
-        Gc, [lat_h, lat_w], [N, C, lat_h, W], False, grad_input=_scratch_cl("t", (N, C, lat_h, W), dt, dev)
-    )
-    grad_x = up_backward(T, [lat_h, W], [N, C, H, W], False) if need_x else x.new_empty(0)
-    if not need_size:
-        return grad_x, torch.zeros(2, dtype=torch.float64, device=dev)
-    R = up_backward.grad_input(
-        Gc, [lat_h, lat_w], [N, C, H, lat_w], False, grad_input=_scratch_cl("v", (N, C, H, lat_w), dt, dev)
-    )
-    xn = _nhwc_view(x)
-    D_h, D_w = (_axis_all(L, S, torch.float64, dev)[2] for L, S in ((H, lat_h // 2), (W, lat_w // 2)))
-    g_h = _weighted_gram(T.permute(0, 2, 3, 1).reshape(N, lat_h, W * C), xn.view(N, H, W * C), D_h)
-    g_w = _weighted_gram(R.permute(0, 2, 3, 1).reshape(N * H, lat_w, C), xn.view(N * H, W, C), D_w)
-    return grad_x, torch.stack([g_h, g_w])
+    cl = is_channels_last(x)
+    grad_x = torch.empty_like(x, memory_format=_CL if cl else torch.contiguous_format) if need_x else x.new_empty(0)
+    grad_sizes = torch.zeros(2, dtype=torch.float64, device=dev)
+    if need_size:
+        D_h, D_w = (_axis_all(L, S, torch.float64, dev)[2] for L, S in ((H, Sh), (W, Sw)))
+    step = _batch_step(x, C * lat_h * lat_w)
+    for s in range(0, N, step):
+        e = min(N, s + step)
+        n = e - s
+        go_s = go[s:e]
+        if not go_s.is_contiguous(memory_format=_CL):  # transposed while the chunk is in cache
+            go_s = _scratch_cl("go", (n, C, Sh, Sw), dt, dev).copy_(go_s)
+        if mode == 1:
+            G = go_s[:, :, :, None, :, None].expand(n, C, Sh, 2, Sw, 2).reshape(n, C, lat_h, lat_w)
+            G = G.contiguous(memory_format=_CL).mul_(0.25)
+        else:
+            like = _scratch_cl("lattice", (n, C, lat_h, lat_w), dt, dev)  # only its shape and layout are read
+            G = torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
+                go_s, like, [2, 2], [2, 2], [0, 0], [1, 1], False, indices[s:e],
+                grad_input=_scratch_cl("lattice_grad", (n, C, lat_h, lat_w), dt, dev),
+            )
+        T = up_backward.grad_input(
+            G, [lat_h, lat_w], [n, C, lat_h, W], False, grad_input=_scratch_cl("t", (n, C, lat_h, W), dt, dev)
+        )
+        if need_x:
+            gx = grad_x[s:e] if cl else _scratch_cl("grad_x", (n, C, H, W), dt, dev)
+            up_backward.grad_input(T, [lat_h, W], [n, C, H, W], False, grad_input=gx)
+            if not cl:  # NCHW: transposed while the chunk is in cache
+                grad_x[s:e].copy_(gx)
+        if need_size:
+            R = up_backward.grad_input(
+                G, [lat_h, lat_w], [n, C, H, lat_w], False, grad_input=_scratch_cl("v", (n, C, H, lat_w), dt, dev)
+            )
+            xn = _nhwc_view(x[s:e])
+            g_h = _weighted_gram(T.permute(0, 2, 3, 1).reshape(n, lat_h, W * C), xn.view(n, H, W * C), D_h)
+            g_w = _weighted_gram(R.permute(0, 2, 3, 1).reshape(n * H, lat_w, C), xn.view(n * H, W, C), D_w)
+            grad_sizes += torch.stack([g_h, g_w])
+    return grad_x, grad_sizes
 
 
 def _weighted_gram(P: Tensor, X: Tensor, D: Tensor) -> Tensor:
@@ -565,7 +642,7 @@ def forward2d(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool) ->
     flattened to one dimension (in the layout the 2x2 max ran in: :func:`use_channels_last` and
     :func:`_pools_channels_last`; :func:`backward2d` reads them back), for ``mode == 0`` (max) with
     ``need_indices``, else an empty int64 tensor. ``mode 1``: average. ``out`` comes back in the layout
-    the 2x2 max ran in."""
+    the 2x2 max ran in, or in the input's layout when both axes resample (:func:`_forward_interpolated`)."""
     work = _compute_dtype(x)
     if work != x.dtype:
         out, idx = forward2d(x.to(work), sizes, mode, need_indices)

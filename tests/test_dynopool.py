@@ -528,7 +528,7 @@ def test_identity_lattice_max_through_channels_last_is_exact(monkeypatch, hw, dt
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_weighted_gram_is_the_weighted_dot(dtype):
+def test_row_gram_gives_the_weighted_dot(dtype):
     """The size-gradient sum <P, D X> as a D-weighted Gram matrix of rows, summed in float32 at least."""
     torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
     gen = torch.Generator().manual_seed(5)
@@ -536,8 +536,9 @@ def test_weighted_gram_is_the_weighted_dot(dtype):
     D = torch_path.axis_matrices(4, 5, torch.float64, P.device)[2]
     P, X = P.to(dtype), X.to(dtype)
     expected = (P.double() * torch.matmul(D, X.double())).sum()
-    got = torch_path._weighted_gram(P, X, D)
-    assert got.dtype == torch.float64
+    gram = torch_path._row_gram(P, X)
+    assert gram.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    got = (gram.double() * D).sum()
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(got, expected, rtol=tol, atol=tol * expected.abs().item())
 

@@ -323,7 +323,7 @@ def _backward_interpolated(
     With ``G`` the lattice gradient, interpolation backward passes give ``T = G A_w`` and ``R = A_h^T G``
     (one axis each, the other of size unchanged: weight 1 on its own pixel) and ``grad_x = A_h^T T``; the
     size gradients are ``d loss/d s_h = <T, D_h x>`` and ``d loss/d s_w = <R, x D_w^T>``
-    (:func:`_weighted_gram`), with ``D`` the exact slopes."""
+    (:func:`_row_gram`), with ``D`` the exact slopes."""
     N, C, H, W = x.shape
     Sh, Sw = go.shape[2], go.shape[3]
     lat_h, lat_w = 2 * Sh, 2 * Sw
@@ -331,9 +331,9 @@ def _backward_interpolated(
     up_backward = torch.ops.aten.upsample_bilinear2d_backward
     cl = is_channels_last(x)
     grad_x = torch.empty_like(x, memory_format=_CL if cl else torch.contiguous_format) if need_x else x.new_empty(0)
-    grad_sizes = torch.zeros(2, dtype=torch.float64, device=dev)
-    if need_size:
-        D_h, D_w = (_axis_all(L, S, torch.float64, dev)[2] for L, S in ((H, Sh), (W, Sw)))
+    if need_size:  # sum_b T_b x_b^T and sum_b R_b x_b^T over the chunks, weighted by D once at the end
+        gram_h = torch.zeros((lat_h, H), dtype=torch.float64, device=dev)
+        gram_w = torch.zeros((lat_w, W), dtype=torch.float64, device=dev)
     step = _batch_step(x, C * lat_h * lat_w)
     for s in range(0, N, step):
         e = min(N, s + step)
@@ -363,24 +363,24 @@ def _backward_interpolated(
                 G, [lat_h, lat_w], [n, C, H, lat_w], False, grad_input=_scratch_cl("v", (n, C, H, lat_w), dt, dev)
             )
             xn = _nhwc_view(x[s:e])
-            g_h = _weighted_gram(T.permute(0, 2, 3, 1).reshape(n, lat_h, W * C), xn.view(n, H, W * C), D_h)
-            g_w = _weighted_gram(R.permute(0, 2, 3, 1).reshape(n * H, lat_w, C), xn.view(n * H, W, C), D_w)
-            grad_sizes += torch.stack([g_h, g_w])
-    return grad_x, grad_sizes
+            gram_h += _row_gram(T.permute(0, 2, 3, 1).reshape(n, lat_h, W * C), xn.view(n, H, W * C))
+            gram_w += _row_gram(R.permute(0, 2, 3, 1).reshape(n * H, lat_w, C), xn.view(n * H, W, C))
+    if not need_size:
+        return grad_x, torch.zeros(2, dtype=torch.float64, device=dev)
+    D_h, D_w = (_axis_all(L, S, torch.float64, dev)[2] for L, S in ((H, Sh), (W, Sw)))
+    return grad_x, torch.stack([(gram_h * D_h).sum(), (gram_w * D_w).sum()])
 
 
-def _weighted_gram(P: Tensor, X: Tensor, D: Tensor) -> Tensor:
-    """``<P, D X> = sum_{b,k,r} D[k, r] <P[b, k], X[b, r]>``, a float64 scalar, for ``P (B, K, M)``,
-    ``X (B, R, M)`` and the float64 ``D (K, R)`` (so 16-bit inputs do not round the slopes).
-
-    One batched matmul of row dot products (``(B, K, R)``, summed over ``b``) instead of ``D X`` (the
-    size of ``P``) and a dot product over it; 16-bit inputs (on a GPU) are multiplied in float32, as in
-    :func:`_dot`. Measured at (64, 64, 32, 32), both size gradients: lattice (76, 76) 22.5 -> 19.5 ms,
-    (42, 28) 13.7 -> 11.2 ms."""
+def _row_gram(P: Tensor, X: Tensor) -> Tensor:
+    """``sum_b P[b] X[b]^T``, ``(K, R)``, for ``P (B, K, M)`` and ``X (B, R, M)``: the row dot products
+    ``<P[b, k], X[b, r]>`` summed over ``b``, in float32 at least (16-bit inputs, on a GPU, are multiplied
+    in float32, as in :func:`_dot`). A size gradient ``<P, D X> = sum_{k,r} D[k, r] gram[k, r]`` (``D`` the
+    float64 slopes): one batched matmul instead of ``D X`` (the size of ``P``) and a dot product over it.
+    Measured at (64, 64, 32, 32), both size gradients: lattice (76, 76) 22.5 -> 19.5 ms, (42, 28) 13.7 ->
+    11.2 ms."""
     if P.dtype not in (torch.float32, torch.float64):
         P, X = P.float(), X.float()
-    gram = torch.matmul(P, X.transpose(1, 2)).sum(0)
-    return (gram.double() * D).sum()
+    return torch.matmul(P, X.transpose(1, 2)).sum(0)
 
 
 def _forward_nchw(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:

@@ -474,34 +474,51 @@ def test_interpolated_lattice_matches_the_matmuls(monkeypatch, fmt, dtype, aggre
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("aggregation", ["max", "avg"])
-def test_interpolated_path_in_batch_chunks_equals_one_pass(monkeypatch, grad_fmt, fmt, dtype, aggregation):
-    """The interpolated path (both axes resampled) runs the batch in chunks on the CPU
-    (LATTICE_CHUNK_BYTES): chunks of 1 and 2 of 3 samples (an uneven last chunk) give the output, the
-    indices and the input gradient of one pass bit for bit, in the input's layout, and the size
-    gradients to summation rounding."""
+@pytest.mark.parametrize(
+    "channels,hw,sizes",
+    [(16, (9, 7), (6, 5)), (16, (6, 6), (7, 7)), (16, (18, 18), (9, 9)), (4, (18, 18), (9, 9)), (16, (18, 18), (9, 6)),
+     (16, (18, 18), (6, 9)), (4, (18, 18), (12, 5)), (4, (18, 18), (5, 12)), (16, (8, 6), (4, 3))],
+    ids=["both-resample", "upsample", "identity", "identity-nchw-max", "identity-h", "identity-w", "matmuls-h-first",
+         "matmuls-w-first", "small"],
+)
+def test_batch_chunks_equal_one_pass(monkeypatch, grad_fmt, fmt, dtype, aggregation, channels, hw, sizes):
+    """The NCHW and interpolated formulations run the batch in chunks on the CPU (LATTICE_CHUNK_BYTES):
+    chunks of 1 and 2 of 3 samples (an uneven last chunk) give the output, the indices and the input
+    gradient of one pass bit for bit, and the size gradients to summation rounding."""
     torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
     torch.manual_seed(13)
-    x = torch.randn(3, 8, 9, 7, dtype=dtype).contiguous(memory_format=fmt)
-    sizes, mode = (6, 5), 0 if aggregation == "max" else 1
-    per_sample = 8 * (2 * sizes[0]) * (2 * sizes[1]) * x.element_size()
+    x = torch.randn(3, channels, *hw, dtype=dtype).contiguous(memory_format=fmt)
+    mode = 0 if aggregation == "max" else 1
+    per_sample = channels * max(hw[0] * hw[1], 4 * sizes[0] * sizes[1]) * x.element_size()
     results = []
     for step in (3, 2, 1):
         monkeypatch.setattr(torch_path, "LATTICE_CHUNK_BYTES", step * per_sample + per_sample // 2)
-        assert torch_path._batch_step(x, per_sample // x.element_size()) == step
+        assert torch_path._batch_step(x, sizes) == step
         out, idx = torch_path.forward2d(x, sizes, mode, need_indices=True)
-        assert out.is_contiguous(memory_format=fmt)
         g = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(4)).contiguous(memory_format=grad_fmt)
         grad_x, grad_sizes = torch_path.backward2d(g, x, idx, mode, True, True)
-        assert grad_x.is_contiguous(memory_format=fmt)
         grad_x_only, _ = torch_path.backward2d(g, x, idx, mode, True, False)
         _, sizes_only = torch_path.backward2d(g, x, idx, mode, False, True)
         assert torch.equal(grad_x_only, grad_x) and torch.equal(sizes_only, grad_sizes)
-        results.append((out, idx, grad_x, grad_sizes))
+        results.append((out.contiguous(), idx, grad_x.contiguous(), grad_sizes))
     (out, idx, grad_x, grad_sizes), *chunked = results
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     for out_c, idx_c, grad_x_c, grad_sizes_c in chunked:
         assert torch.equal(out_c, out) and torch.equal(idx_c, idx) and torch.equal(grad_x_c, grad_x)
         torch.testing.assert_close(grad_sizes_c, grad_sizes, rtol=tol, atol=tol * grad_sizes.abs().max().item())
+
+
+def test_batch_chunks_cover_the_formulations(monkeypatch):
+    """The cases of test_batch_chunks_equal_one_pass reach the formulations their names say."""
+    torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
+    x16, x4 = torch.randn(3, 16, 18, 18), torch.randn(3, 4, 18, 18)
+    assert torch_path.use_channels_last(torch.randn(3, 16, 9, 7), (6, 5))  # both-resample, upsample, small
+    assert not torch_path.use_channels_last(x16, (9, 9)) and torch_path._pools_channels_last(x16.shape, (9, 9), 0, True)
+    assert not torch_path.use_channels_last(x4, (9, 9)) and not torch_path._pools_channels_last(x4.shape, (9, 9), 0, True)
+    assert not torch_path.use_channels_last(x16, (9, 6)) and not torch_path.use_channels_last(x16, (6, 9))
+    for sizes in ((12, 5), (5, 12)):
+        assert not torch_path.use_channels_last(x4, sizes)
+    assert torch_path._height_side_first(18, 18, 12, 5) and not torch_path._height_side_first(18, 18, 5, 12)
 
 
 @pytest.mark.parametrize("hw", [(8, 8), (32, 32), (6, 10)])

@@ -264,22 +264,26 @@ def interpolates(device: torch.device) -> bool:
 
 
 LATTICE_CHUNK_BYTES = 4 << 20
-"""On the CPU, :func:`_forward_interpolated` and :func:`_backward_interpolated` run a few samples at a
-time so that the query lattice of a chunk (and its gradient, and the interpolation backward's outputs)
-stays in the last-level cache between the passes over it: about this many bytes of lattice per chunk.
-Measured (2 threads, float32, the layer's forward + backward against ``MaxPool2d(2)``, the whole batch
--> 4 MiB chunks, interleaved in one process, two runs): (64, 64, 32, 32) r = 1.2 (lattice 76 x 76, 2
-samples per chunk) NCHW 5.56 / 5.61x -> 4.46 / 4.67x, channels_last 13.55x -> 11.00x; r = (0.66, 0.44)
-NCHW 2.52 / 2.72x -> 2.12 / 2.41x, channels_last 5.74 / 5.53x -> 4.93 / 4.85x. One sample per chunk
-(2 MiB) was slower than the whole batch, 8 MiB no faster. Other devices run the whole batch at once."""
+"""On the CPU, the NCHW path (:func:`_forward_nchw`, :func:`_backward_nchw`) and the interpolated path
+(:func:`_forward_interpolated`, :func:`_backward_interpolated`) run a few samples at a time, so that a
+chunk's lattice (or input, whichever is larger) and what is made from it stay in the last-level cache
+between the passes over them: about this many bytes per chunk. Layout transposes (an NCHW input pooled
+channels_last) then run per chunk, in cache. Measured (2 threads, float32, forward + backward against
+``MaxPool2d(2)``, interleaved in one process), the whole batch -> 4 MiB chunks, (64, 64, 32, 32): r = 1.2
+(lattice 76 x 76, 2 samples per chunk) NCHW 5.56 / 5.61x -> 4.46 / 4.67x, channels_last 13.55x ->
+11.00x; r = (0.66, 0.44) NCHW 2.52 / 2.72x -> 2.12 / 2.41x, channels_last 5.74 / 5.53x -> 4.93 / 4.85x;
+r = 0.5 NCHW see :func:`_forward_nchw`. One sample per chunk at r = 1.2 (2 MiB)
+was slower than the whole batch, 8 MiB no faster. Other devices run the whole batch at once."""
 
 
-def _batch_step(x: Tensor, lattice_numel_per_sample: int) -> int:
-    """Samples per chunk for :data:`LATTICE_CHUNK_BYTES` (the whole batch off the CPU)."""
-    N = x.shape[0]
+def _batch_step(x: Tensor, sizes: Sequence[int]) -> int:
+    """Samples per chunk for :data:`LATTICE_CHUNK_BYTES` (the whole batch off the CPU), for an input ``x``
+    and output ``sizes``."""
+    N, C, H, W = x.shape
     if x.device.type != "cpu":
         return max(N, 1)
-    return max(1, min(N, LATTICE_CHUNK_BYTES // max(1, lattice_numel_per_sample * x.element_size())))
+    per_sample = C * max(H * W, 4 * int(sizes[0]) * int(sizes[1])) * x.element_size()
+    return max(1, min(N, LATTICE_CHUNK_BYTES // max(1, per_sample)))
 
 
 def _forward_interpolated(x: Tensor, Sh: int, Sw: int, mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:
@@ -296,7 +300,7 @@ def _forward_interpolated(x: Tensor, Sh: int, Sw: int, mode: int, need_indices: 
         idx = torch.empty((N, C, Sh, Sw), dtype=torch.int64, device=x.device, memory_format=_CL)
     else:
         idx = torch.empty(0, dtype=torch.int64, device=x.device)
-    step = _batch_step(x, C * lat[0] * lat[1])
+    step = _batch_step(x, (Sh, Sw))
     for s in range(0, N, step):
         e = min(N, s + step)
         xs = _nhwc_view(x[s:e]).permute(0, 3, 1, 2)
@@ -334,7 +338,7 @@ def _backward_interpolated(
     if need_size:  # sum_b T_b x_b^T and sum_b R_b x_b^T over the chunks, weighted by D once at the end
         gram_h = torch.zeros((lat_h, H), dtype=torch.float64, device=dev)
         gram_w = torch.zeros((lat_w, W), dtype=torch.float64, device=dev)
-    step = _batch_step(x, C * lat_h * lat_w)
+    step = _batch_step(x, (Sh, Sw))
     for s in range(0, N, step):
         e = min(N, s + step)
         n = e - s
@@ -385,7 +389,33 @@ def _row_gram(P: Tensor, X: Tensor) -> Tensor:
 
 def _forward_nchw(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:
     """``(out (N,C,H_out,W_out), indices)``; ``indices`` are ``max_pool2d``'s lattice indices (int64)
-    for ``mode == 0`` (max) with ``need_indices``, else an empty int64 tensor. ``mode 1``: average."""
+    for ``mode == 0`` (max) with ``need_indices``, else an empty int64 tensor. ``mode 1``: average.
+    Where the 2x2 max runs channels_last (:func:`_pools_channels_last`), a chunk of samples at a time
+    (:data:`LATTICE_CHUNK_BYTES`), so the transposes run in cache; ``out`` then comes back NCHW, else in
+    the layout the 2x2 max ran in. Measured (2 threads, float32, forward + backward against
+    ``MaxPool2d(2)``, interleaved in one process), the whole batch -> 4 MiB chunks (16 samples): r = 0.5
+    (64, 64, 32, 32) 1.35 / 1.19x -> 1.22 / 1.03x, (128, 64, 32, 32) 1.26x -> 1.04x. Where the max runs
+    NCHW, chunks did not pay: (16, 64, 64, 64) r = 0.5 1.33x -> 1.46x."""
+    N, C, H, W = x.shape
+    Sh, Sw = int(sizes[0]), int(sizes[1])
+    step = _batch_step(x, (Sh, Sw)) if _pools_channels_last(x.shape, sizes, mode, need_indices) else N
+    if step >= N:
+        return _forward_nchw_chunk(x, sizes, mode, need_indices)
+    out = torch.empty((N, C, Sh, Sw), dtype=x.dtype, device=x.device)
+    idx = torch.empty(0, dtype=torch.int64, device=x.device)
+    if mode == 0 and need_indices:
+        idx = torch.empty((N, C, Sh, Sw), dtype=torch.int64, device=x.device, memory_format=_CL)
+    for s in range(0, N, step):
+        e = min(N, s + step)
+        out_chunk, idx_chunk = _forward_nchw_chunk(x[s:e], sizes, mode, need_indices)
+        out[s:e].copy_(out_chunk)
+        if idx.numel():
+            idx[s:e].copy_(idx_chunk)
+    return out, idx
+
+
+def _forward_nchw_chunk(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:
+    """:func:`_forward_nchw` of one chunk of samples."""
     H, W = x.shape[2], x.shape[3]
     Sh, Sw = int(sizes[0]), int(sizes[1])
     z = x.contiguous()  # the matmuls run fastest on NCHW
@@ -456,53 +486,73 @@ def _backward_nchw(
     grad_out: Tensor, x: Tensor, indices: Tensor, mode: int, need_x: bool, need_size: bool
 ) -> tuple[Tensor, Tensor]:
     """``(grad_x, grad_sizes)``: ``grad_sizes`` is ``d loss / d (continuous output sizes)``, float64 ``(2,)``
-    (zeros unless ``need_size``); ``grad_x`` is an empty tensor unless ``need_x``."""
+    (zeros unless ``need_size``); ``grad_x`` (NCHW) is an empty tensor unless ``need_x``. A chunk of
+    samples at a time, as :func:`_forward_nchw`."""
+    N, C, H, W = x.shape
+    Sh, Sw = grad_out.shape[2], grad_out.shape[3]
+    grad_x = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_x else x.new_empty(0)
+    grad_sizes = torch.zeros(2, dtype=torch.float64, device=x.device)
+    step = _batch_step(x, (Sh, Sw)) if _pools_channels_last(x.shape, (Sh, Sw), mode, True) else N
+    for s in range(0, N, step):
+        e = min(N, s + step)
+        grad_sizes += _backward_nchw_chunk(
+            grad_out[s:e], x[s:e], indices[s:e] if indices.numel() else indices, mode,
+            grad_x[s:e] if need_x else None, need_size,
+        )
+    return grad_x, grad_sizes
+
+
+def _backward_nchw_chunk(
+    grad_out: Tensor, x: Tensor, indices: Tensor, mode: int, grad_x: Tensor | None, need_size: bool
+) -> Tensor:
+    """:func:`_backward_nchw` of one chunk of samples: writes the input gradient into ``grad_x`` (a
+    contiguous NCHW tensor; ``None`` when it is not needed) and returns the size gradients."""
     N, C, H, W = x.shape
     Sh, Sw = grad_out.shape[2], grad_out.shape[3]
     x = x.contiguous()
     id_h, id_w = H == 2 * Sh, W == 2 * Sw
+    need_x = grad_x is not None
     grad_out = grad_out.to(x.dtype)
+    lattice_shape = (N, C, 2 * Sh, 2 * Sw)
+    # where the lattice gradient G is the input gradient itself (both axes identity), it is written there
+    G_dest = grad_x if id_h and id_w and need_x else _scratch("lattice_grad", lattice_shape, x.dtype, x.device)
     if mode == 1:
-        G = grad_out[:, :, :, None, :, None].expand(N, C, Sh, 2, Sw, 2).reshape(N, C, 2 * Sh, 2 * Sw) * 0.25
+        G = torch.mul(grad_out[:, :, :, None, :, None].expand(N, C, Sh, 2, Sw, 2), 0.25,
+                      out=G_dest.view(N, C, Sh, 2, Sw, 2)).view(lattice_shape)
     elif _pools_channels_last(x.shape, (Sh, Sw), mode, True):  # see _forward_nchw; G back to NCHW
-        like = torch.empty((N, C, 2 * Sh, 2 * Sw), dtype=x.dtype, device=x.device, memory_format=_CL)
-        buf = _scratch_cl("lattice_grad_cl", (N, C, 2 * Sh, 2 * Sw), x.dtype, x.device)
+        like = _scratch_cl("lattice_cl", lattice_shape, x.dtype, x.device)  # only its shape and layout are read
         G_cl = torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
             grad_out.contiguous(memory_format=_CL), like, [2, 2], [2, 2], [0, 0], [1, 1], False,
-            indices.contiguous(memory_format=_CL), grad_input=buf
+            indices.contiguous(memory_format=_CL), grad_input=_scratch_cl("lattice_grad_cl", lattice_shape, x.dtype, x.device)
         )
-        if id_h and id_w:  # G is grad_x itself: fresh memory
-            G = G_cl.contiguous()
-        else:
-            G = _scratch("lattice_grad", like.shape, x.dtype, x.device).copy_(G_cl)
+        G = G_dest.copy_(G_cl)
     else:
-        like = x.new_empty((N, C, 2 * Sh, 2 * Sw))  # only its shape is read
-        args = (grad_out.contiguous(), like, [2, 2], [2, 2], [0, 0], [1, 1], False, indices.contiguous())
-        if id_h and id_w:  # G is grad_x itself: fresh memory
-            G = torch.ops.aten.max_pool2d_with_indices_backward(*args)
-        else:
-            buf = _scratch("lattice_grad", like.shape, x.dtype, x.device)
-            G = torch.ops.aten.max_pool2d_with_indices_backward.grad_input(*args, grad_input=buf)
+        like = x.new_empty(lattice_shape)  # only its shape is read
+        G = torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
+            grad_out.contiguous(), like, [2, 2], [2, 2], [0, 0], [1, 1], False, indices.contiguous(), grad_input=G_dest
+        )
     A_h, A_hT, D_h = axis_matrices(H, Sh, x.dtype, x.device)
     A_w, A_wT, D_w = axis_matrices(W, Sw, x.dtype, x.device)
     grad_sizes = torch.zeros(2, dtype=torch.float64, device=x.device)
     if _height_side_first(H, W, Sh, Sw):
         # U = A_h^T G, grad_x = U A_w; <G, D_h x A_w^T> = <D_h^T G, x A_w^T>; <G, A_h x D_w^T> = <U D_w, x>
         U = _mm_scratch("u", A_hT, G)  # (N, C, H, 2S_w)
-        grad_x = torch.matmul(U, A_w) if need_x else x.new_empty(0)
+        if need_x:
+            torch.matmul(U, A_w, out=grad_x)
         if need_size:
             D_hT = _axis_all(H, Sh, x.dtype, x.device)[3]
             g_h = _dot(_mm_scratch("v", D_hT, G), _mm_scratch("xw", x, A_wT))
             g_w = _dot(_mm_scratch("ud", U, D_w), x)
             grad_sizes = torch.stack([g_h, g_w])
-        return grad_x, grad_sizes
+        return grad_sizes
     if id_w:
         T = G
-    else:  # (N, C, 2S_h, W); it is grad_x itself when id_h
-        T = torch.matmul(G, A_w) if id_h else _mm_scratch("t", G, A_w)
-    grad_x = x.new_empty(0)
-    if need_x:
-        grad_x = T if id_h else torch.matmul(A_hT, T)
+    elif id_h:  # (N, C, 2S_h, W) = (N, C, H, W): the input gradient itself
+        T = torch.matmul(G, A_w, out=grad_x if need_x else _scratch("t", x.shape, x.dtype, x.device))
+    else:
+        T = _mm_scratch("t", G, A_w)
+    if need_x and not id_h:
+        torch.matmul(A_hT, T, out=grad_x)
     if need_size:
         # identity axes (L == 2S) use the elementwise slope instead of a D matmul; with A_w = I,
         # <G D_w, A_h x> = <A_h^T G, x D_w^T> = <grad_x, slope_w(x)> (A_h and D_w act on different axes)
@@ -514,7 +564,7 @@ def _backward_nchw(
             xh = x if id_h else _mm_scratch("xh", A_h, x)
             g_w = _dot(_mm_scratch("gd", G, D_w), xh)
         grad_sizes = torch.stack([g_h, g_w])
-    return grad_x, grad_sizes
+    return grad_sizes
 
 
 def _identity_axis_slope(q: Tensor, dim: int, out_size: int) -> Tensor:

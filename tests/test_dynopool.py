@@ -544,20 +544,27 @@ def test_identity_lattice_max_through_channels_last_is_exact(monkeypatch, hw, dt
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_row_gram_gives_the_weighted_dot(dtype):
-    """The size-gradient sum <P, D X> as a D-weighted Gram matrix of rows, summed in float32 at least."""
+@pytest.mark.parametrize("in_len,out_size", [(4, 5), (32, 38), (32, 21), (32, 14), (7, 3), (6, 3), (1, 2), (5, 9)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_band_dot_is_the_weighted_dot(in_len, out_size, dtype):
+    """The size-gradient sum <P, D X> from D's two taps per row (two row gathers and a dot) equals the
+    dense float64 formula, on axes with kinks, clamped points and upsampling; the taps rebuild D."""
     torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
+    D = torch_path.axis_matrices(in_len, out_size, torch.float64, torch.device("cpu"))[2]
+    B, K, M = 3, 2 * out_size, 6
+    p, m, w = torch_path._slope_taps(in_len, out_size, B, dtype, torch.device("cpu"))
+    rebuilt = torch.zeros(K, in_len, dtype=torch.float64)
+    rebuilt[torch.arange(K), p[:K]] += w.double().flatten()
+    rebuilt[torch.arange(K), m[:K]] -= w.double().flatten()
+    torch.testing.assert_close(rebuilt, D, rtol=1e-6 if dtype == torch.float32 else 0, atol=0)
+    assert torch.equal(p.view(B, K) - p[:K], (torch.arange(B) * in_len).view(B, 1).expand(B, K))
     gen = torch.Generator().manual_seed(5)
-    P, X = torch.randn(3, 10, 40, generator=gen), torch.randn(3, 4, 40, generator=gen)
-    D = torch_path.axis_matrices(4, 5, torch.float64, P.device)[2]
-    P, X = P.to(dtype), X.to(dtype)
-    expected = (P.double() * torch.matmul(D, X.double())).sum()
-    gram = torch_path._row_gram(P, X)
-    assert gram.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
-    got = (gram.double() * D).sum()
+    P, X = torch.randn(B, K, M, generator=gen, dtype=torch.float64), torch.randn(B, in_len, M, generator=gen, dtype=torch.float64)
+    expected = (P * torch.matmul(D, X)).sum()
+    got = torch_path._band_dot(P.to(dtype), X.to(dtype).view(B * in_len, M), (p, m, w))
+    assert got.dtype == torch.float64
     tol = 1e-12 if dtype == torch.float64 else 1e-5
-    torch.testing.assert_close(got, expected, rtol=tol, atol=tol * expected.abs().item())
+    torch.testing.assert_close(got, expected, rtol=tol, atol=tol * P.abs().sum().item())
 
 
 def test_interpolation_is_off_on_cuda_under_deterministic_algorithms():

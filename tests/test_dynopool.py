@@ -561,8 +561,8 @@ def test_band_dot_is_the_weighted_dot(in_len, out_size, dtype):
     gen = torch.Generator().manual_seed(5)
     P, X = torch.randn(B, K, M, generator=gen, dtype=torch.float64), torch.randn(B, in_len, M, generator=gen, dtype=torch.float64)
     expected = (P * torch.matmul(D, X)).sum()
-    got = torch_path._band_dot(P.to(dtype), X.to(dtype).view(B * in_len, M), (p, m, w))
-    assert got.dtype == torch.float64
+    bufs = torch.empty(B * K, M, dtype=dtype), torch.empty(B * K, M, dtype=dtype)
+    got = torch_path._band_dot(P.to(dtype), X.to(dtype).view(B * in_len, M), (p, m, w), bufs).double()
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(got, expected, rtol=tol, atol=tol * P.abs().sum().item())
 

@@ -293,36 +293,45 @@ def _forward_interpolated(x: Tensor, Sh: int, Sw: int, mode: int, need_indices: 
     chunk is transposed while it is in cache), ``indices`` channels_last."""
     N, C, H, W = x.shape
     lat = [2 * Sh, 2 * Sw]
+    dt, dev = x.dtype, x.device
     cl = is_channels_last(x)
-    out = torch.empty((N, C, Sh, Sw), dtype=x.dtype, device=x.device, memory_format=_CL if cl else torch.contiguous_format)
+    out = torch.empty((N, C, Sh, Sw), dtype=dt, device=dev, memory_format=_CL if cl else torch.contiguous_format)
     with_indices = mode == 0 and need_indices
     if with_indices:
-        idx = torch.empty((N, C, Sh, Sw), dtype=torch.int64, device=x.device, memory_format=_CL)
+        idx = torch.empty((N, C, Sh, Sw), dtype=torch.int64, device=dev, memory_format=_CL)
     else:
-        idx = torch.empty(0, dtype=torch.int64, device=x.device)
+        idx = torch.empty(0, dtype=torch.int64, device=dev)
     step = _batch_step(x, (Sh, Sw))
+    xn = _nhwc_view(x).permute(0, 3, 1, 2)  # channels_last
+    # the chunk buffers (sliced for a shorter last chunk): the per-chunk work is a few ops, so their
+    # Python cost counts (measured: ~0.1 ms per chunk in the forward, ~0.4 ms in the backward before)
+    lattice_buf = _scratch_cl("lattice", (step, C, lat[0], lat[1]), dt, dev)
+    pooled_buf = None if cl else _scratch_cl("pooled", (step, C, Sh, Sw), dt, dev)
+    ind_buf = None if with_indices or mode == 1 else _scratch_cl("indices", (step, C, Sh, Sw), torch.int64, dev)
     for s in range(0, N, step):
         e = min(N, s + step)
-        xs = _nhwc_view(x[s:e]).permute(0, 3, 1, 2)
-        z = torch.ops.aten.upsample_bilinear2d.out(
-            xs, lat, False, out=_scratch_cl("lattice", (e - s, C, lat[0], lat[1]), x.dtype, x.device)
-        )
-        pooled = out[s:e] if cl else _scratch_cl("pooled", (e - s, C, Sh, Sw), x.dtype, x.device)
+        z = torch.ops.aten.upsample_bilinear2d.out(xn[s:e], lat, False, out=_head(lattice_buf, e - s))
+        pooled = out[s:e] if cl else _head(pooled_buf, e - s)
         if mode == 1:
             torch.ops.aten.avg_pool2d.out(z, [2, 2], [2, 2], out=pooled)
         else:
-            ind = idx[s:e] if with_indices else _scratch_cl("indices", (e - s, C, Sh, Sw), torch.int64, x.device)
+            ind = idx[s:e] if with_indices else _head(ind_buf, e - s)
             torch.ops.aten.max_pool2d_with_indices.out(z, [2, 2], [2, 2], [0, 0], [1, 1], False, out=pooled, indices=ind)
         if not cl:  # NCHW output: transposed while the chunk is in cache
             out[s:e].copy_(pooled)
     return out, idx
 
 
+def _head(buf: Tensor, n: int) -> Tensor:
+    """The first ``n`` samples of a chunk buffer (itself when it has ``n``)."""
+    return buf if buf.shape[0] == n else buf[:n]
+
+
 def _backward_interpolated(
     go: Tensor, x: Tensor, indices: Tensor, mode: int, need_x: bool, need_size: bool
 ) -> tuple[Tensor, Tensor]:
     """:func:`_backward_nhwc` when the lattice came from :func:`_forward_interpolated` (both axes
-    resampled); ``go`` and ``indices`` channels_last, a chunk of samples at a time.
+    resampled); ``indices`` channels_last, a chunk of samples at a time.
 
     With ``G`` the lattice gradient, interpolation backward passes give ``T = G A_w`` and ``R = A_h^T G``
     (one axis each, the other of size unchanged: weight 1 on its own pixel) and ``grad_x = A_h^T T``; the
@@ -335,43 +344,47 @@ def _backward_interpolated(
     up_backward = torch.ops.aten.upsample_bilinear2d_backward
     cl = is_channels_last(x)
     grad_x = torch.empty_like(x, memory_format=_CL if cl else torch.contiguous_format) if need_x else x.new_empty(0)
-    grad_sizes = torch.zeros(2, dtype=torch.float64, device=dev)
     step = _batch_step(x, (Sh, Sw))
+    go_cl = go.is_contiguous(memory_format=_CL)
+    go_buf = None if go_cl else _scratch_cl("go", (step, C, Sh, Sw), dt, dev)
+    lattice_grad_buf = _scratch_cl("lattice_grad", (step, C, lat_h, lat_w), dt, dev)
+    like_buf = _scratch_cl("lattice", (step, C, lat_h, lat_w), dt, dev)  # only its shape and layout are read
+    t_buf = _scratch_cl("t", (step, C, lat_h, W), dt, dev)
+    gx_buf = None if cl or not need_x else _scratch_cl("grad_x", (step, C, H, W), dt, dev)
+    dots: list[Tensor] = []
     if need_size:  # D_h along the rows of x (N*H, W*C), D_w along the rows of x (N*H*W, C)
+        xn = _nhwc_view(x)
         taps_h = _slope_taps(H, Sh, step, dt, dev)
         taps_w = _slope_taps(W, Sw, step * H, dt, dev)
+        v_buf = _scratch_cl("v", (step, C, H, lat_w), dt, dev)
+        band_h = _scratch("band_h", (step * lat_h, W * C), dt, dev), _scratch("band_h2", (step * lat_h, W * C), dt, dev)
+        band_w = _scratch("band_w", (step * H * lat_w, C), dt, dev), _scratch("band_w2", (step * H * lat_w, C), dt, dev)
     for s in range(0, N, step):
         e = min(N, s + step)
         n = e - s
-        go_s = go[s:e]
-        if not go_s.is_contiguous(memory_format=_CL):  # transposed while the chunk is in cache
-            go_s = _scratch_cl("go", (n, C, Sh, Sw), dt, dev).copy_(go_s)
+        go_s = go[s:e] if go_cl else _head(go_buf, n).copy_(go[s:e])  # transposed while the chunk is in cache
         if mode == 1:
             G = go_s[:, :, :, None, :, None].expand(n, C, Sh, 2, Sw, 2).reshape(n, C, lat_h, lat_w)
             G = G.contiguous(memory_format=_CL).mul_(0.25)
         else:
-            like = _scratch_cl("lattice", (n, C, lat_h, lat_w), dt, dev)  # only its shape and layout are read
             G = torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
-                go_s, like, [2, 2], [2, 2], [0, 0], [1, 1], False, indices[s:e],
-                grad_input=_scratch_cl("lattice_grad", (n, C, lat_h, lat_w), dt, dev),
+                go_s, _head(like_buf, n), [2, 2], [2, 2], [0, 0], [1, 1], False, indices[s:e],
+                grad_input=_head(lattice_grad_buf, n),
             )
-        T = up_backward.grad_input(
-            G, [lat_h, lat_w], [n, C, lat_h, W], False, grad_input=_scratch_cl("t", (n, C, lat_h, W), dt, dev)
-        )
+        T = up_backward.grad_input(G, [lat_h, lat_w], [n, C, lat_h, W], False, grad_input=_head(t_buf, n))
         if need_x:
-            gx = grad_x[s:e] if cl else _scratch_cl("grad_x", (n, C, H, W), dt, dev)
+            gx = grad_x[s:e] if cl else _head(gx_buf, n)
             up_backward.grad_input(T, [lat_h, W], [n, C, H, W], False, grad_input=gx)
             if not cl:  # NCHW: transposed while the chunk is in cache
                 grad_x[s:e].copy_(gx)
         if need_size:
-            R = up_backward.grad_input(
-                G, [lat_h, lat_w], [n, C, H, lat_w], False, grad_input=_scratch_cl("v", (n, C, H, lat_w), dt, dev)
-            )
-            xn = _nhwc_view(x[s:e])
-            g_h = _band_dot(T.permute(0, 2, 3, 1).reshape(n, lat_h, W * C), xn.view(n * H, W * C), taps_h)
-            g_w = _band_dot(R.permute(0, 2, 3, 1).reshape(n * H, lat_w, C), xn.view(n * H * W, C), taps_w)
-            grad_sizes += torch.stack([g_h, g_w])
-    return grad_x, grad_sizes
+            R = up_backward.grad_input(G, [lat_h, lat_w], [n, C, H, lat_w], False, grad_input=_head(v_buf, n))
+            xs = xn[s:e]
+            dots.append(_band_dot(T.permute(0, 2, 3, 1).reshape(n, lat_h, W * C), xs.reshape(n * H, W * C), taps_h, band_h))
+            dots.append(_band_dot(R.permute(0, 2, 3, 1).reshape(n * H, lat_w, C), xs.reshape(n * H * W, C), taps_w, band_w))
+    if not need_size:
+        return grad_x, torch.zeros(2, dtype=torch.float64, device=dev)
+    return grad_x, torch.stack(dots).double().view(-1, 2).sum(0)
 
 
 def _slope_taps(in_len: int, out_size: int, batch: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -397,17 +410,21 @@ def _slope_taps(in_len: int, out_size: int, batch: int, dtype: torch.dtype, devi
     return hit
 
 
-def _band_dot(P: Tensor, X_rows: Tensor, taps: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-    """``<P, D X> = sum_{b,k} w_k <P[b, k], X[b, p_k] - X[b, m_k]>``, a float64 scalar, for ``P (B, K, M)``
-    (scaled by ``w`` in place), the rows of ``X (B, L, M)`` as ``X_rows (B * L, M)`` and ``D``'s
-    :func:`_slope_taps`: two row gathers, a difference and one dot product (``D`` has two taps per row;
-    a dense Gram ``sum_b P_b X_b^T`` does ``L / 2`` times the multiply-adds). Measured per chunk at
-    (2, 64, 32, 32), r = 1.2: 238 -> 147 us (height), 236 -> 157 us (width)."""
+def _band_dot(P: Tensor, X_rows: Tensor, taps: tuple[Tensor, Tensor, Tensor], bufs: tuple[Tensor, Tensor]) -> Tensor:
+    """``<P, D X> = sum_{b,k} w_k <P[b, k], X[b, p_k] - X[b, m_k]>``, a 0-d tensor (float32 at least), for
+    ``P (B, K, M)`` (scaled by ``w`` in place), the rows of ``X (B, L, M)`` as ``X_rows (B * L, M)``, ``D``'s
+    :func:`_slope_taps` and two ``(>= B * K, M)`` buffers: two row gathers, a difference and one dot
+    product (``D`` has two taps per row; a dense Gram ``sum_b P_b X_b^T`` does ``L / 2`` times the
+    multiply-adds). Measured per chunk at (2, 64, 32, 32), r = 1.2: 238 -> 147 us (height), 236 -> 157 us
+    (width). 16-bit inputs (on a GPU) are multiplied in float32, as in :func:`_dot`."""
     B, K, M = P.shape
     p, m, w = taps
-    E = torch.index_select(X_rows, 0, p[: B * K], out=_scratch("band_p", (B * K, M), X_rows.dtype, X_rows.device))
-    E.sub_(torch.index_select(X_rows, 0, m[: B * K], out=_scratch("band_m", (B * K, M), X_rows.dtype, X_rows.device)))
-    return _dot(P.mul_(w), E.view(B, K, M))
+    E = torch.index_select(X_rows, 0, p[: B * K], out=_head(bufs[0], B * K))
+    E.sub_(torch.index_select(X_rows, 0, m[: B * K], out=_head(bufs[1], B * K)))
+    P = P.mul_(w)
+    if P.dtype not in (torch.float32, torch.float64):
+        P, E = P.float(), E.float()
+    return torch.dot(P.view(-1), E.view(-1))
 
 
 def _forward_nchw(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:

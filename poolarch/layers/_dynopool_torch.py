@@ -316,7 +316,9 @@ def _forward_interpolated(x: Tensor, Sh: int, Sw: int, mode: int, need_indices: 
             torch.ops.aten.avg_pool2d.out(z, [2, 2], [2, 2], out=pooled)
         else:
             ind = idx[s:e] if with_indices else _head(ind_buf, e - s)
-            torch.ops.aten.max_pool2d_with_indices.out(z, [2, 2], [2, 2], [0, 0], [1, 1], False, out=pooled, indices=ind)
+            torch.ops.aten.max_pool2d_with_indices.out(
+                z, [2, 2], [2, 2], [0, 0], [1, 1], False, out=pooled, indices=ind
+            )
         if not cl:  # NCHW output: transposed while the chunk is in cache
             out[s:e].copy_(pooled)
     return out, idx
@@ -380,30 +382,38 @@ def _backward_interpolated(
         if need_size:
             R = up_backward.grad_input(G, [lat_h, lat_w], [n, C, H, lat_w], False, grad_input=_head(v_buf, n))
             xs = xn[s:e]
-            dots.append(_band_dot(T.permute(0, 2, 3, 1).reshape(n, lat_h, W * C), xs.reshape(n * H, W * C), taps_h, band_h))
-            dots.append(_band_dot(R.permute(0, 2, 3, 1).reshape(n * H, lat_w, C), xs.reshape(n * H * W, C), taps_w, band_w))
+            T_rows = T.permute(0, 2, 3, 1).reshape(n, lat_h, W * C)
+            R_rows = R.permute(0, 2, 3, 1).reshape(n * H, lat_w, C)
+            dots.append(_band_dot(T_rows, xs.reshape(n * H, W * C), taps_h, band_h))
+            dots.append(_band_dot(R_rows, xs.reshape(n * H * W, C), taps_w, band_w))
     if not need_size:
         return grad_x, torch.zeros(2, dtype=torch.float64, device=dev)
     return grad_x, torch.stack(dots).double().view(-1, 2).sum(0)
 
 
-def _slope_taps(in_len: int, out_size: int, batch: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+def _slope_taps(
+    in_len: int, out_size: int, batch: int, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
     """The slope matrix ``D`` of an axis (``(K, L)``, ``K = 2 * out_size``) as two taps per row:
     ``D[k] = w_k (e_{p_k} - e_{m_k})`` (``w_k = 0`` where the point is clamped), for :func:`_band_dot`.
     Returns ``(p, m, w)``: ``p`` and ``m`` as row indices into ``batch`` stacked copies of the axis
-    (``p_k + b L``, ``(batch * K,)`` int64, ``b``-major), ``w`` as ``(K, 1)`` in ``dtype``. Cached."""
+    (``p_k + b L``, ``(batch * K,)`` int64, ``b``-major), ``w`` as ``(K, 1)`` in ``dtype`` (float32 for a
+    16-bit ``dtype``). Cached."""
     key = ("taps", in_len, out_size, batch, dtype, str(device))
     hit = _device_cache.get(key)
     if hit is None:
         _, D = _axis_matrices_cpu(in_len, out_size)
         K = D.shape[0]
-        p, m, w = torch.zeros(K, dtype=torch.int64), torch.zeros(K, dtype=torch.int64), torch.zeros(K, dtype=torch.float64)
+        p, m = torch.zeros(K, dtype=torch.int64), torch.zeros(K, dtype=torch.int64)
+        w = torch.zeros(K, dtype=torch.float64)
         for k in range(K):
             taps = D[k].nonzero().flatten().tolist()
             if taps:  # two taps: -w at the lower index, +w at the upper one
                 m[k], p[k], w[k] = taps[0], taps[-1], D[k, taps[-1]]
         offsets = torch.arange(batch, dtype=torch.int64).view(batch, 1) * in_len
-        hit = tuple(t.to(device) for t in ((p + offsets).reshape(-1), (m + offsets).reshape(-1), w.to(dtype).view(K, 1)))
+        w_dtype = torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+        hit = ((p + offsets).reshape(-1), (m + offsets).reshape(-1), w.to(w_dtype).view(K, 1))
+        hit = tuple(t.to(device) for t in hit)
         if len(_device_cache) > 512:
             _device_cache.clear()
         _device_cache[key] = hit
@@ -412,19 +422,19 @@ def _slope_taps(in_len: int, out_size: int, batch: int, dtype: torch.dtype, devi
 
 def _band_dot(P: Tensor, X_rows: Tensor, taps: tuple[Tensor, Tensor, Tensor], bufs: tuple[Tensor, Tensor]) -> Tensor:
     """``<P, D X> = sum_{b,k} w_k <P[b, k], X[b, p_k] - X[b, m_k]>``, a 0-d tensor (float32 at least), for
-    ``P (B, K, M)`` (scaled by ``w`` in place), the rows of ``X (B, L, M)`` as ``X_rows (B * L, M)``, ``D``'s
-    :func:`_slope_taps` and two ``(>= B * K, M)`` buffers: two row gathers, a difference and one dot
-    product (``D`` has two taps per row; a dense Gram ``sum_b P_b X_b^T`` does ``L / 2`` times the
-    multiply-adds). Measured per chunk at (2, 64, 32, 32), r = 1.2: 238 -> 147 us (height), 236 -> 157 us
-    (width). 16-bit inputs (on a GPU) are multiplied in float32, as in :func:`_dot`."""
+    ``P (B, K, M)`` (float32/64: scaled by ``w`` in place), the rows of ``X (B, L, M)`` as
+    ``X_rows (B * L, M)``, ``D``'s :func:`_slope_taps` and two ``(>= B * K, M)`` buffers: two row gathers,
+    a difference and one dot product (``D`` has two taps per row; a dense Gram ``sum_b P_b X_b^T`` does
+    ``L / 2`` times the multiply-adds). Measured per chunk at (2, 64, 32, 32), r = 1.2: 238 -> 147 us
+    (height), 236 -> 157 us (width). 16-bit inputs (on a GPU) are multiplied in float32, as in
+    :func:`_dot`."""
     B, K, M = P.shape
     p, m, w = taps
     E = torch.index_select(X_rows, 0, p[: B * K], out=_head(bufs[0], B * K))
     E.sub_(torch.index_select(X_rows, 0, m[: B * K], out=_head(bufs[1], B * K)))
-    P = P.mul_(w)
     if P.dtype not in (torch.float32, torch.float64):
         P, E = P.float(), E.float()
-    return torch.dot(P.view(-1), E.view(-1))
+    return torch.dot(P.mul_(w).view(-1), E.view(-1))
 
 
 def _forward_nchw(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:
@@ -563,7 +573,8 @@ def _backward_nchw_chunk(
         like = _scratch_cl("lattice_cl", lattice_shape, x.dtype, x.device)  # only its shape and layout are read
         G_cl = torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
             grad_out.contiguous(memory_format=_CL), like, [2, 2], [2, 2], [0, 0], [1, 1], False,
-            indices.contiguous(memory_format=_CL), grad_input=_scratch_cl("lattice_grad_cl", lattice_shape, x.dtype, x.device)
+            indices.contiguous(memory_format=_CL),
+            grad_input=_scratch_cl("lattice_grad_cl", lattice_shape, x.dtype, x.device),
         )
         G = G_dest.copy_(G_cl)
     else:
@@ -731,8 +742,9 @@ def forward2d(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool) ->
     """``(out (N,C,H_out,W_out), indices)``; ``indices`` are ``max_pool2d``'s lattice indices (int64),
     flattened to one dimension (in the layout the 2x2 max ran in: :func:`use_channels_last` and
     :func:`_pools_channels_last`; :func:`backward2d` reads them back), for ``mode == 0`` (max) with
-    ``need_indices``, else an empty int64 tensor. ``mode 1``: average. ``out`` comes back in the layout
-    the 2x2 max ran in, or in the input's layout when both axes resample (:func:`_forward_interpolated`)."""
+    ``need_indices``, else an empty int64 tensor. ``mode 1``: average. ``out`` comes back in the input's
+    layout where the batch ran in chunks or both axes resample (:data:`LATTICE_CHUNK_BYTES`), else in the
+    layout the 2x2 max ran in."""
     work = _compute_dtype(x)
     if work != x.dtype:
         out, idx = forward2d(x.to(work), sizes, mode, need_indices)

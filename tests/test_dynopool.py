@@ -491,6 +491,7 @@ def test_batch_chunks_equal_one_pass(monkeypatch, grad_fmt, fmt, dtype, aggregat
     mode = 0 if aggregation == "max" else 1
     per_sample = channels * max(hw[0] * hw[1], 4 * sizes[0] * sizes[1]) * x.element_size()
     results = []
+    monkeypatch.setattr(torch_path, "_intra_op_threads", lambda: 1)
     for step in (3, 2, 1):
         monkeypatch.setattr(torch_path, "LATTICE_CHUNK_BYTES", step * per_sample + per_sample // 2)
         assert torch_path._batch_step(x, sizes) == step
@@ -506,6 +507,19 @@ def test_batch_chunks_equal_one_pass(monkeypatch, grad_fmt, fmt, dtype, aggregat
     for out_c, idx_c, grad_x_c, grad_sizes_c in chunked:
         assert torch.equal(out_c, out) and torch.equal(idx_c, idx) and torch.equal(grad_x_c, grad_x)
         torch.testing.assert_close(grad_sizes_c, grad_sizes, rtol=tol, atol=tol * grad_sizes.abs().max().item())
+
+
+def test_batch_chunks_are_a_multiple_of_the_threads(monkeypatch):
+    """A chunk holds a multiple of the intra-op thread count, or the whole batch when fewer samples fit
+    LATTICE_CHUNK_BYTES; off the CPU, always the whole batch."""
+    torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
+    x = torch.empty(64, 16, 8, 8)
+    per_sample = 16 * 8 * 8 * 4  # bytes (the lattice of r = 1/2 is the input)
+    monkeypatch.setattr(torch_path, "_intra_op_threads", lambda: 4)
+    for fit, step in ((64, 64), (100, 64), (11, 8), (4, 4), (3, 64), (1, 64)):
+        monkeypatch.setattr(torch_path, "LATTICE_CHUNK_BYTES", fit * per_sample + per_sample // 3)
+        assert torch_path._batch_step(x, (4, 4)) == step
+    assert torch_path._batch_step(torch.empty(64, 16, 8, 8, device="meta"), (4, 4)) == 64
 
 
 def test_batch_chunks_cover_the_formulations(monkeypatch):

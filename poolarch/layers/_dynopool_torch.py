@@ -277,13 +277,22 @@ was slower than the whole batch, 8 MiB no faster. Other devices run the whole ba
 
 
 def _batch_step(x: Tensor, sizes: Sequence[int]) -> int:
-    """Samples per chunk for :data:`LATTICE_CHUNK_BYTES` (the whole batch off the CPU), for an input ``x``
-    and output ``sizes``."""
+    """Samples per chunk for :data:`LATTICE_CHUNK_BYTES`, for an input ``x`` and output ``sizes``: a
+    multiple of the intra-op thread count (the channels_last max-pool backward splits the batch only, so
+    a smaller chunk leaves threads idle), or the whole batch when not even that many samples fit (their
+    lattice does not stay in cache anyway), and the whole batch off the CPU."""
     N, C, H, W = x.shape
     if x.device.type != "cpu":
         return max(N, 1)
     per_sample = C * max(H * W, 4 * int(sizes[0]) * int(sizes[1])) * x.element_size()
-    return max(1, min(N, LATTICE_CHUNK_BYTES // max(1, per_sample)))
+    threads = _intra_op_threads()
+    fit = LATTICE_CHUNK_BYTES // max(1, per_sample)
+    return max(N, 1) if fit < threads else min(N, fit - fit % threads)
+
+
+def _intra_op_threads() -> int:
+    """``torch.get_num_threads()`` (a function of its own so tests can fix it)."""
+    return torch.get_num_threads()
 
 
 def _forward_interpolated(x: Tensor, Sh: int, Sw: int, mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:

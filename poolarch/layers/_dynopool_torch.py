@@ -370,9 +370,12 @@ def _backward_interpolated(
     dots: list[Tensor] = []
     if need_size:  # D_h along the rows of x (N*H, W*C), D_w along the rows of x (N*H*W, C)
         xn = _nhwc_view(x)
+        x_rows_h, x_rows_w = xn.view(N * H, W * C), xn.view(N * H * W, C)
         taps_h = _slope_taps(H, Sh, step, dt, dev)
         taps_w = _slope_taps(W, Sw, step * H, dt, dev)
         v_buf = _scratch_cl("v", (step, C, H, lat_w), dt, dev)
+        t_rows = t_buf.permute(0, 2, 3, 1).view(step, lat_h, W * C)  # T and R as rows (NHWC memory)
+        v_rows = v_buf.permute(0, 2, 3, 1).view(step * H, lat_w, C)
         band_h = _scratch("band_h", (step * lat_h, W * C), dt, dev), _scratch("band_h2", (step * lat_h, W * C), dt, dev)
         band_w = _scratch("band_w", (step * H * lat_w, C), dt, dev), _scratch("band_w2", (step * H * lat_w, C), dt, dev)
     for s in range(0, N, step):
@@ -394,12 +397,9 @@ def _backward_interpolated(
             if not cl:  # NCHW: transposed while the chunk is in cache
                 grad_x[s:e].copy_(gx)
         if need_size:
-            R = up_backward.grad_input(G, [lat_h, lat_w], [n, C, H, lat_w], False, grad_input=_head(v_buf, n))
-            xs = xn[s:e]
-            T_rows = T.permute(0, 2, 3, 1).reshape(n, lat_h, W * C)
-            R_rows = R.permute(0, 2, 3, 1).reshape(n * H, lat_w, C)
-            dots.append(_band_dot(T_rows, xs.reshape(n * H, W * C), taps_h, band_h))
-            dots.append(_band_dot(R_rows, xs.reshape(n * H * W, C), taps_w, band_w))
+            up_backward.grad_input(G, [lat_h, lat_w], [n, C, H, lat_w], False, grad_input=_head(v_buf, n))
+            dots.append(_band_dot(_head(t_rows, n), x_rows_h[s * H : e * H], taps_h, band_h))
+            dots.append(_band_dot(_head(v_rows, n * H), x_rows_w[s * H * W : e * H * W], taps_w, band_w))
     if not need_size:
         return grad_x, torch.zeros(2, dtype=torch.float64, device=dev)
     return grad_x, torch.stack(dots).double().view(-1, 2).sum(0)
@@ -444,8 +444,8 @@ def _band_dot(P: Tensor, X_rows: Tensor, taps: tuple[Tensor, Tensor, Tensor], bu
     :func:`_dot`."""
     B, K, M = P.shape
     p, m, w = taps
-    E = torch.index_select(X_rows, 0, p[: B * K], out=_head(bufs[0], B * K))
-    E.sub_(torch.index_select(X_rows, 0, m[: B * K], out=_head(bufs[1], B * K)))
+    E = torch.index_select(X_rows, 0, _head(p, B * K), out=_head(bufs[0], B * K))
+    E.sub_(torch.index_select(X_rows, 0, _head(m, B * K), out=_head(bufs[1], B * K)))
     if P.dtype not in (torch.float32, torch.float64):
         P, E = P.float(), E.float()
     return torch.dot(P.mul_(w).view(-1), E.view(-1))

@@ -470,17 +470,21 @@ def test_interpolated_lattice_matches_the_matmuls(monkeypatch, fmt, dtype, aggre
     assert torch.equal(gx1, gx) and torch.equal(gs1, gs)
 
 
-@pytest.mark.parametrize("grad_fmt", [torch.contiguous_format, torch.channels_last], ids=["grad_nchw", "grad_cl"])
-@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("aggregation", ["max", "avg"])
-@pytest.mark.parametrize(
+FORMULATIONS = pytest.mark.parametrize(
     "channels,hw,sizes",
     [(16, (9, 7), (6, 5)), (16, (6, 6), (7, 7)), (16, (18, 18), (9, 9)), (4, (18, 18), (9, 9)), (16, (18, 18), (9, 6)),
      (16, (18, 18), (6, 9)), (4, (18, 18), (12, 5)), (4, (18, 18), (5, 12)), (16, (8, 6), (4, 3))],
     ids=["both-resample", "upsample", "identity", "identity-nchw-max", "identity-h", "identity-w", "matmuls-h-first",
          "matmuls-w-first", "small"],
 )
+"""The PyTorch path's formulations (checked by test_batch_chunks_cover_the_formulations)."""
+
+
+@pytest.mark.parametrize("grad_fmt", [torch.contiguous_format, torch.channels_last], ids=["grad_nchw", "grad_cl"])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("aggregation", ["max", "avg"])
+@FORMULATIONS
 def test_batch_chunks_equal_one_pass(monkeypatch, grad_fmt, fmt, dtype, aggregation, channels, hw, sizes):
     """The NCHW and interpolated formulations run the batch in chunks on the CPU (LATTICE_CHUNK_BYTES):
     chunks of 1 and 2 of 3 samples (an uneven last chunk) give the output, the indices and the input
@@ -507,6 +511,20 @@ def test_batch_chunks_equal_one_pass(monkeypatch, grad_fmt, fmt, dtype, aggregat
     for out_c, idx_c, grad_x_c, grad_sizes_c in chunked:
         assert torch.equal(out_c, out) and torch.equal(idx_c, idx) and torch.equal(grad_x_c, grad_x)
         torch.testing.assert_close(grad_sizes_c, grad_sizes, rtol=tol, atol=tol * grad_sizes.abs().max().item())
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("aggregation", ["max", "avg"])
+@FORMULATIONS
+def test_empty_batch_on_every_formulation(fmt, aggregation, channels, hw, sizes):
+    """An empty batch gives empty outputs and input gradients and zero size gradients."""
+    torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
+    x = torch.randn(0, channels, *hw).contiguous(memory_format=fmt)
+    mode = 0 if aggregation == "max" else 1
+    out, idx = torch_path.forward2d(x, sizes, mode, need_indices=True)
+    grad_x, grad_sizes = torch_path.backward2d(torch.zeros(out.shape), x, idx, mode, True, True)
+    assert out.shape == (0, channels, *sizes) and grad_x.shape == x.shape
+    assert torch.equal(grad_sizes, torch.zeros(2, dtype=torch.float64))
 
 
 def test_batch_chunks_are_a_multiple_of_the_threads(monkeypatch):

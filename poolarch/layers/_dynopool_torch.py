@@ -460,26 +460,24 @@ def _forward_nchw(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool
     ``MaxPool2d(2)``, interleaved in one process), the whole batch -> 4 MiB chunks (16 samples): r = 0.5
     (64, 64, 32, 32) 1.35 / 1.19x -> 1.22 / 1.03x, (128, 64, 32, 32) 1.26x -> 1.04x. Where the max runs
     NCHW, chunks did not pay: (16, 64, 64, 64) r = 0.5 1.33x -> 1.46x."""
-    N, C, H, W = x.shape
+    N, C = x.shape[0], x.shape[1]
     Sh, Sw = int(sizes[0]), int(sizes[1])
     step = _batch_step(x, (Sh, Sw)) if _pools_channels_last(x.shape, sizes, mode, need_indices) else max(N, 1)
     if step >= N:
         return _forward_nchw_chunk(x, sizes, mode, need_indices)
     out = torch.empty((N, C, Sh, Sw), dtype=x.dtype, device=x.device)
-    idx = torch.empty(0, dtype=torch.int64, device=x.device)
-    if mode == 0 and need_indices:
-        idx = torch.empty((N, C, Sh, Sw), dtype=torch.int64, device=x.device, memory_format=_CL)
+    # chunks only where the max keeps its indices channels_last: each chunk writes them in place
+    idx = torch.empty((N, C, Sh, Sw), dtype=torch.int64, device=x.device, memory_format=_CL)
     for s in range(0, N, step):
         e = min(N, s + step)
-        out_chunk, idx_chunk = _forward_nchw_chunk(x[s:e], sizes, mode, need_indices)
-        out[s:e].copy_(out_chunk)
-        if idx.numel():
-            idx[s:e].copy_(idx_chunk)
+        out[s:e].copy_(_forward_nchw_chunk(x[s:e], sizes, mode, need_indices, indices=idx[s:e])[0])
     return out, idx
 
 
-def _forward_nchw_chunk(x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:
-    """:func:`_forward_nchw` of one chunk of samples."""
+def _forward_nchw_chunk(
+    x: Tensor, sizes: Sequence[int], mode: int, need_indices: bool, indices: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """:func:`_forward_nchw` of one chunk of samples (the max's indices written into ``indices`` if given)."""
     H, W = x.shape[2], x.shape[3]
     Sh, Sw = int(sizes[0]), int(sizes[1])
     z = x.contiguous()  # the matmuls run fastest on NCHW
@@ -495,7 +493,7 @@ def _forward_nchw_chunk(x: Tensor, sizes: Sequence[int], mode: int, need_indices
         lattice = _scratch_cl("lattice_cl", z.shape, z.dtype, z.device)
         _copy_to_nhwc(z, lattice.permute(0, 2, 3, 1))
         z = lattice
-    return _pool_lattice(z, mode, need_indices)
+    return _pool_lattice(z, mode, need_indices, indices)
 
 
 def _pools_channels_last(x_shape: Sequence[int], sizes: Sequence[int], mode: int, need_indices: bool) -> bool:
@@ -796,12 +794,18 @@ def backward2d(
     return _backward_nchw(grad_out, x, indices, mode, need_x, need_size)
 
 
-def _pool_lattice(z: Tensor, mode: int, need_indices: bool) -> tuple[Tensor, Tensor]:
+def _pool_lattice(z: Tensor, mode: int, need_indices: bool, indices: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """2x2 aggregation of the (N, C, 2*Sh, 2*Sw) lattice ``z``: ``(out, indices)`` -- mean for
-    ``mode == 1`` (no indices), else max with its int64 indices when ``need_indices``."""
+    ``mode == 1`` (no indices), else max with its int64 indices when ``need_indices``, written into
+    ``indices`` (shape ``(N, C, Sh, Sw)``, in ``z``'s layout) when it is given."""
     empty = torch.empty(0, dtype=torch.int64, device=z.device)
     if mode == 1:
         return F.avg_pool2d(z, 2), empty
+    if need_indices and indices is not None:
+        out = torch.empty_like(indices, dtype=z.dtype)
+        return torch.ops.aten.max_pool2d_with_indices.out(
+            z, [2, 2], [2, 2], [0, 0], [1, 1], False, out=out, indices=indices
+        )
     if need_indices:
         return F.max_pool2d(z, 2, return_indices=True)
     return F.max_pool2d(z, 2), empty

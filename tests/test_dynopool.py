@@ -480,16 +480,23 @@ FORMULATIONS = pytest.mark.parametrize(
 """The PyTorch path's formulations (checked by test_batch_chunks_cover_the_formulations)."""
 
 
+@pytest.mark.parametrize("planes", ["direct", "padded"])
 @pytest.mark.parametrize("grad_fmt", [torch.contiguous_format, torch.channels_last], ids=["grad_nchw", "grad_cl"])
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("aggregation", ["max", "avg"])
 @FORMULATIONS
-def test_batch_chunks_equal_one_pass(monkeypatch, grad_fmt, fmt, dtype, aggregation, channels, hw, sizes):
+def test_batch_chunks_equal_one_pass(monkeypatch, planes, grad_fmt, fmt, dtype, aggregation, channels, hw, sizes):
     """The NCHW and interpolated formulations run the batch in chunks on the CPU (LATTICE_CHUNK_BYTES):
     chunks of 1 and 2 of 3 samples (an uneven last chunk) give the output, the indices and the input
-    gradient of one pass bit for bit, and the size gradients to summation rounding."""
+    gradient of one pass bit for bit, and the size gradients to summation rounding. ``padded``: every
+    NCHW plane counts as aliasing (ALIASING_PLANE_BYTES), so NCHW inputs go to channels_last through
+    padded copies, the interpolated path's a chunk at a time (_x_chunk_buffer)."""
     torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
+    if planes == "padded":
+        monkeypatch.setattr(torch_path, "ALIASING_PLANE_BYTES", 1)
+        x_nchw = torch.empty(3, channels, *hw, dtype=dtype)
+        assert torch_path._pads_planes(x_nchw) and torch_path._x_chunk_buffer(x_nchw, 1) is not None
     torch.manual_seed(13)
     x = torch.randn(3, channels, *hw, dtype=dtype).contiguous(memory_format=fmt)
     mode = 0 if aggregation == "max" else 1

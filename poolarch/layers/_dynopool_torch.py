@@ -275,7 +275,8 @@ LATTICE_CHUNK_BYTES = 4 << 20
 (:func:`_forward_interpolated`, :func:`_backward_interpolated`) run a few samples at a time, so that a
 chunk's lattice (or input, whichever is larger) and what is made from it stay in the last-level cache
 between the passes over them: about this many bytes per chunk. Layout transposes (an NCHW input pooled
-channels_last) then run per chunk, in cache. Measured (2 threads, float32, forward + backward against
+channels_last; on the interpolated path, ``x`` itself when its planes alias, :func:`_x_chunk_buffer`)
+then run per chunk, in cache. Measured (2 threads, float32, forward + backward against
 ``MaxPool2d(2)``, interleaved in one process), the whole batch -> 4 MiB chunks, (64, 64, 32, 32): r = 1.2
 (lattice 76 x 76, 2 samples per chunk) NCHW 5.56 / 5.61x -> 4.46 / 4.67x, channels_last 13.55x ->
 11.00x; r = (0.66, 0.44) NCHW 2.52 / 2.72x -> 2.12 / 2.41x, channels_last 5.74 / 5.53x -> 4.93 / 4.85x;
@@ -357,7 +358,7 @@ def _x_chunk_buffer(x: Tensor, step: int) -> Tensor | None:
     not alias, a direct copy) 1.02-1.06x."""
     if is_channels_last(x) or not _pads_planes(x):
         return None
-    N, C, H, W = x.shape
+    _, C, H, W = x.shape
     return _scratch("x_chunk", (step, H, W, C), x.dtype, x.device)
 
 

@@ -491,12 +491,13 @@ def test_batch_chunks_equal_one_pass(monkeypatch, planes, grad_fmt, fmt, dtype, 
     chunks of 1 and 2 of 3 samples (an uneven last chunk) give the output, the indices and the input
     gradient of one pass bit for bit, and the size gradients to summation rounding. ``padded``: every
     NCHW plane counts as aliasing (ALIASING_PLANE_BYTES), so NCHW inputs go to channels_last through
-    padded copies, the interpolated path's a chunk at a time (_x_chunk_buffer)."""
+    padded copies, the interpolated path's a chunk at a time (_nhwc_chunks)."""
     torch_path = importlib.import_module("poolarch.layers._dynopool_torch")
     if planes == "padded":
         monkeypatch.setattr(torch_path, "ALIASING_PLANE_BYTES", 1)
         x_nchw = torch.empty(3, channels, *hw, dtype=dtype)
-        assert torch_path._pads_planes(x_nchw) and torch_path._x_chunk_buffer(x_nchw, 1) is not None
+        x_cl = x_nchw.contiguous(memory_format=torch.channels_last)
+        assert torch_path._pads_planes(x_nchw) and not torch_path._pads_planes(x_cl)
     torch.manual_seed(13)
     x = torch.randn(3, channels, *hw, dtype=dtype).contiguous(memory_format=fmt)
     mode = 0 if aggregation == "max" else 1

@@ -48,7 +48,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -275,7 +275,7 @@ LATTICE_CHUNK_BYTES = 4 << 20
 (:func:`_forward_interpolated`, :func:`_backward_interpolated`) run a few samples at a time, so that a
 chunk's lattice (or input, whichever is larger) and what is made from it stay in the last-level cache
 between the passes over them: about this many bytes per chunk. Layout transposes (an NCHW input pooled
-channels_last; on the interpolated path, ``x`` itself when its planes alias, :func:`_x_chunk_buffer`)
+channels_last; on the interpolated path, ``x`` itself when its planes alias, :func:`_nhwc_chunks`)
 then run per chunk, in cache. Measured (2 threads, float32, forward + backward against
 ``MaxPool2d(2)``, interleaved in one process), the whole batch -> 4 MiB chunks, (64, 64, 32, 32): r = 1.2
 (lattice 76 x 76, 2 samples per chunk) NCHW 5.56 / 5.61x -> 4.46 / 4.67x, channels_last 13.55x ->
@@ -324,8 +324,7 @@ def _forward_interpolated(x: Tensor, Sh: int, Sw: int, mode: int, need_indices: 
     else:
         idx = torch.empty(0, dtype=torch.int64, device=dev)
     step = _batch_step(x, (Sh, Sw))
-    x_chunk = _x_chunk_buffer(x, step)
-    xn = None if x_chunk is not None else _nhwc_view(x).permute(0, 3, 1, 2)  # channels_last
+    x_chunk = _nhwc_chunks(x, step)
     # the chunk buffers (sliced for a shorter last chunk): the per-chunk work is a few ops, so their
     # Python cost counts (measured: ~0.1 ms per chunk in the forward, ~0.4 ms in the backward before)
     lattice_buf = _scratch_cl("lattice", (step, C, lat[0], lat[1]), dt, dev)
@@ -333,7 +332,7 @@ def _forward_interpolated(x: Tensor, Sh: int, Sw: int, mode: int, need_indices: 
     ind_buf = None if with_indices or mode == 1 else _scratch_cl("indices", (step, C, Sh, Sw), torch.int64, dev)
     for s in range(0, N, step):
         e = min(N, s + step)
-        xs = xn[s:e] if x_chunk is None else _copy_to_nhwc(x[s:e], _head(x_chunk, e - s)).permute(0, 3, 1, 2)
+        xs = x_chunk(s, e).permute(0, 3, 1, 2)  # channels_last
         z = torch.ops.aten.upsample_bilinear2d.out(xs, lat, False, out=_head(lattice_buf, e - s))
         pooled = out[s:e] if cl else _head(pooled_buf, e - s)
         if mode == 1:
@@ -348,18 +347,21 @@ def _forward_interpolated(x: Tensor, Sh: int, Sw: int, mode: int, need_indices: 
     return out, idx
 
 
-def _x_chunk_buffer(x: Tensor, step: int) -> Tensor | None:
-    """An ``(step, H, W, C)`` scratch buffer when the interpolated path transposes an NCHW ``x`` a chunk
-    at a time (its planes alias, :func:`_pads_planes`: the padded copy then stays in cache instead of
-    going through memory twice), else ``None`` (``x`` is channels_last, or is transposed in one copy).
-    Measured (2 threads, float32, forward + backward, interleaved in one process), whole -> per chunk:
-    (64, 64, 32, 32) r = (0.66, 0.44) 0.91-0.97x, r = 1.2 0.97-1.00x; (128, 64, 32, 32) r = (0.66, 0.44)
-    0.92 / 0.98x; (16, 64, 64, 64) r = (0.66, 0.44) 0.93x; but (64, 64, 30, 30) r = 0.7 (planes that do
-    not alias, a direct copy) 1.02-1.06x."""
-    if is_channels_last(x) or not _pads_planes(x):
-        return None
+def _nhwc_chunks(x: Tensor, step: int) -> Callable[[int, int], Tensor]:
+    """``chunk(s, e)``: samples ``s:e`` of ``x`` as a contiguous ``(e - s, H, W, C)`` tensor, for the
+    interpolated path's chunk loops. Channels_last ``x`` and NCHW planes that do not alias: views of
+    one :func:`_nhwc_view`; NCHW planes that alias (:func:`_pads_planes`): a copy per chunk through
+    padded planes, which stays in cache instead of going through memory twice. Measured (2 threads,
+    float32, forward + backward, interleaved in one process), one copy -> per chunk: (64, 64, 32, 32)
+    r = (0.66, 0.44) 0.91-0.97x, r = 1.2 0.97-1.00x; (128, 64, 32, 32) r = (0.66, 0.44) 0.92 / 0.98x;
+    (16, 64, 64, 64) r = (0.66, 0.44) 0.93x; but (64, 64, 30, 30) r = 0.7 (planes that do not alias, a
+    direct copy) 1.02-1.06x."""
+    if not _pads_planes(x):  # also every channels_last x (not contiguous)
+        xn = _nhwc_view(x)
+        return lambda s, e: xn[s:e]
     _, C, H, W = x.shape
-    return _scratch("x_chunk", (step, H, W, C), x.dtype, x.device)
+    buf = _scratch("x_chunk", (step, H, W, C), x.dtype, x.device)
+    return lambda s, e: _copy_to_nhwc(x[s:e], _head(buf, e - s))
 
 
 def _head(buf: Tensor, n: int) -> Tensor:
@@ -393,8 +395,7 @@ def _backward_interpolated(
     gx_buf = None if cl or not need_x else _scratch_cl("grad_x", (step, C, H, W), dt, dev)
     dots: list[Tensor] = []
     if need_size:  # D_h along the rows of x (N*H, W*C), D_w along the rows of x (N*H*W, C)
-        x_chunk = _x_chunk_buffer(x, step)
-        xn = _nhwc_view(x) if x_chunk is None else None
+        x_chunk = _nhwc_chunks(x, step)
         taps_h = _slope_taps(H, Sh, step, dt, dev)
         taps_w = _slope_taps(W, Sw, step * H, dt, dev)
         v_buf = _scratch_cl("v", (step, C, H, lat_w), dt, dev)
@@ -422,7 +423,7 @@ def _backward_interpolated(
                 grad_x[s:e].copy_(gx)
         if need_size:
             up_backward.grad_input(G, [lat_h, lat_w], [n, C, H, lat_w], False, grad_input=_head(v_buf, n))
-            xs = xn[s:e] if x_chunk is None else _copy_to_nhwc(x[s:e], _head(x_chunk, n))
+            xs = x_chunk(s, e)
             dots.append(_band_dot(_head(t_rows, n), xs.view(n * H, W * C), taps_h, band_h))
             dots.append(_band_dot(_head(v_rows, n * H), xs.view(n * H * W, C), taps_w, band_w))
     if not dots:  # no size gradient wanted, or an empty batch

@@ -5,7 +5,10 @@ time(DynOPool) / time(MaxPool2d(2)) on the same input, layout and dtype, for one
 (gradients for the input and, for DynOPool, for alpha); medians of N repeats in which the three
 methods run interleaved, so a shared machine slows them alike. "torch" is the path every device
 without the C++ kernel runs (CUDA; ``POOLARCH_DISABLE_EXT=1`` on CPU). A fused cell marked ``*`` fell
-back to the PyTorch path (the kernel does not support that input).
+back to the PyTorch path (the kernel does not support that input). "resize" is a reference, not a
+pooling layer: PyTorch's own bilinear resize of the input to DynOPool's query lattice
+(``nn.Upsample(size=(2*S_h, 2*S_w), mode="bilinear")``, forward + input gradient), which DynOPool
+computes and then max-pools (and differentiates with respect to the scale too).
 
 ``--allocator retain`` (the default) times every side on warm memory; see ``benchmarks/_allocator.py``.
 
@@ -46,12 +49,18 @@ CASES = [
     ((128, 64, 32, 32), (0.5, 0.5)),  # issue 16: fused channels_last
     ((128, 64, 32, 32), (0.66, 0.44)),  # issue 16: fused channels_last, anisotropic
 ]
-METHODS = ("maxpool", "fused", "torch")
+METHODS = ("maxpool", "fused", "torch", "resize")
 
 
 def make_step(method: str, x: torch.Tensor, scale: tuple[float, float]) -> tuple[Callable[[], None], bool]:
     """``(step, fused_ran)``: a closure running one forward + backward of ``method`` on ``x``."""
-    module = nn.MaxPool2d(2) if method == "maxpool" else DynOPool2d(scale)
+    if method == "maxpool":
+        module: nn.Module = nn.MaxPool2d(2)
+    elif method == "resize":  # to the lattice of DynOPool2d(scale): twice its output size
+        lattice = [2 * s for s in DynOPool2d(scale)(x).shape[2:]]
+        module = nn.Upsample(size=lattice, mode="bilinear", align_corners=False)
+    else:
+        module = DynOPool2d(scale)
     disable = "1" if method == "torch" else "0"
     os.environ["POOLARCH_DISABLE_EXT"] = disable
     y = module(x)
@@ -91,10 +100,11 @@ def run_case(shape, scale, dtype: torch.dtype, channels_last: bool, repeats: int
 def markdown_table(rows: list[dict[str, str]], header: str) -> str:
     """The README block (markers included): ``header``, then one table row per benchmark row."""
     lines = [BEGIN, header, "", "| shape (N,C,H,W) | r | dtype | layout | MaxPool2d ms | fused kernel / MaxPool | "
-             "PyTorch path / MaxPool |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['shape']} | {r['r']} | {r['dtype']} | {r['layout']} | {r['max_ms']} | {r['fused']} | {r['torch']} |"
-              for r in rows]
-    lines += ["", "`*`: the kernel did not run for that input (PyTorch path).", END]
+             "PyTorch path / MaxPool | bilinear resize to the lattice / MaxPool |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['shape']} | {r['r']} | {r['dtype']} | {r['layout']} | {r['max_ms']} | {r['fused']} | {r['torch']} "
+              f"| {r['resize']} |" for r in rows]
+    lines += ["", "`*`: the kernel did not run for that input (PyTorch path). Last column: PyTorch's bilinear resize "
+              "alone (`nn.Upsample` to twice DynOPool's output size, forward + input gradient), for reference.", END]
     return "\n".join(lines)
 
 
@@ -127,7 +137,7 @@ def main() -> None:
     kernel = _dynopool_ext.extension_available()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats} interleaved repeats, "
           f"fwd+bwd (input + alpha gradients); fused kernel {'built' if kernel else 'NOT available'}; {allocator}")
-    head = f"{'shape (N,C,H,W)':<20}{'r':<11}{'dtype':<10}{'layout':<7}{'max ms':>8}{'fused/max':>11}{'torch/max':>11}"
+    head = f"{'shape (N,C,H,W)':<20}{'r':<11}{'dtype':<10}{'layout':<7}{'max ms':>8}{'fused/max':>11}{'torch/max':>11}{'resize/max':>12}"
     print(head)
     print("-" * len(head))
     rows: list[dict[str, str]] = []
@@ -141,14 +151,16 @@ def main() -> None:
                 fused = f"{t['fused'] / t['maxpool']:.2f}" + ("" if fused_ran else "*")
                 rows.append({"shape": str(shape), "r": r, "dtype": str(dtype).replace("torch.", ""),
                              "layout": "channels_last" if channels_last else "NCHW", "max_ms": f"{t['maxpool']:.1f}",
-                             "fused": fused, "torch": f"{t['torch'] / t['maxpool']:.2f}"})
+                             "fused": fused, "torch": f"{t['torch'] / t['maxpool']:.2f}",
+                             "resize": f"{t['resize'] / t['maxpool']:.2f}"})
                 print(
                     f"{str(shape):<20}{r:<11}{str(dtype).replace('torch.', ''):<10}{'cl' if channels_last else 'nchw':<7}"
-                    f"{t['maxpool']:8.1f}{fused:>11}{t['torch'] / t['maxpool']:11.2f}",
+                    f"{t['maxpool']:8.1f}{fused:>11}{t['torch'] / t['maxpool']:11.2f}{t['resize'] / t['maxpool']:12.2f}",
                     flush=True,
                 )
     os.environ.pop("POOLARCH_DISABLE_EXT", None)
-    print("cells: time / time of nn.MaxPool2d(2) on the same input; * = the kernel did not run (PyTorch path)")
+    print("cells: time / time of nn.MaxPool2d(2) on the same input; * = the kernel did not run (PyTorch path); "
+          "resize: nn.Upsample(bilinear) to DynOPool's lattice alone, for reference")
     if args.readme:
         info = machine_info()
         header = (f"`python benchmarks/bench_dynopool.py --threads {args.threads} --repeats {repeats} "

@@ -2,7 +2,7 @@
 
 One table: every case in float32 and bfloat16, NCHW and channels_last. Each cell is
 time(DynOPool) / time(MaxPool2d(2)) on the same input, layout and dtype, for one forward + backward
-(gradients for the input and, for DynOPool, for alpha); medians of N repeats in which the three
+(gradients for the input and, for DynOPool, for alpha); medians of N repeats in which all the
 methods run interleaved, so a shared machine slows them alike. "torch" is the path every device
 without the C++ kernel runs (CUDA; ``POOLARCH_DISABLE_EXT=1`` on CPU). A fused cell marked ``*`` fell
 back to the PyTorch path (the kernel does not support that input). "resize" is a reference, not a

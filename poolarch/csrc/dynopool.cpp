@@ -235,10 +235,16 @@ inline acc_t select(bool s, acc_t a, acc_t b) {
   return std::bit_cast<acc_t>((std::bit_cast<bits_t>(a) & m) | (std::bit_cast<bits_t>(b) & ~m));
 }
 
-inline int8_t select_code(bool s, int8_t a, int8_t b) {
-  const int8_t m = static_cast<int8_t>(-static_cast<int8_t>(s));
-  return static_cast<int8_t>((a & m) | (b & ~m));
+template <typename code_t>
+inline code_t select_code(bool s, code_t a, code_t b) {
+  const code_t m = static_cast<code_t>(-static_cast<code_t>(s));
+  return static_cast<code_t>((a & m) | (b & ~m));
 }
+
+// A winner code as wide as acc_t: the channels_last aggregation keeps its vector loop at acc_t's width
+// (int8 codes made it a 32-lane loop of packs and register spills) and narrows a row at a time.
+template <typename acc_t>
+using wide_code_t = std::conditional_t<sizeof(acc_t) == 4, int32_t, int64_t>;
 
 // ------------------------------------------------------------------------------------------------
 // Forward
@@ -255,20 +261,20 @@ inline void blend_row(const scalar_t* plane, const Axis<acc_t>& th, int64_t k, i
 
 // Aggregate the 4 lattice values of a cell. max: same tie/NaN rule as max_pool2d (a later point
 // wins if strictly greater or NaN), code = 2a + b of the winner; avg: row-major sum / 4.
-template <typename acc_t, int64_t kMode>
-inline void aggregate(acc_t v00, acc_t v01, acc_t v10, acc_t v11, acc_t& out, int8_t& code) {
+template <typename acc_t, int64_t kMode, typename code_t = int8_t>
+inline void aggregate(acc_t v00, acc_t v01, acc_t v10, acc_t v11, acc_t& out, code_t& code) {
   if (kMode == kMax) {
     acc_t best = v00;
-    int8_t c = 0;
+    code_t c = 0;
     bool t = (v01 > best) | (v01 != v01);
     best = select(t, v01, best);
-    c = select_code(t, int8_t(1), c);
+    c = select_code(t, code_t(1), c);
     t = (v10 > best) | (v10 != v10);
     best = select(t, v10, best);
-    c = select_code(t, int8_t(2), c);
+    c = select_code(t, code_t(2), c);
     t = (v11 > best) | (v11 != v11);
     best = select(t, v11, best);
-    c = select_code(t, int8_t(3), c);
+    c = select_code(t, code_t(3), c);
     out = best;
     code = c;
   } else {
@@ -302,7 +308,7 @@ inline void resample_columns(const acc_t* __restrict R, const Axis<acc_t>& tw, i
 // One output row from the two lattice rows La (k = 2i) and Lb (k = 2i+1), both (2*Wo)*Q long.
 template <typename acc_t, int64_t kMode, bool kPlanar>
 inline void aggregate_row(const acc_t* __restrict La, const acc_t* __restrict Lb, int64_t Wo, int64_t Q_dyn,
-                          acc_t* __restrict orow, int8_t* __restrict crow) {
+                          acc_t* __restrict orow, int8_t* __restrict crow, wide_code_t<acc_t>* __restrict wide) {
   int8_t unused = 0;
   if constexpr (kPlanar) {
 #pragma omp simd
@@ -310,31 +316,40 @@ inline void aggregate_row(const acc_t* __restrict La, const acc_t* __restrict Lb
       aggregate<acc_t, kMode>(La[2 * j], La[2 * j + 1], Lb[2 * j], Lb[2 * j + 1], orow[j],
                               kMode == kMax ? crow[j] : unused);
   } else {
+    using code_t = wide_code_t<acc_t>;  // see resample_aggregate_row
+    code_t unused_wide = 0;
     const int64_t Q = Q_dyn;
     for (int64_t j = 0; j < Wo; ++j) {
       const acc_t *A0 = La + (2 * j) * Q, *A1 = La + (2 * j + 1) * Q;
       const acc_t *C0 = Lb + (2 * j) * Q, *C1 = Lb + (2 * j + 1) * Q;
       acc_t* o = orow + j * Q;
-      int8_t* c = kMode == kMax ? crow + j * Q : &unused;
+      code_t* c = kMode == kMax ? wide + j * Q : &unused_wide;
 #pragma omp simd
       for (int64_t q = 0; q < Q; ++q)
-        aggregate<acc_t, kMode>(A0[q], A1[q], C0[q], C1[q], o[q], kMode == kMax ? c[q] : unused);
+        aggregate<acc_t, kMode, code_t>(A0[q], A1[q], C0[q], C1[q], o[q], kMode == kMax ? c[q] : unused_wide);
+    }
+    if constexpr (kMode == kMax) {
+#pragma omp simd
+      for (int64_t e = 0; e < Wo * Q; ++e) crow[e] = static_cast<int8_t>(wide[e]);
     }
   }
 }
 
 // channels_last: horizontal resample and aggregation of one output row in one pass (same arithmetic
-// as resample_columns + aggregate_row), written straight to the output.
+// as resample_columns + aggregate_row), written straight to the output; max: the codes go through
+// `wide` (Wo * Q), then to crow.
 template <typename scalar_t, typename acc_t, int64_t kMode>
 inline void resample_aggregate_row(const acc_t* __restrict Ra, const acc_t* __restrict Rb, const Axis<acc_t>& tw,
-                                   int64_t Wo, int64_t Q, scalar_t* __restrict orow, int8_t* __restrict crow) {
-  int8_t unused = 0;
+                                   int64_t Wo, int64_t Q, scalar_t* __restrict orow, int8_t* __restrict crow,
+                                   wide_code_t<acc_t>* __restrict wide) {
+  using code_t = wide_code_t<acc_t>;
+  code_t unused = 0;
   for (int64_t j = 0; j < Wo; ++j) {
     const int64_t l0 = 2 * j, l1 = 2 * j + 1;
     const acc_t a0 = tw.w0[l0], b0 = tw.w1[l0], a1 = tw.w0[l1], b1 = tw.w1[l1];
     const int64_t A0 = tw.i0[l0] * Q, B0 = tw.i1[l0] * Q, A1 = tw.i0[l1] * Q, B1 = tw.i1[l1] * Q;
     scalar_t* o = orow + j * Q;
-    int8_t* c = kMode == kMax ? crow + j * Q : &unused;
+    code_t* c = kMode == kMax ? wide + j * Q : &unused;
 #pragma omp simd
     for (int64_t q = 0; q < Q; ++q) {
       const acc_t v00 = a0 * Ra[A0 + q] + b0 * Ra[B0 + q];
@@ -342,9 +357,13 @@ inline void resample_aggregate_row(const acc_t* __restrict Ra, const acc_t* __re
       const acc_t v10 = a0 * Rb[A0 + q] + b0 * Rb[B0 + q];
       const acc_t v11 = a1 * Rb[A1 + q] + b1 * Rb[B1 + q];
       acc_t v;
-      aggregate<acc_t, kMode>(v00, v01, v10, v11, v, kMode == kMax ? c[q] : unused);
+      aggregate<acc_t, kMode, code_t>(v00, v01, v10, v11, v, kMode == kMax ? c[q] : unused);
       o[q] = store_value<scalar_t, acc_t>(v);
     }
+  }
+  if constexpr (kMode == kMax) {
+#pragma omp simd
+    for (int64_t e = 0; e < Wo * Q; ++e) crow[e] = static_cast<int8_t>(wide[e]);
   }
 }
 
@@ -370,6 +389,7 @@ void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const
     std::vector<acc_t> lat_a(kIdW || !kPlanar ? 0 : 2 * Wo_pad * Q, 0), lat_b(kIdW || !kPlanar ? 0 : 2 * Wo_pad * Q, 0);
     std::vector<acc_t> out_buf(kBuffered ? Wo_pad * Q : 0);
     std::vector<int8_t> code_buf(kPadded ? Wo_pad : 0);
+    std::vector<wide_code_t<acc_t>> wide_codes(kMode == kMax && !kPlanar ? Wo * Q : 0);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t p = task / Ho, i = task % Ho;
       const scalar_t* plane = xd + p * H * WQ;
@@ -390,7 +410,7 @@ void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const
       }
       if constexpr (!kIdW && !kPlanar) {
         resample_aggregate_row<scalar_t, acc_t, kMode>(Ra, Rb, tw, Wo, Q, od + (p * Ho + i) * Wo * Q,
-                                                       cd ? cd + (p * Ho + i) * Wo * Q : nullptr);
+                                                       cd ? cd + (p * Ho + i) * Wo * Q : nullptr, wide_codes.data());
         continue;
       }
       if constexpr (!kIdW) {
@@ -402,11 +422,12 @@ void forward_loop(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, const
       const int64_t o = (p * Ho + i) * Wo * Q;
       if constexpr (kBuffered) {
         aggregate_row<acc_t, kMode, kPlanar>(Ra, Rb, Wo_pad, Q, out_buf.data(),
-                                             kPadded ? code_buf.data() : (cd ? cd + o : nullptr));
+                                             kPadded ? code_buf.data() : (cd ? cd + o : nullptr), wide_codes.data());
         store_row<scalar_t, acc_t>(out_buf.data(), Wo * Q, od + o);
         if (kPadded && cd) std::memcpy(cd + o, code_buf.data(), Wo);
       } else {
-        aggregate_row<acc_t, kMode, kPlanar>(Ra, Rb, Wo, Q, reinterpret_cast<acc_t*>(od + o), cd ? cd + o : nullptr);
+        aggregate_row<acc_t, kMode, kPlanar>(Ra, Rb, Wo, Q, reinterpret_cast<acc_t*>(od + o), cd ? cd + o : nullptr,
+                                             wide_codes.data());
       }
     }
   });
@@ -507,6 +528,7 @@ void forward_blocked(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, co
     std::vector<acc_t> xt(HW * kBlock), row_a(kIdH ? 0 : W * kBlock), row_b(kIdH ? 0 : W * kBlock);
     std::vector<acc_t> ot(HoWo * kBlock);
     std::vector<int8_t> ct(kMode == kMax ? HoWo * kBlock : 0);
+    std::vector<wide_code_t<acc_t>> wide_codes(kMode == kMax ? Wo * kBlock : 0);
     for (int64_t blk = begin; blk < end; ++blk) {
       const int64_t p0 = blk * kBlock, Q = std::min(kBlock, P - p0), WQ = W * Q;
       planes_to_block(xd + p0 * HW, HW, Q, xt.data());
@@ -522,7 +544,8 @@ void forward_blocked(const at::Tensor& x, at::Tensor& out, at::Tensor& codes, co
           Rb = row_b.data();
         }
         resample_aggregate_row<acc_t, acc_t, kMode>(Ra, Rb, tw, Wo, Q, ot.data() + i * Wo * Q,
-                                                    kMode == kMax ? ct.data() + i * Wo * Q : nullptr);
+                                                    kMode == kMax ? ct.data() + i * Wo * Q : nullptr,
+                                                    wide_codes.data());
       }
       block_to_planes<scalar_t, acc_t>(ot.data(), HoWo, Q, od + p0 * HoWo);
       if (kMode == kMax) block_to_planes<int8_t, int8_t>(ct.data(), HoWo, Q, cd + p0 * HoWo);
@@ -569,8 +592,8 @@ inline void sum_partials(const std::vector<double>& partial, double* grad_sizes)
 
 // Gradient reaching query point (2i+a, 2j+b) of a cell with output gradient g and winner code c:
 // g where the point won the max (c == point = 2a + b), else 0; g / 4 for avg.
-template <typename acc_t, int64_t kMode>
-inline acc_t point_grad(acc_t g, int8_t c, int8_t point) {
+template <typename acc_t, int64_t kMode, typename code_t = int8_t>
+inline acc_t point_grad(acc_t g, code_t c, code_t point) {
   if constexpr (kMode == kMax) return select(c == point, g, acc_t(0));
   else return g / static_cast<acc_t>(4);
 }
@@ -754,20 +777,23 @@ template <typename acc_t>
 struct GeneralScratch {
   std::vector<acc_t> V, P, acc_h, acc_w;
   std::vector<double> sum_h, sum_w;  // the plane's size-gradient sums per channel
-  GeneralScratch(int64_t LQ, int64_t Q, bool size_grad)
+  std::vector<wide_code_t<acc_t>> codes;  // the plane's winner codes, widened (max)
+  GeneralScratch(int64_t LQ, int64_t Q, bool size_grad, int64_t plane_cells)
       : V(LQ), P(size_grad ? LQ : 0), acc_h(size_grad ? Q : 0), acc_w(size_grad ? Q : 0), sum_h(size_grad ? Q : 0),
-        sum_w(size_grad ? Q : 0) {}
+        sum_w(size_grad ? Q : 0), codes(plane_cells) {}
 };
 
 // V (=, or += when !kFirstV) wv times the gradient of lattice row 2i+a, from output row i: go/co
 // (Wo, Q); with kTwo also P (=, or += when !kFirstP) wp times it (one winner test serves both).
 template <typename scalar_t, typename acc_t, int64_t kMode, bool kFirstV, bool kTwo = false, bool kFirstP = false>
-inline void add_lattice_row_grad(const scalar_t* __restrict go, const int8_t* __restrict co, int64_t Wo, int64_t Q,
-                                 int64_t a, acc_t wv, acc_t* __restrict V, acc_t wp = 0, acc_t* __restrict P = nullptr) {
-  const int8_t p0 = static_cast<int8_t>(2 * a), p1 = static_cast<int8_t>(2 * a + 1);
+inline void add_lattice_row_grad(const scalar_t* __restrict go, const wide_code_t<acc_t>* __restrict co, int64_t Wo,
+                                 int64_t Q, int64_t a, acc_t wv, acc_t* __restrict V, acc_t wp = 0,
+                                 acc_t* __restrict P = nullptr) {
+  using code_t = wide_code_t<acc_t>;
+  const code_t p0 = static_cast<code_t>(2 * a), p1 = static_cast<code_t>(2 * a + 1);
   for (int64_t j = 0; j < Wo; ++j) {
     const scalar_t* __restrict g = go + j * Q;
-    const int8_t* __restrict c = kMode == kMax ? co + j * Q : nullptr;
+    const code_t* __restrict c = kMode == kMax ? co + j * Q : nullptr;
     acc_t* __restrict v0 = V + (2 * j) * Q;
     acc_t* __restrict v1 = v0 + Q;
     acc_t* __restrict u0 = kTwo ? P + (2 * j) * Q : nullptr;
@@ -775,8 +801,8 @@ inline void add_lattice_row_grad(const scalar_t* __restrict go, const int8_t* __
 #pragma omp simd
     for (int64_t q = 0; q < Q; ++q) {
       const acc_t gv = load_value(g[q]);
-      const int8_t cq = kMode == kMax ? c[q] : int8_t(0);
-      const acc_t g0 = point_grad<acc_t, kMode>(gv, cq, p0), g1 = point_grad<acc_t, kMode>(gv, cq, p1);
+      const code_t cq = kMode == kMax ? c[q] : code_t(0);
+      const acc_t g0 = point_grad<acc_t, kMode, code_t>(gv, cq, p0), g1 = point_grad<acc_t, kMode, code_t>(gv, cq, p1);
       if constexpr (kFirstV) {
         v0[q] = wv * g0;
         v1[q] = wv * g1;
@@ -812,6 +838,13 @@ std::pair<double, double> backward_plane(const acc_t* xp, const scalar_t* go_pla
   const int64_t WQ = W * Q, Wo = tw.lat_len / 2, WoQ = Wo * Q;
   acc_t* V = s.V.data();
   acc_t* P = kSizeGrad ? s.P.data() : nullptr;
+  // the codes as wide as acc_t, so the winner tests run in acc_t-wide vector loops
+  wide_code_t<acc_t>* codes = co_plane ? s.codes.data() : nullptr;
+  if (codes) {
+    const int64_t n = th.lat_len / 2 * WoQ;
+#pragma omp simd
+    for (int64_t e = 0; e < n; ++e) codes[e] = co_plane[e];
+  }
   if constexpr (kSizeGrad) {
     std::fill(s.sum_h.begin(), s.sum_h.end(), 0.0);
     std::fill(s.sum_w.begin(), s.sum_w.end(), 0.0);
@@ -822,7 +855,7 @@ std::pair<double, double> backward_plane(const acc_t* xp, const scalar_t* go_pla
       for (int64_t t = th.mt_off[r]; t < th.mt_off[r + 1]; ++t) {
         const int64_t k = th.mt_idx[t];
         const scalar_t* go = go_plane + (k / 2) * WoQ;
-        const int8_t* co = co_plane ? co_plane + (k / 2) * WoQ : nullptr;
+        const wide_code_t<acc_t>* co = codes ? codes + (k / 2) * WoQ : nullptr;
         const acc_t wv = th.mt_wa[t], wp = th.mt_wd[t];
 #define POOLARCH_ADD(FV, TWO, FP) \
   add_lattice_row_grad<scalar_t, acc_t, kMode, FV, TWO, FP>(go, co, Wo, Q, k % 2, wv, V, wp, P)
@@ -846,7 +879,7 @@ std::pair<double, double> backward_plane(const acc_t* xp, const scalar_t* go_pla
       for (int64_t t = th.it_off[r]; t < th.it_off[r + 1]; ++t) {
         const int64_t k = th.it_idx[t];
         const scalar_t* go = go_plane + (k / 2) * WoQ;
-        const int8_t* co = co_plane ? co_plane + (k / 2) * WoQ : nullptr;
+        const wide_code_t<acc_t>* co = codes ? codes + (k / 2) * WoQ : nullptr;
         const acc_t wv = th.it_w[t], wp = 0;
         if (!has_v) POOLARCH_ADD(true, false, false);
         else POOLARCH_ADD(false, false, false);
@@ -920,7 +953,7 @@ void backward_general(const at::Tensor& grad_out, const at::Tensor& x, const at:
   std::vector<double> partial(kSizeGrad ? 2 * P : 0, 0.0);
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, 2 * Ho * (3 * LQ + 6 * WQ)));
   at::parallel_for(0, P, grain, [&](int64_t begin, int64_t end) {
-    GeneralScratch<acc_t> scratch(LQ, Q, kSizeGrad);
+    GeneralScratch<acc_t> scratch(LQ, Q, kSizeGrad, kMode == kMax ? Ho * Wo * Q : 0);
     std::vector<acc_t> xbuf, gbuf((kInputGrad && !kNative) ? H * WQ : 0);
     for (int64_t p = begin; p < end; ++p) {
       const acc_t* xp = kSizeGrad ? plane_as_acc<scalar_t, acc_t>(xd + p * H * WQ, H * WQ, xbuf) : nullptr;
@@ -952,7 +985,7 @@ void backward_blocked(const at::Tensor& grad_out, const at::Tensor& x, const at:
   const int64_t blocks = (P + kBlock - 1) / kBlock;
   std::vector<double> partial(kSizeGrad ? 2 * blocks : 0, 0.0);
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    GeneralScratch<acc_t> scratch(2 * Wo * kBlock, kBlock, kSizeGrad);
+    GeneralScratch<acc_t> scratch(2 * Wo * kBlock, kBlock, kSizeGrad, kMode == kMax ? HoWo * kBlock : 0);
     std::vector<acc_t> xt(kSizeGrad ? HW * kBlock : 0), gt(HoWo * kBlock), gxt(kInputGrad ? HW * kBlock : 0);
     std::vector<int8_t> ct(kMode == kMax ? HoWo * kBlock : 0);
     for (int64_t blk = begin; blk < end; ++blk) {

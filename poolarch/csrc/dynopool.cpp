@@ -241,8 +241,10 @@ inline code_t select_code(bool s, code_t a, code_t b) {
   return static_cast<code_t>((a & m) | (b & ~m));
 }
 
-// A winner code as wide as acc_t: the channels_last aggregation keeps its vector loop at acc_t's width
-// (int8 codes made it a 32-lane loop of packs and register spills) and narrows a row at a time.
+// A winner code as wide as acc_t, for the vector loops that mix codes with acc_t arithmetic: the
+// channels_last aggregation (narrowed to the int8 codes a row at a time) and the general backward's
+// winner tests (widened once per plane). With int8 codes those loops ran 32 lanes wide, packing and
+// spilling registers: measured forward 0.87x at r = 1.2 channels_last, backward 0.83-0.99x.
 template <typename acc_t>
 using wide_code_t = std::conditional_t<sizeof(acc_t) == 4, int32_t, int64_t>;
 

@@ -61,7 +61,8 @@ def _simd_level() -> str:
     """``avx2`` when torch reports an AVX2-or-better CPU, else ``baseline``.
 
     With ``avx2`` the kernel is compiled with ``-mavx2``, which only widens its vector loops (no FMA
-    contraction, ``-ffp-contract=off``): the arithmetic, hence every result, is the same.
+    contraction, ``-ffp-contract=off``): the arithmetic, hence every result, is the same. (``-mfma`` with
+    contraction measured no faster on AMD EPYC: forward and backward 0.93-1.03x.)
     """
     try:
         capability = torch.backends.cpu.get_cpu_capability()

@@ -330,10 +330,7 @@ inline void aggregate_row(const acc_t* __restrict La, const acc_t* __restrict Lb
       for (int64_t q = 0; q < Q; ++q)
         aggregate<acc_t, kMode, code_t>(A0[q], A1[q], C0[q], C1[q], o[q], kMode == kMax ? c[q] : unused_wide);
     }
-    if constexpr (kMode == kMax) {
-#pragma omp simd
-      for (int64_t e = 0; e < Wo * Q; ++e) crow[e] = static_cast<int8_t>(wide[e]);
-    }
+    if constexpr (kMode == kMax) store_row<int8_t, code_t>(wide, Wo * Q, crow);
   }
 }
 
@@ -363,10 +360,7 @@ inline void resample_aggregate_row(const acc_t* __restrict Ra, const acc_t* __re
       o[q] = store_value<scalar_t, acc_t>(v);
     }
   }
-  if constexpr (kMode == kMax) {
-#pragma omp simd
-    for (int64_t e = 0; e < Wo * Q; ++e) crow[e] = static_cast<int8_t>(wide[e]);
-  }
+  if constexpr (kMode == kMax) store_row<int8_t, code_t>(wide, Wo * Q, crow);
 }
 
 template <typename scalar_t, typename acc_t, int64_t kMode, bool kIdH, bool kIdW, bool kPlanar>
@@ -842,11 +836,7 @@ std::pair<double, double> backward_plane(const acc_t* xp, const scalar_t* go_pla
   acc_t* P = kSizeGrad ? s.P.data() : nullptr;
   // the codes as wide as acc_t, so the winner tests run in acc_t-wide vector loops
   wide_code_t<acc_t>* codes = co_plane ? s.codes.data() : nullptr;
-  if (codes) {
-    const int64_t n = th.lat_len / 2 * WoQ;
-#pragma omp simd
-    for (int64_t e = 0; e < n; ++e) codes[e] = co_plane[e];
-  }
+  if (codes) load_row(co_plane, th.lat_len / 2 * WoQ, codes);
   if constexpr (kSizeGrad) {
     std::fill(s.sum_h.begin(), s.sum_h.end(), 0.0);
     std::fill(s.sum_w.begin(), s.sum_w.end(), 0.0);
